@@ -1,0 +1,227 @@
+"""The ``posefix`` command: one thin function per verb; the work lives in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# --------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="COCO keypoint AP/AR of a results file")
+    p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
+    p.add_argument("--results", required=True, help="COCO keypoint results JSON")
+    p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
+    p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_files, format_stats
+
+    stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict)
+    _print_json(stats) if a.json else print(format_stats(stats))
+    return 0
+
+
+# --------------------------------------------------------------------------- analyze
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="error diagnosis (Ronchi & Perona) of a results file")
+    p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
+    p.add_argument("--results", required=True, help="COCO keypoint results JSON")
+    p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
+    p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--fit-profile", default=None, metavar="OUT",
+                   help="also fit an error profile to these results and write it to OUT")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_analyze(a: argparse.Namespace) -> int:
+    from .diagnosis import analyze_files, format_report
+
+    report = analyze_files(a.gt, a.results, spec=a.spec, strict=a.strict,
+                           fit_profile_out=a.fit_profile)
+    _print_json(report) if a.json else print(format_report(report))
+    return 0
+
+
+# --------------------------------------------------------------------------- synthesize
+def _add_synthesize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synthesize", help="write synthetic input poses made from ground truth")
+    p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
+    p.add_argument("--out", required=True, help="output COCO results JSON")
+    p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
+    p.add_argument("--profile", default="default", help="error profile name or file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trainset-results", default=None,
+                   help="an estimator's results on --gt, for unlabelled keypoints")
+    p.set_defaults(func=_cmd_synthesize)
+
+
+def _cmd_synthesize(a: argparse.Namespace) -> int:
+    from .synthesis import synthesize_file
+
+    out = synthesize_file(a.gt, a.out, spec=a.spec, profile=a.profile, seed=a.seed,
+                          trainset_results=a.trainset_results)
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a refiner (one process; use torchrun for many)")
+    p.add_argument("config", help="config file or built-in config name")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--resume", default="auto",
+                   help="'auto' (latest checkpoint in out_dir), a checkpoint path, or 'no'")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    train(load_config(a.config, a.overrides), resume=a.resume)
+    return 0
+
+
+# --------------------------------------------------------------------------- refine
+def _add_refine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refine", help="refine any estimator's COCO keypoint results")
+    p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: the demo model)")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--results", required=True, help="input COCO keypoint results JSON")
+    p.add_argument("--out", required=True, help="output COCO keypoint results JSON")
+    p.add_argument("--gt", default=None, help="annotations: report AP and errors before/after")
+    p.add_argument("--image-list", default=None,
+                   help="COCO annotation or image-info JSON mapping image ids to file names "
+                        "(default: --gt)")
+    p.add_argument("--box", choices=["pose", "bbox"], default="pose",
+                   help="crop from the input pose's extent (default) or from its bbox")
+    p.add_argument("--no-flip", action="store_true", help="disable the flip test")
+    p.add_argument("--score", choices=["input", "heatmap"], default="input",
+                   help="keep the input score or rescore from the heatmaps")
+    p.add_argument("--nms", type=float, default=0.9, help="OKS-NMS threshold (<=0 disables)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    p.add_argument("--onnx", default=None, help="ONNX model for --backend onnxruntime")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="skip and count detections whose image is missing or unreadable")
+    p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_refine)
+
+
+def _cmd_refine(a: argparse.Namespace) -> int:
+    from .refine import refine_files
+
+    summary = refine_files(
+        checkpoint=a.checkpoint, images=a.images, results=a.results, out=a.out, gt=a.gt,
+        image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
+        batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
+        onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict,
+    )
+    _print_json(summary) if a.json else print(summary.get("text", ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- visualize
+def _add_visualize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("visualize", help="draw ground truth, input and refined poses to PNGs")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--out", required=True, help="output folder for PNG files")
+    p.add_argument("--gt", default=None, help="annotations (drawn, and image ids -> files)")
+    p.add_argument("--results", action="append", default=[], metavar="[LABEL=]FILE",
+                   help="a results file to draw; repeat for side-by-side panels")
+    p.add_argument("--spec", default=None, help="keypoint spec (default: from --gt, or coco17)")
+    p.add_argument("--min-score", type=float, default=0.0, help="hide detections scoring less")
+    p.add_argument("--max-images", type=int, default=None)
+    p.set_defaults(func=_cmd_visualize)
+
+
+def _cmd_visualize(a: argparse.Namespace) -> int:
+    from .visualize import visualize_files
+
+    written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results,
+                              spec=a.spec, min_score=a.min_score, max_images=a.max_images)
+    print(f"wrote {len(written)} image(s) to {a.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint's network to ONNX")
+    p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: demo model)")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    print(f"wrote {export_onnx(a.checkpoint, a.onnx, opset=a.opset)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="refine the embedded sample with the shipped model")
+    p.add_argument("--out", default="posefix-demo", help="output folder")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=a.out)
+    return 0
+
+
+_VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_evaluate, _add_analyze, _add_synthesize, _add_train, _add_refine, _add_visualize,
+    _add_export, _add_demo,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``posefix`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="posefix", description="Model-agnostic human pose refinement (PoseFix).")
+    parser.add_argument("--version", action="version", version=f"posefix {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in _VERBS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run the verb, turn input errors into one clear line."""
+    from .config import ConfigError
+    from .io import InputError
+    from .spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
+        print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

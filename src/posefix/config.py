@@ -1,0 +1,262 @@
+"""Typed configuration: dataclasses loaded from YAML and overridden from the command line.
+
+``load_config("configs/r50_256x192.yaml", ["optim.lr=1e-3", "model.backbone=resnet18"])``
+returns a :class:`Config`; unknown keys and ill-typed values are errors that name the key.
+Built-in configs (``posefix/configs/*.yaml``) can be named without a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DatasetConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "available_configs",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid."""
+
+
+@dataclass
+class ModelConfig:
+    """The PoseFix network (paper section 5.1)."""
+
+    backbone: str = "resnet50"
+    input_size: tuple[int, int] = (256, 192)  # (height, width) of the crop
+    deconv_channels: int = 256
+    num_deconv: int = 3
+    input_sigma: float = 7.0  # Gaussian sigma in px of the input-pose heatmaps at 256x192
+    pretrained: str | None = None  # local torchvision ResNet state-dict file
+
+
+@dataclass
+class DatasetConfig:
+    """One COCO-format keypoint set used for training or validation."""
+
+    ann: str  # annotation JSON
+    images: str | None = None  # image root (default: the annotation file's folder)
+    results: str | None = None  # an estimator's results on this set, for unlabelled keypoints
+    image_files: list[str] | None = None  # restrict to these image file names (a split)
+
+
+@dataclass
+class DataConfig:
+    """Samples, augmentation and input-pose synthesis (paper sections 3 and 4)."""
+
+    spec: str = "coco17"
+    train: list[DatasetConfig] = field(default_factory=list)
+    val: list[DatasetConfig] = field(default_factory=list)
+    profile: str = "default"  # error profile for synthesis (name or file)
+    bbox_padding: float = 1.25
+    scale_factor: float = 0.3
+    rotation_factor: float = 40.0
+    rotation_prob: float = 0.6
+    flip: bool = True
+    overlap_iou: float = 0.1  # other persons overlapping by this IoU feed swap errors
+    workers: int = 2
+    repeat: int = 1  # passes over the training set per epoch (for tiny sets)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule (paper section 6: Adam 5e-4, x0.1 at 90 and 120 of 140)."""
+
+    lr: float = 5e-4
+    epochs: int = 140
+    lr_steps: tuple[int, ...] = (90, 120)
+    lr_factor: float = 0.1
+    batch_size: int = 32  # per process
+    weight_decay: float = 0.0
+    accumulate: int = 1  # gradient accumulation steps
+    amp: bool = False  # mixed precision (CUDA)
+    max_steps: int | None = None  # stop after this many optimizer steps (tiny runs)
+
+
+@dataclass
+class RunConfig:
+    """Where and how often to write things."""
+
+    out_dir: str = "runs/posefix"
+    seed: int = 0
+    log: str = "csv"  # csv or tensorboard
+    log_every: int = 20  # steps
+    checkpoint_every: int = 200  # steps; also at every epoch end
+    val_every: int = 1  # epochs; 0 disables validation
+    device: str = "auto"  # auto, cpu, cuda
+
+
+@dataclass
+class Config:
+    """A whole training configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert plain YAML data to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in
+                         enumerate(zip(value, args, strict=True)))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key(s): {', '.join(where + u for u in sorted(unknown))}"
+                          f"; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+def config_from_dict(data: dict | None) -> Config:
+    """Build a :class:`Config` from plain data (missing keys take their defaults)."""
+    return _build(Config, data or {}, "")
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain data (lists, not tuples) for YAML, JSON and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def available_configs() -> list[str]:
+    """Names of the built-in training configs."""
+    files = resources.files("posefix").joinpath("configs").iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        if not isinstance(node.get(k, {}), dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (or a built-in config name) and apply ``key.sub=value`` overrides.
+
+    Override values are parsed as YAML (``optim.lr=1e-3``, ``data.flip=false``,
+    ``model.input_size=[128,96]``). Relative data paths in a file are resolved against
+    the file's folder.
+    """
+    data: dict = {}
+    base: Path | None = None
+    if path is not None:
+        p = Path(path)
+        if not p.is_file() and str(path) in available_configs():
+            text = resources.files("posefix").joinpath(f"configs/{path}.yaml").read_text()
+            source = f"posefix/configs/{path}.yaml"
+        elif p.is_file():
+            text = p.read_text()
+            source = str(p)
+            base = p.resolve().parent
+        else:
+            raise ConfigError(f"config {path!r}: not a file and not one of {available_configs()}")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a config must be a mapping")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+    cfg = config_from_dict(data)
+    if base is not None:
+        for ds in [*cfg.data.train, *cfg.data.val]:
+            for attr in ("ann", "images", "results"):
+                v = getattr(ds, attr)
+                if v is not None and not Path(v).is_absolute() and not v.startswith("~"):
+                    setattr(ds, attr, str((base / v).resolve()) if (base / v).exists() else v)
+    return cfg

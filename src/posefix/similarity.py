@@ -1,0 +1,151 @@
+"""Keypoint similarity (KS), object keypoint similarity (OKS) and OKS-NMS.
+
+Definitions follow the COCO keypoint evaluation: for a keypoint with OKS sigma s and a person
+of area A, ``KS = exp(-d^2 / (2 * A * (2 s)^2))`` where d is the pixel distance.
+All functions broadcast over leading dimensions and never loop per keypoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "keypoint_similarity",
+    "ks_distance",
+    "oks",
+    "oks_matrix",
+    "oks_nms",
+]
+
+_EPS = np.spacing(1)
+
+
+def _variances(sigmas: np.ndarray) -> np.ndarray:
+    return (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2
+
+
+def keypoint_similarity(
+    pred: np.ndarray, gt: np.ndarray, area: np.ndarray | float, sigmas: np.ndarray
+) -> np.ndarray:
+    """Per-keypoint KS between ``pred`` (..., K, >=2) and ``gt`` (..., K, >=2).
+
+    ``area`` broadcasts against the leading dimensions (one value per person).
+    Returns an array of shape (..., K).
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    d2 = ((pred[..., :2] - gt[..., :2]) ** 2).sum(-1)
+    area = np.asarray(area, dtype=np.float64)[..., None]
+    return np.exp(-d2 / _variances(sigmas) / (area + _EPS) / 2.0)
+
+
+def ks_distance(k: float | np.ndarray, area: np.ndarray | float, sigmas: np.ndarray) -> np.ndarray:
+    """Pixel distance at which KS equals ``k``, shape ``area.shape + (K,)``."""
+    area = np.asarray(area, dtype=np.float64)[..., None]
+    return np.sqrt(-2.0 * (area + _EPS) * _variances(sigmas) * np.log(k))
+
+
+def oks(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    visible: np.ndarray,
+    area: np.ndarray | float,
+    sigmas: np.ndarray,
+) -> np.ndarray:
+    """OKS between paired persons: mean KS over the ground truth's labelled keypoints.
+
+    ``visible`` is the (..., K) mask of labelled ground-truth keypoints. Persons with no
+    labelled keypoint get OKS 0 (use :func:`oks_matrix` for COCOeval's box fallback).
+    """
+    ks = keypoint_similarity(pred, gt, area, sigmas)
+    vis = np.asarray(visible, dtype=bool)
+    n = vis.sum(-1)
+    return np.where(n > 0, (ks * vis).sum(-1) / np.maximum(n, 1), 0.0)
+
+
+def oks_matrix(
+    dets: np.ndarray,
+    gts: np.ndarray,
+    gt_visible: np.ndarray,
+    gt_areas: np.ndarray,
+    gt_boxes: np.ndarray,
+    sigmas: np.ndarray,
+) -> np.ndarray:
+    """COCOeval's OKS between every detection and every ground truth of one image.
+
+    Args:
+        dets: (D, K, >=2) detected keypoints.
+        gts: (G, K, >=2) ground-truth keypoints.
+        gt_visible: (G, K) labelled mask (v > 0).
+        gt_areas: (G,) areas.
+        gt_boxes: (G, 4) boxes ``x, y, w, h``; used, as COCOeval does, for ground truths
+            with no labelled keypoint (distance to the box enlarged to 3x its size).
+        sigmas: (K,) OKS sigmas.
+
+    Returns:
+        (D, G) OKS matrix (COCOeval's ``ious`` transposed to detections first).
+    """
+    dets = np.asarray(dets, dtype=np.float64)[..., :2]
+    gts = np.asarray(gts, dtype=np.float64)[..., :2]
+    vis = np.asarray(gt_visible, dtype=bool)
+    D, G = len(dets), len(gts)
+    if D == 0 or G == 0:
+        return np.zeros((D, G))
+    boxes = np.asarray(gt_boxes, dtype=np.float64)
+    diff = dets[:, None] - gts[None]  # D, G, K, 2
+    # COCOeval fallback for ground truths with no labelled keypoint: distance to the box
+    # [x - w, x + 2w] x [y - h, y + 2h], zero inside it.
+    lo = (boxes[:, :2] - boxes[:, 2:])[None, :, None, :]
+    hi = (boxes[:, :2] + 2 * boxes[:, 2:])[None, :, None, :]
+    out = np.maximum(0.0, lo - dets[:, None]) + np.maximum(0.0, dets[:, None] - hi)
+    n_vis = vis.sum(-1)  # G
+    d = np.where((n_vis > 0)[None, :, None, None], diff, out)
+    e = (d**2).sum(-1) / _variances(sigmas) / (np.asarray(gt_areas, float)[None, :, None] + _EPS)
+    ks = np.exp(-e / 2.0)  # D, G, K
+    mask = np.where((n_vis > 0)[:, None], vis, True)  # G, K
+    return (ks * mask[None]).sum(-1) / mask.sum(-1)[None]
+
+
+def oks_nms(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    areas: np.ndarray,
+    sigmas: np.ndarray,
+    threshold: float = 0.9,
+    keypoint_scores: np.ndarray | None = None,
+    min_keypoint_score: float | None = None,
+) -> np.ndarray:
+    """Greedy OKS non-maximum suppression of one image's poses.
+
+    Keeps the best-scoring pose, drops every other pose whose OKS to it (with the kept
+    pose's area) exceeds ``threshold``, and repeats. If ``keypoint_scores`` and
+    ``min_keypoint_score`` are given, only keypoints scoring above it count in the OKS
+    (as the SimpleBaseline/PoseFix reference does with its ``in_vis_thre``).
+
+    Returns the indices of kept poses in descending score order.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)[..., :2]
+    scores = np.asarray(scores, dtype=np.float64)
+    areas = np.asarray(areas, dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if keypoint_scores is not None and min_keypoint_score is not None:
+        valid = np.asarray(keypoint_scores) > min_keypoint_score
+    else:
+        valid = np.ones(keypoints.shape[:2], dtype=bool)
+    # All pairwise OKS at once: row i uses pose i's area and valid keypoints.
+    d2 = ((keypoints[:, None] - keypoints[None]) ** 2).sum(-1)  # N, N, K
+    ks = np.exp(-d2 / _variances(sigmas) / ((areas[:, None, None] + areas[None, :, None]) / 2
+                                             + _EPS) / 2.0)
+    m = valid[:, None, :]
+    pair_oks = np.where(m.sum(-1) > 0, (ks * m).sum(-1) / np.maximum(m.sum(-1), 1), 0.0)
+    order = np.argsort(-scores, kind="stable")
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= pair_oks[i] > threshold
+    return np.asarray(keep, dtype=np.int64)
