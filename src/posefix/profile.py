@@ -1,0 +1,499 @@
+"""Error profiles: how often each keypoint error type is synthesized (paper section 4).
+
+A profile gives, per joint group, per bin of a person's number of labelled keypoints and per
+bin of its number of overlapping persons, the probability of each error type of
+:mod:`posefix.taxonomy` (good, jitter, inversion, swap, miss). Keypoints are assigned to
+groups *by name*, so one profile serves every keypoint layout that uses those names;
+keypoints a profile does not name fall back to a group chosen by their spec body group.
+The file format is documented at the top of ``posefix/profiles/default.yaml``.
+
+:func:`fit_profile` measures a profile from an estimator's diagnosed errors, so that the
+synthesized inputs a refiner trains on resemble that estimator's mistakes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .spec import KeypointSpec
+from .taxonomy import ABSENT, ERROR_TYPES, GOOD
+
+__all__ = [
+    "ErrorProfile",
+    "ProfileError",
+    "available_profiles",
+    "fit_profile",
+    "load_profile",
+    "save_profile",
+]
+
+_NT = len(ERROR_TYPES)
+# Types given in a file; good is the remainder.
+_ERROR_ONLY = tuple(t for t in ERROR_TYPES if t != "good")
+
+
+class ProfileError(ValueError):
+    """An error profile file is malformed."""
+
+
+@dataclass(frozen=True, eq=False)
+class ErrorProfile:
+    """Error-type probabilities by joint group, labelled-count bin and overlap bin.
+
+    Attributes:
+        name: short identifier.
+        labelled_bins: inclusive upper edges of the labelled-keypoint-count bins; one more
+            bin holds every larger count (L = len + 1 bins).
+        overlap_bins: inclusive upper edges of the overlapping-person-count bins (O bins).
+        group_names: the G joint groups, in the order of ``rates``.
+        group_keypoints: keypoint names of each group.
+        rates: (G, L, O, 5) probabilities in taxonomy code order, summing to 1.
+        fallback: spec body group (face, upper_body, ...) -> profile group, for keypoints
+            no group names.
+        default_group: group for keypoints that neither names nor fallback place.
+        description: free text.
+        samples: (G, L, O) number of keypoints each bin was measured on (fitted profiles),
+            or None.
+    """
+
+    name: str
+    labelled_bins: tuple[int, ...]
+    overlap_bins: tuple[int, ...]
+    group_names: tuple[str, ...]
+    group_keypoints: tuple[tuple[str, ...], ...]
+    rates: np.ndarray
+    fallback: dict[str, str] = field(default_factory=dict)
+    default_group: str = ""
+    description: str = ""
+    samples: np.ndarray | None = None
+    _groups_of: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        where = f"profile {self.name!r}"
+        G, L, NO = len(self.group_names), len(self.labelled_bins) + 1, len(self.overlap_bins) + 1
+        if G == 0:
+            raise ProfileError(f"{where}: no groups")
+        if len(self.group_keypoints) != G:
+            raise ProfileError(f"{where}: {len(self.group_keypoints)} keypoint lists for "
+                               f"{G} groups")
+        for key in ("labelled_bins", "overlap_bins"):
+            edges = getattr(self, key)
+            if any(b < 0 for b in edges) or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
+                raise ProfileError(f"{where}: '{key}' must be increasing non-negative "
+                                   f"integers, got {list(edges)}")
+        rates = np.asarray(self.rates, dtype=np.float64)
+        if rates.shape != (G, L, NO, _NT):
+            raise ProfileError(f"{where}: rates have shape {rates.shape}, expected "
+                               f"{(G, L, NO, _NT)}")
+        if not np.all(np.isfinite(rates)) or rates.min() < -1e-9:
+            raise ProfileError(f"{where}: probabilities must be finite and non-negative")
+        sums = rates.sum(-1)
+        if np.abs(sums - 1).max() > 1e-6:
+            g, li, o = np.unravel_index(np.abs(sums - 1).argmax(), sums.shape)
+            raise ProfileError(f"{where}: group {self.group_names[g]!r} bin ({li}, {o}) "
+                               f"probabilities sum to {sums[g, li, o]:.6f}, not 1")
+        rates = np.clip(rates, 0, None)
+        rates.setflags(write=False)
+        object.__setattr__(self, "rates", rates)
+        seen: dict[str, str] = {}
+        for g, names in zip(self.group_names, self.group_keypoints, strict=True):
+            for n in names:
+                if n in seen:
+                    raise ProfileError(f"{where}: keypoint {n!r} is in groups "
+                                       f"{seen[n]!r} and {g!r}")
+                seen[n] = g
+        for target in [*self.fallback.values(), self.default_group]:
+            if target not in self.group_names:
+                raise ProfileError(f"{where}: fallback group {target!r} is not one of "
+                                   f"{list(self.group_names)}")
+        if self.samples is not None:
+            s = np.asarray(self.samples, dtype=np.int64)
+            if s.shape != (G, L, NO):
+                raise ProfileError(f"{where}: samples have shape {s.shape}, expected "
+                                   f"{(G, L, NO)}")
+            object.__setattr__(self, "samples", s)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ErrorProfile):
+            return NotImplemented
+        return (self.name == other.name and self.labelled_bins == other.labelled_bins
+                and self.overlap_bins == other.overlap_bins
+                and self.group_names == other.group_names
+                and self.group_keypoints == other.group_keypoints
+                and self.fallback == other.fallback and self.default_group == other.default_group
+                and np.array_equal(self.rates, other.rates))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def num_bins(self) -> tuple[int, int]:
+        """(L, O): number of labelled-count and overlap bins."""
+        return len(self.labelled_bins) + 1, len(self.overlap_bins) + 1
+
+    def group_index(self, spec: KeypointSpec) -> np.ndarray:
+        """Profile group of each of the spec's keypoints, (K,) indices into ``group_names``."""
+        key = (spec.keypoints, spec.group_of)
+        cached = self._groups_of.get(key)
+        if cached is not None:
+            return cached
+        by_name = {n: g for g, names in enumerate(self.group_keypoints) for n in names}
+        pos = {g: i for i, g in enumerate(self.group_names)}
+        default = pos[self.default_group]
+        out = [by_name.get(n, pos.get(self.fallback.get(body, ""), default))
+               for n, body in zip(spec.keypoints, spec.group_of, strict=True)]
+        index = np.asarray(out, dtype=np.int64)
+        index.setflags(write=False)
+        self._groups_of[key] = index
+        return index
+
+    def labelled_bin(self, num_labelled: np.ndarray) -> np.ndarray:
+        """Bin index of each labelled-keypoint count."""
+        return np.searchsorted(np.asarray(self.labelled_bins), np.asarray(num_labelled),
+                               side="left")
+
+    def overlap_bin(self, num_overlap: np.ndarray) -> np.ndarray:
+        """Bin index of each overlapping-person count."""
+        return np.searchsorted(np.asarray(self.overlap_bins), np.asarray(num_overlap),
+                               side="left")
+
+    def probabilities(self, spec: KeypointSpec, num_labelled: np.ndarray,
+                      num_overlap: np.ndarray) -> np.ndarray:
+        """Type probabilities (N, K, 5) in taxonomy order for N persons of layout ``spec``.
+
+        Keypoints the spec ignores get all-zero rows (they are never synthesized).
+        """
+        g = self.group_index(spec)
+        lb = self.labelled_bin(np.asarray(num_labelled).reshape(-1))
+        ob = self.overlap_bin(np.asarray(num_overlap).reshape(-1))
+        out = self.rates[g[None, :], lb[:, None], ob[:, None]]
+        return out * spec.used_mask[None, :, None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, the shape of a profile file (``good`` left implicit)."""
+        groups: dict[str, Any] = {}
+        for gi, (g, names) in enumerate(zip(self.group_names, self.group_keypoints,
+                                            strict=True)):
+            entry: dict[str, Any] = {"keypoints": list(names)}
+            for t in _ERROR_ONLY:
+                entry[t] = _compact(self.rates[gi, :, :, ERROR_TYPES.index(t)])
+            if self.samples is not None:
+                entry["samples"] = self.samples[gi].tolist()
+            groups[g] = entry
+        return {
+            "name": self.name,
+            "description": self.description,
+            "labelled_bins": list(self.labelled_bins),
+            "overlap_bins": list(self.overlap_bins),
+            "groups": groups,
+            "fallback": dict(self.fallback),
+            "default_group": self.default_group,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> ErrorProfile:
+        """Build a profile from plain data (the parsed file); errors name source and field."""
+        if not isinstance(data, dict):
+            raise ProfileError(f"{source}: an error profile must be a mapping")
+        for key in ("name", "labelled_bins", "overlap_bins", "groups"):
+            if key not in data:
+                raise ProfileError(f"{source}: missing field '{key}'")
+        bins = {}
+        for key in ("labelled_bins", "overlap_bins"):
+            v = data[key]
+            if not isinstance(v, list) or any(isinstance(b, bool) or not isinstance(b, int)
+                                              for b in v):
+                raise ProfileError(f"{source}: field '{key}' must be a list of integers")
+            bins[key] = tuple(v)
+        L, NO = len(bins["labelled_bins"]) + 1, len(bins["overlap_bins"]) + 1
+        groups = data["groups"]
+        if not isinstance(groups, dict) or not groups:
+            raise ProfileError(f"{source}: field 'groups' must be a non-empty mapping")
+        names, members, rates, samples = [], [], [], []
+        has_samples = all(isinstance(e, dict) and "samples" in e for e in groups.values())
+        for g, entry in groups.items():
+            where = f"groups.{g}"
+            if not isinstance(entry, dict):
+                raise ProfileError(f"{source}: field '{where}' must be a mapping")
+            kps = entry.get("keypoints", [])
+            if not isinstance(kps, list) or not all(isinstance(k, str) for k in kps):
+                raise ProfileError(f"{source}: field '{where}.keypoints' must be a list of "
+                                   "keypoint names")
+            unknown = set(entry) - {"keypoints", "samples", *ERROR_TYPES}
+            if unknown:
+                raise ProfileError(f"{source}: field '{where}' has unknown key(s) "
+                                   f"{sorted(unknown)}; expected keypoints, "
+                                   f"{', '.join(ERROR_TYPES)}")
+            r = np.zeros((L, NO, _NT))
+            for ti, t in enumerate(ERROR_TYPES):
+                if t in entry:
+                    r[..., ti] = _table(entry[t], L, NO, source, f"{where}.{t}")
+            if "good" not in entry:
+                r[..., GOOD] = 1.0 - r.sum(-1)
+                if r[..., GOOD].min() < -1e-9:
+                    raise ProfileError(f"{source}: field '{where}': error probabilities sum "
+                                       f"to more than 1 ({1 - r[..., GOOD].min():.4f})")
+            elif np.abs(r.sum(-1) - 1).max() > 1e-3:
+                raise ProfileError(f"{source}: field '{where}': the five probabilities must "
+                                   "sum to 1")
+            else:
+                r /= r.sum(-1, keepdims=True)
+            names.append(str(g))
+            members.append(tuple(kps))
+            rates.append(np.clip(r, 0, None))
+            if has_samples:
+                samples.append(_table(entry["samples"], L, NO, source, f"{where}.samples"))
+        fallback = data.get("fallback") or {}
+        if not isinstance(fallback, dict):
+            raise ProfileError(f"{source}: field 'fallback' must be a mapping")
+        default_group = str(data.get("default_group") or names[0])
+        for k, target in [*((f"fallback.{k}", v) for k, v in fallback.items()),
+                          ("default_group", default_group)]:
+            if target not in names:
+                raise ProfileError(f"{source}: field '{k}' names unknown group {target!r}")
+        try:
+            return cls(
+                name=str(data["name"]),
+                labelled_bins=bins["labelled_bins"],
+                overlap_bins=bins["overlap_bins"],
+                group_names=tuple(names),
+                group_keypoints=tuple(members),
+                rates=np.stack(rates),
+                fallback={str(k): str(v) for k, v in fallback.items()},
+                default_group=default_group,
+                description=str(data.get("description") or ""),
+                samples=np.stack(samples).round().astype(np.int64) if has_samples else None,
+            )
+        except ProfileError as e:
+            raise ProfileError(f"{source}: {e}") from None
+
+
+def _table(value: Any, L: int, NO: int, source: str, where: str) -> np.ndarray:
+    """A scalar, per-labelled-bin list or [labelled][overlap] table, broadcast to (L, O)."""
+    def bad(msg: str) -> ProfileError:
+        return ProfileError(f"{source}: field '{where}': {msg}")
+
+    def num(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad(f"{v!r} is not a finite number")
+        if v < 0:
+            raise bad(f"{v} is negative")
+        return float(v)
+
+    if not isinstance(value, list):
+        return np.full((L, NO), num(value))
+    if len(value) != L:
+        raise bad(f"has {len(value)} entries; there are {L} labelled bins")
+    out = np.zeros((L, NO))
+    for i, row in enumerate(value):
+        if isinstance(row, list):
+            if len(row) != NO:
+                raise bad(f"row {i} has {len(row)} entries; there are {NO} overlap bins")
+            out[i] = [num(v) for v in row]
+        else:
+            out[i] = num(row)
+    return out
+
+
+def _compact(table: np.ndarray) -> Any:
+    """The shortest file form of an (L, O) table: a number, a list or a list of lists."""
+    t = np.round(np.asarray(table, dtype=np.float64), 6)
+    if np.all(t == t.flat[0]):
+        return float(t.flat[0])
+    if np.all(t == t[:, :1]):
+        return [float(v) for v in t[:, 0]]
+    return [[float(v) for v in row] for row in t]
+
+
+def available_profiles() -> list[str]:
+    """Names of the built-in profiles (``posefix/profiles/*.yaml``)."""
+    files = resources.files("posefix").joinpath("profiles").iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | Path | ErrorProfile) -> ErrorProfile:
+    """Load a built-in profile by name (``default``) or a profile file (YAML or JSON)."""
+    if isinstance(name_or_path, ErrorProfile):
+        return name_or_path
+    key = str(name_or_path)
+    if key.lower() in available_profiles():
+        text = resources.files("posefix").joinpath(f"profiles/{key.lower()}.yaml").read_text()
+        source = f"posefix/profiles/{key.lower()}.yaml"
+    else:
+        path = Path(key)
+        if not path.is_file():
+            raise ProfileError(f"unknown error profile {key!r}: not a file and not one of "
+                               f"{available_profiles()}")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{source}: not valid YAML: {e}") from None
+    return ErrorProfile.from_dict(data, source=source)
+
+
+def save_profile(profile: ErrorProfile, path: str | Path) -> Path:
+    """Write a profile file atomically (YAML; JSON if ``path`` ends in ``.json``)."""
+    path = Path(path)
+    data = profile.to_dict()
+    if path.suffix.lower() == ".json":
+        from .io import write_json_atomic
+
+        return write_json_atomic(path, data, indent=1)
+    header = ("# posefix error profile (format: see posefix/profiles/default.yaml). Rates "
+              "are\n# probabilities of each error type; good = 1 - the others.\n")
+    text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- fitting
+def _choice_mle(counts: np.ndarray, fixed: np.ndarray, iters: int = 200) -> np.ndarray:
+    """Rates of a choice model whose unavailable types are dropped and the rest renormalized.
+
+    ``counts`` is (..., A, 5): for each availability pattern a (see ``_PATTERNS``), how
+    many keypoints showed each type. Returns (..., 5) rates p maximizing the likelihood of
+    P(type t | pattern a) = p_t / sum of p over the types available in a (Luce's choice
+    model, fitted by the minorize-maximize iteration). Types never available in a cell are
+    unidentifiable: they keep ``fixed`` (..., 5) and the others share the rest.
+    """
+    avail = _PATTERNS  # (A, 5)
+    n = counts.sum(-1)  # (..., A)
+    c = counts.sum(-2)  # (..., 5)
+    exposure = (n[..., :, None] * avail).sum(-2)  # (..., 5)
+    free = exposure > 0
+    budget = 1.0 - np.where(free, 0.0, fixed).sum(-1, keepdims=True)
+    p = np.where(free, 1.0, 0.0)
+    p = p / np.maximum(p.sum(-1, keepdims=True), 1e-12) * budget
+    for _ in range(iters):
+        z = (p[..., None, :] * avail).sum(-1)  # (..., A)
+        denom = (n[..., :, None] * avail / np.maximum(z[..., :, None], 1e-12)).sum(-2)
+        new = np.where(free, c / np.maximum(denom, 1e-12), 0.0)
+        s = new.sum(-1, keepdims=True)
+        new = np.where(s > 0, new / np.maximum(s, 1e-12) * budget, p)
+        if np.abs(new - p).max() < 1e-10:
+            p = new
+            break
+        p = new
+    return np.where(free, p, fixed)
+
+
+# Availability patterns: good, jitter and miss are always possible; inversion needs a
+# labelled left/right partner, swap an overlapping labelled person.
+_PATTERNS = np.array([
+    [1, 1, 0, 0, 1],
+    [1, 1, 1, 0, 1],
+    [1, 1, 0, 1, 1],
+    [1, 1, 1, 1, 1],
+], dtype=np.float64)
+
+
+def fit_profile(
+    labels: np.ndarray,
+    num_labelled: np.ndarray,
+    num_overlap: np.ndarray,
+    spec: KeypointSpec,
+    min_count: int = 50,
+    base: ErrorProfile | str = "default",
+    swap_possible: np.ndarray | None = None,
+    name: str = "fitted",
+) -> ErrorProfile:
+    """Measure an estimator's error profile from its diagnosed keypoint errors.
+
+    Args:
+        labels: (P, K) taxonomy codes of P matched persons (ABSENT where unlabelled).
+        num_labelled: (P,) labelled keypoints of each person's ground truth.
+        num_overlap: (P,) other labelled persons whose box overlaps (IoU >= 0.1).
+        spec: the keypoint layout of ``labels``.
+        min_count: a (group, labelled bin, overlap bin) cell measured on fewer keypoints
+            falls back to the cell pooled over overlap bins, then over labelled bins, then
+            over both, then to ``base``.
+        base: profile giving the groups, bins and fallback values.
+        swap_possible: optional (P, K) mask of keypoints that had another person's same or
+            partner keypoint to be swapped with; by default every keypoint of a person with
+            an overlapping person.
+        name: name of the fitted profile.
+
+    Rates are those of *choosing* each type, as synthesis uses them: an inversion can only
+    be observed where the left/right partner is labelled and a swap where another person
+    overlaps, so those keypoints' frequencies are corrected for the types they could not
+    show (a Luce choice model fitted by maximum likelihood). Where a type can never occur
+    in a cell (a swap with no overlapping person) its rate stays the base's.
+    """
+    base = load_profile(base)
+    labels = np.asarray(labels)
+    P, K = labels.shape
+    if K != spec.num_keypoints:
+        raise ValueError(f"labels have {K} keypoints; spec {spec.name} has {spec.num_keypoints}")
+    nl = np.asarray(num_labelled).reshape(P)
+    no = np.asarray(num_overlap).reshape(P)
+    G = len(base.group_names)
+    L, NO = base.num_bins
+    g = base.group_index(spec)
+    partner = spec.partner_index
+    has_partner = partner >= 0
+    partner_lab = np.zeros((P, K), dtype=bool)
+    partner_lab[:, has_partner] = labels[:, partner[has_partner]] != ABSENT
+    if swap_possible is None:
+        swap_ok = np.broadcast_to((no > 0)[:, None], (P, K))
+    else:
+        swap_ok = np.asarray(swap_possible, dtype=bool).reshape(P, K) & (no > 0)[:, None]
+    pattern = partner_lab.astype(np.int64) + 2 * swap_ok.astype(np.int64)
+    keep = (labels >= 0) & (labels < _NT) & spec.used_mask[None, :]
+    cell = (np.broadcast_to(g[None, :], (P, K)) * L + base.labelled_bin(nl)[:, None]) * NO \
+        + base.overlap_bin(no)[:, None]
+    flat = ((cell * 4 + pattern) * _NT + np.where(keep, labels, 0))[keep]
+    counts = np.bincount(flat, minlength=G * L * NO * 4 * _NT).reshape(G, L, NO, 4, _NT)
+    counts = counts.astype(np.float64)
+    n = counts.sum((-1, -2))  # (G, L, NO)
+    fixed = base.rates
+    # Finest to coarsest pools, each broadcast back to (G, L, NO, 4, 5).
+    pools = [
+        counts,
+        np.broadcast_to(counts.sum(2, keepdims=True), counts.shape),
+        np.broadcast_to(counts.sum(1, keepdims=True), counts.shape),
+        np.broadcast_to(counts.sum((1, 2), keepdims=True), counts.shape),
+    ]
+    rates = np.array(fixed, dtype=np.float64, copy=True)
+    done = np.zeros((G, L, NO), dtype=bool)
+    for pool in pools:
+        enough = (pool.sum((-1, -2)) >= max(min_count, 1)) & ~done
+        if enough.any():
+            rates[enough] = _choice_mle(pool[enough], fixed[enough])
+            done |= enough
+    rates = np.clip(rates, 0, None)
+    rates /= rates.sum(-1, keepdims=True)
+    return ErrorProfile(
+        name=name,
+        labelled_bins=base.labelled_bins,
+        overlap_bins=base.overlap_bins,
+        group_names=base.group_names,
+        group_keypoints=base.group_keypoints,
+        rates=rates,
+        fallback=dict(base.fallback),
+        default_group=base.default_group,
+        description=(f"fitted on {P} persons ({int(keep.sum())} labelled keypoints) of layout "
+                     f"{spec.name}; cells with fewer than {min_count} keypoints pooled or "
+                     f"taken from profile {base.name!r}"),
+        samples=n.round().astype(np.int64),
+    )
+

@@ -1,0 +1,413 @@
+"""Input-pose synthesis (paper section 4): realistic erroneous poses made from ground truth.
+
+Every labelled keypoint of a person gets one error type of :mod:`posefix.taxonomy`, drawn
+with the probabilities of an :class:`~posefix.profile.ErrorProfile` (by joint group, number
+of labelled keypoints and number of overlapping persons), and a position that makes it that
+type. With ``d_k`` the distance at which the keypoint's KS equals ``k``:
+
+- good: a uniform angle and a radius uniform in ``[0, d_0.85)`` from the ground truth;
+- jitter: radius in ``[d_0.85, d_0.5)`` from the ground truth;
+- inversion: radius in ``[0, d_0.5)`` from the same person's left/right partner keypoint;
+- swap: radius in ``[0, d_0.5)`` from the same or the partner keypoint of another person
+  whose box overlaps (IoU >= 0.1);
+- miss: radius in ``[d_0.5, d_0.1)`` from the ground truth (weight 4) or from one of the
+  other candidate sources (weight 1 each), as the reference does.
+
+As in the reference, a position is kept only if its nearest candidate source (ground truth,
+partner, other persons' keypoints) is the intended one, so that the recorded type is the
+type an error diagnosis (Ronchi & Perona: the source of highest KS decides) assigns; a miss
+must be farther than ``d_0.5`` from every source. Nearness is measured in KS units, each
+source with its own person's area where ``others_areas`` is given. The reference
+rejection-samples 500 points per type and keypoint; here the type is drawn first and a few
+candidate positions per keypoint are drawn at once, vectorized over all keypoints of all
+persons, the first valid one kept. A keypoint with no valid candidate even after a larger
+second draw cannot have that type: the type is dropped, the remaining probabilities
+renormalized and another type drawn (which gives the same distribution as the reference's
+drop-and-renormalize). A keypoint for which no type can be made is left absent.
+
+Unlabelled keypoints take, when given, an estimator's prediction on the training set
+(``estimated``; in files, a COCO results file matched to the ground truth by box IoU), else
+they are absent. Their type is ``ABSENT``: types describe errors against a ground truth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .geometry import box_from_keypoints
+from .io import Detections, GroundTruth, load_ground_truth, load_results, write_json_atomic
+from .profile import ErrorProfile, load_profile
+from .similarity import ks_distance
+from .spec import KeypointSpec, load_spec
+from .taxonomy import ABSENT, GOOD, INVERSION, JITTER, KS_GOOD, KS_JITTER, KS_MISS, MISS, SWAP
+
+__all__ = [
+    "estimates_for",
+    "overlap_index",
+    "overlapping_persons",
+    "synthesize",
+    "synthesize_file",
+]
+
+# KS thresholds as "KS exponents" e = -log KS (e grows with distance).
+_E_GOOD = -np.log(KS_GOOD)
+_E_JITTER = -np.log(KS_JITTER)
+# Candidates drawn per keypoint at once, and for the keypoints where none was valid.
+_FIRST_DRAW = 4
+_SECOND_DRAW = 64
+# Largest number of (keypoint, candidate, source) distances computed at once.
+_CHUNK = 1 << 21
+# Weight of the ground truth, relative to each other source, as the centre of a miss.
+_MISS_GT_WEIGHT = 4.0
+
+
+def synthesize(
+    keypoints: np.ndarray,
+    areas: np.ndarray,
+    spec: KeypointSpec,
+    profile: ErrorProfile | str = "default",
+    rng: np.random.Generator | int | None = None,
+    others: np.ndarray | None = None,
+    estimated: np.ndarray | None = None,
+    *,
+    others_areas: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthesize erroneous input poses for N persons.
+
+    Args:
+        keypoints: (N, K, 3) ground truth ``x, y, v`` (v > 0 labelled).
+        areas: (N,) person areas (as in OKS).
+        spec: keypoint layout (sigmas, left/right partners, ignored keypoints).
+        profile: error profile, or its name or file.
+        rng: a numpy Generator (or a seed); the result is a function of its state.
+        others: (N, M, K, 3) keypoints of the other persons overlapping each person
+            (:func:`overlapping_persons`), v = 0 padding; None for none.
+        estimated: (N, K, 3) an estimator's positions, used for unlabelled keypoints where
+            its v > 0; None to leave unlabelled keypoints absent.
+        others_areas: (N, M) areas of the ``others``; by default each person's own area
+            measures closeness to its neighbours' keypoints too.
+
+    Returns:
+        ``(poses, types)``: poses (N, K, 3) ``x, y, v`` with v = 1 present and 0 absent
+        (x = y = 0 there); types (N, K) int8 taxonomy codes, ``ABSENT`` wherever no error
+        was synthesized (unlabelled keypoints, including those filled from ``estimated``).
+    """
+    profile = load_profile(profile)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    kp = np.asarray(keypoints, dtype=np.float64)
+    N, K = kp.shape[:2]
+    if K != spec.num_keypoints or kp.shape[2] < 3:
+        raise ValueError(f"keypoints have shape {kp.shape}; spec {spec.name} needs "
+                         f"(N, {spec.num_keypoints}, 3)")
+    area = np.asarray(areas, dtype=np.float64).reshape(N)
+    if others is None:
+        others = np.zeros((N, 0, K, 3))
+    others = np.asarray(others, dtype=np.float64)
+    if others.shape[0] != N or others.shape[2] != K:
+        raise ValueError(f"others have shape {others.shape}; expected ({N}, M, {K}, 3)")
+    M = others.shape[1]
+    used = spec.used_mask
+    lab = (kp[..., 2] > 0) & used
+    other_lab = (others[..., 2] > 0) & used
+    num_overlap = other_lab.any(-1).sum(1)
+    probs = profile.probabilities(spec, lab.sum(1), num_overlap)
+
+    poses = np.zeros((N, K, 3))
+    types = np.full((N, K), ABSENT, dtype=np.int8)
+    n_idx, j_idx = np.nonzero(lab)
+    if len(n_idx):
+        # Candidate sources of each labelled keypoint: 0 its ground truth, 1 its partner,
+        # then the M others' same keypoint and the M others' partner keypoint.
+        partner = spec.partner_index[j_idx]
+        has_p = partner >= 0
+        pj = np.where(has_p, partner, j_idx)
+        S = 2 + 2 * M
+        src = np.empty((len(n_idx), S, 2))
+        ok = np.zeros((len(n_idx), S), dtype=bool)
+        src[:, 0] = kp[n_idx, j_idx, :2]
+        src[:, 1] = kp[n_idx, pj, :2]
+        ok[:, 0] = True
+        ok[:, 1] = has_p & lab[n_idx, pj]
+        if M:
+            src[:, 2:2 + M] = others[n_idx, :, j_idx, :2]
+            src[:, 2 + M:] = others[n_idx, :, pj, :2]
+            ok[:, 2:2 + M] = other_lab[n_idx, :, j_idx]
+            ok[:, 2 + M:] = other_lab[n_idx, :, pj] & has_p[:, None]
+        # 1 / (2 * area * (2 sigma)^2) of each source: e = d^2 * scale = -log KS.
+        var8 = 8.0 * spec.sigma_array[j_idx] ** 2
+        src_area = np.broadcast_to(area[n_idx, None], (len(n_idx), S)).copy()
+        if M and others_areas is not None:
+            oa = np.asarray(others_areas, dtype=np.float64).reshape(N, M)[n_idx]
+            src_area[:, 2:2 + M] = oa
+            src_area[:, 2 + M:] = oa
+        scale = 1.0 / (var8[:, None] * (src_area + np.spacing(1)))
+        radii = np.stack([ks_distance(k, area, spec.sigma_array)[n_idx, j_idx]
+                          for k in (KS_GOOD, KS_JITTER, KS_MISS)], axis=1)
+        sampler = _Sampler(src, ok, scale, radii, rng)
+        xy, t = sampler.run(probs[n_idx, j_idx])
+        good = t != ABSENT
+        poses[n_idx[good], j_idx[good], :2] = xy[good]
+        poses[n_idx[good], j_idx[good], 2] = 1.0
+        types[n_idx, j_idx] = t
+    if estimated is not None:
+        est = np.asarray(estimated, dtype=np.float64).reshape(N, K, -1)
+        fill = ~lab & used & (est[..., 2] > 0)
+        poses[fill, :2] = est[fill, :2]
+        poses[fill, 2] = 1.0
+    return poses, types
+
+
+class _Sampler:
+    """Draws types and positions for L keypoints at once (see the module docstring)."""
+
+    def __init__(self, src: np.ndarray, ok: np.ndarray, scale: np.ndarray,
+                 radii: np.ndarray, rng: np.random.Generator) -> None:
+        self.src, self.ok, self.scale, self.rng = src, ok, scale, rng
+        d85, d50, d10 = radii.T
+        zero = np.zeros_like(d85)
+        # Radius range [lo, hi) in pixels of each type (by code): (L, 5) each.
+        self.r_lo = np.empty((len(d85), 5))
+        self.r_hi = np.empty((len(d85), 5))
+        for code, lo, hi in ((GOOD, zero, d85), (JITTER, d85, d50), (INVERSION, zero, d50),
+                             (SWAP, zero, d50), (MISS, d50, d10)):
+            self.r_lo[:, code], self.r_hi[:, code] = lo, hi
+
+    def run(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Types (L,) int8 and positions (L, 2) for keypoints with type probabilities (L, 5)."""
+        L = len(probs)
+        avail = np.ones((L, 5), dtype=bool)
+        avail[:, INVERSION] = self.ok[:, 1]
+        avail[:, SWAP] = self.ok[:, 2:].any(1)
+        out_xy = np.zeros((L, 2))
+        out_t = np.full(L, ABSENT, dtype=np.int8)
+        pending = np.arange(L)
+        while len(pending):
+            p = probs[pending] * avail[pending]
+            cum = np.cumsum(p, axis=1)
+            alive = cum[:, -1] > 0
+            pending, cum = pending[alive], cum[alive]
+            if not len(pending):
+                break
+            u = self.rng.random(len(pending)) * cum[:, -1]
+            t = np.minimum((cum <= u[:, None]).sum(1), 4)
+            xy, found = self.draw_chunked(pending, t, _FIRST_DRAW)
+            if not found.all():
+                miss = np.flatnonzero(~found)
+                xy2, found2 = self.draw(pending[miss], t[miss], _SECOND_DRAW)
+                xy[miss], found[miss] = xy2, found2
+            out_xy[pending[found]] = xy[found]
+            out_t[pending[found]] = t[found]
+            avail[pending[~found], t[~found]] = False
+            pending = pending[~found]
+        return out_xy, out_t
+
+    def draw_chunked(self, idx: np.ndarray, t: np.ndarray, C: int,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`draw` in slices that bound the (keypoints, C, sources) work arrays."""
+        step = max(1, _CHUNK // (C * self.src.shape[1]))
+        if len(idx) <= step:
+            return self.draw(idx, t, C)
+        parts = [self.draw(idx[i:i + step], t[i:i + step], C) for i in range(0, len(idx), step)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def draw(self, idx: np.ndarray, t: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+        """C candidates for keypoints ``idx`` of types ``t``; the first valid one of each."""
+        rng = self.rng
+        n = len(idx)
+        src, ok, scale = self.src[idx], self.ok[idx], self.scale[idx]
+        S = src.shape[1]
+        # Centre of each candidate: the ground truth (good, jitter), the partner
+        # (inversion), or a source drawn by weight (swap: others; miss: all, gt x4).
+        centre = np.broadcast_to((t == INVERSION).astype(np.int64)[:, None], (n, C)).copy()
+        drawn = np.flatnonzero((t == SWAP) | (t == MISS))
+        if len(drawn):
+            w = ok[drawn].astype(np.float64)
+            w[:, :2] *= (t[drawn] == MISS)[:, None]
+            w[:, 0] *= _MISS_GT_WEIGHT
+            cw = np.cumsum(w, axis=1)
+            u = rng.random((len(drawn), C)) * cw[:, -1:]
+            centre[drawn] = np.minimum((cw[:, None, :] <= u[..., None]).sum(-1), S - 1)
+        lo = self.r_lo[idx, t][:, None]
+        r = lo + (self.r_hi[idx, t][:, None] - lo) * rng.random((n, C))
+        a = rng.random((n, C)) * (2 * np.pi)
+        rows = np.arange(n)[:, None]
+        px = src[rows, centre, 0] + r * np.cos(a)
+        py = src[rows, centre, 1] + r * np.sin(a)
+        dx = px[:, :, None] - src[:, None, :, 0]
+        dy = py[:, :, None] - src[:, None, :, 1]
+        e = (dx * dx + dy * dy) * scale[:, None, :]  # n, C, S: -log KS to each source
+        e[~np.broadcast_to(ok[:, None, :], e.shape)] = np.inf
+        # Nearest source class: 0 own ground truth, 1 partner, 2 another person.
+        cls = np.empty((n, C, 3))
+        cls[..., 0] = e[..., 0]
+        cls[..., 1] = e[..., 1]
+        cls[..., 2] = e[..., 2:].min(-1) if S > 2 else np.inf
+        nearest = cls.min(-1)
+        # Intended class per type (good, jitter: own; inversion: partner; swap: other) and
+        # the KS-exponent range the nearest source must fall in; a miss must be far
+        # (KS < 0.5) from every source.
+        want = _INTENDED[t][:, None]
+        e_int = np.where(want < 3, np.take_along_axis(cls, np.minimum(want, 2)[..., None],
+                                                      -1)[..., 0], nearest)
+        valid = (e_int <= nearest) & (e_int >= _E_LO[t][:, None]) & (e_int < _E_HI[t][:, None])
+        found = valid.any(1)
+        first = valid.argmax(1)
+        k = np.arange(n)
+        return np.stack([px[k, first], py[k, first]], axis=1), found
+
+
+def _by_type(values: dict[int, float]) -> np.ndarray:
+    out = np.zeros(len(values))
+    out[list(values)] = list(values.values())
+    return out
+
+
+# Per type code: the source class a position must be nearest to (0 own ground truth,
+# 1 partner, 2 another person, 3 none: a miss), and the range [lo, hi) of -log KS to it.
+_INTENDED = _by_type({GOOD: 0, JITTER: 0, INVERSION: 1, SWAP: 2, MISS: 3}).astype(np.int64)
+_E_LO = _by_type({GOOD: 0.0, JITTER: _E_GOOD, INVERSION: 0.0, SWAP: 0.0, MISS: _E_JITTER})
+_E_HI = _by_type({GOOD: _E_GOOD, JITTER: _E_JITTER, INVERSION: _E_JITTER, SWAP: _E_JITTER,
+                  MISS: np.inf})
+
+
+# --------------------------------------------------------------------------- neighbours
+def _same_image_pairs(img_a: np.ndarray, img_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All index pairs (i, j) with ``img_a[i] == img_b[j]``, grouped by i, j ascending."""
+    img_a, img_b = np.asarray(img_a), np.asarray(img_b)
+    order = np.argsort(img_b, kind="stable")
+    sorted_b = img_b[order]
+    lo = np.searchsorted(sorted_b, img_a, side="left")
+    hi = np.searchsorted(sorted_b, img_a, side="right")
+    counts = hi - lo
+    ia = np.repeat(np.arange(len(img_a)), counts)
+    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    ib = order[np.repeat(lo, counts) + offset]
+    return ia, ib
+
+
+def _rows(gt: GroundTruth, rows: np.ndarray | None) -> np.ndarray:
+    return np.arange(len(gt)) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+
+
+def overlap_index(gt: GroundTruth, rows: np.ndarray | None = None, iou: float = 0.1,
+                  ) -> np.ndarray:
+    """For each person of ``rows`` (default all), the gt rows of the other persons of its
+    image whose box overlaps its box by IoU >= ``iou``: (N, M) int64, -1 padded, M the
+    largest count. Only non-crowd persons with a labelled keypoint count as others (the
+    reference's training persons)."""
+    rows = _rows(gt, rows)
+    eligible = ~gt.iscrowd & ((gt.keypoints[..., 2] > 0) & gt.spec.used_mask).any(1)
+    cand = np.flatnonzero(eligible)
+    ia, ib = _same_image_pairs(gt.image_ids[rows], gt.image_ids[cand])
+    ib = cand[ib]
+    keep = ib != rows[ia]
+    ia, ib = ia[keep], ib[keep]
+    ov = _paired_iou(gt.boxes[rows[ia]], gt.boxes[ib]) >= iou
+    ia, ib = ia[ov], ib[ov]
+    counts = np.bincount(ia, minlength=len(rows))
+    out = np.full((len(rows), int(counts.max(initial=0))), -1, dtype=np.int64)
+    pos = np.arange(len(ia)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[ia, pos] = ib
+    return out
+
+
+def overlapping_persons(gt: GroundTruth, rows: np.ndarray | None = None, iou: float = 0.1,
+                        ) -> np.ndarray:
+    """Keypoints (N, M, K, 3) of the persons overlapping each person of ``rows``
+    (see :func:`overlap_index`), v = 0 padding."""
+    idx = overlap_index(gt, rows, iou)
+    out = gt.keypoints[np.maximum(idx, 0)].copy()
+    out[idx < 0] = 0.0
+    return out
+
+
+def estimates_for(gt: GroundTruth, detections: Detections, rows: np.ndarray | None = None,
+                  iou: float = 0.1) -> np.ndarray:
+    """An estimator's pose for each gt person of ``rows``: (N, K, 3) with v = 1 where matched.
+
+    Each person takes the detection of its image whose box (the results' ``bbox``, else
+    the extent of its keypoints) has the highest IoU with the person's box, if that IoU is
+    at least ``iou``, as the reference does with its test-on-trainset results.
+    """
+    rows = _rows(gt, rows)
+    K = gt.spec.num_keypoints
+    out = np.zeros((len(rows), K, 3))
+    dets = detections
+    if len(dets) == 0 or len(rows) == 0:
+        return out
+    boxes = np.array(dets.boxes, dtype=np.float64)
+    missing = ~np.isfinite(boxes).all(1)
+    if missing.any():
+        boxes[missing] = box_from_keypoints(dets.keypoints[missing], enlarge=1.0, min_size=1.0)
+    ia, ib = _same_image_pairs(gt.image_ids[rows], dets.image_ids)
+    if not len(ia):
+        return out
+    a, b = gt.boxes[rows[ia]], boxes[ib]
+    pair_iou = _paired_iou(a, b)
+    # Best detection per person: sort pairs by (person, -IoU) and take each person's first.
+    order = np.lexsort((-pair_iou, ia))
+    ia, ib, pair_iou = ia[order], ib[order], pair_iou[order]
+    first = np.r_[True, ia[1:] != ia[:-1]]
+    take = first & (pair_iou >= iou)
+    out[ia[take], :, :2] = dets.keypoints[ib[take], :, :2]
+    out[ia[take], :, 2] = 1.0
+    return out
+
+
+def _paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of paired boxes a[i], b[i] (x, y, w, h)."""
+    lo = np.maximum(a[:, :2], b[:, :2])
+    hi = np.minimum(a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    union = a[:, 2:].prod(-1) + b[:, 2:].prod(-1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+# --------------------------------------------------------------------------- files
+def synthesize_file(
+    gt_path: str | Path,
+    out_path: str | Path,
+    spec: KeypointSpec | str | None = None,
+    profile: ErrorProfile | str = "default",
+    seed: int = 0,
+    trainset_results: str | Path | None = None,
+    iou: float = 0.1,
+) -> Path:
+    """Write synthesized input poses for a COCO keypoint file as a COCO results file.
+
+    One entry per non-crowd person with a labelled keypoint: ``keypoints`` (x, y, v with
+    v = 1 present, 0 absent), ``score`` 1.0, the person's ground-truth ``bbox``, and two
+    extra fields (ignored by COCO tools): ``gt_ann_id`` and ``error_types``, the taxonomy
+    code of each keypoint (-1 where none was synthesized). Written atomically.
+    """
+    gt = load_ground_truth(gt_path, spec=spec)
+    spec = gt.spec if spec is None else load_spec(spec)
+    rows = np.flatnonzero(~gt.iscrowd & ((gt.keypoints[..., 2] > 0) & spec.used_mask).any(1))
+    idx = overlap_index(gt, rows, iou)
+    others = gt.keypoints[np.maximum(idx, 0)].copy()
+    others[idx < 0] = 0.0
+    estimated = None
+    if trainset_results is not None:
+        dets = load_results(trainset_results, spec, image_ids=gt.images.keys())
+        estimated = estimates_for(gt, dets, rows)
+    poses, types = synthesize(
+        gt.keypoints[rows], gt.areas[rows], spec, profile, np.random.default_rng(seed),
+        others=others, estimated=estimated, others_areas=gt.areas[np.maximum(idx, 0)],
+    )
+    coords = np.round(poses, 3)
+    entries = [
+        {
+            "image_id": int(img),
+            "category_id": 1,
+            "keypoints": kps.reshape(-1).tolist(),
+            "score": 1.0,
+            "bbox": [round(float(v), 3) for v in box],
+            "gt_ann_id": int(ann),
+            "error_types": tt.tolist(),
+        }
+        for img, kps, box, ann, tt in zip(gt.image_ids[rows], coords, gt.boxes[rows],
+                                          gt.ann_ids[rows], types.astype(int), strict=True)
+    ]
+    return write_json_atomic(out_path, entries)
