@@ -1,0 +1,427 @@
+"""Refinement pipeline: exact crop/uncrop geometry, flip test, NMS, rescoring, streaming,
+image loading (grayscale, PNG, CMYK, 16-bit, EXIF) and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from posefix.config import Config, ModelConfig
+from posefix.io import Detections, InputError
+from posefix.refine import (
+    Refiner,
+    crop_detections,
+    load_image,
+    load_image_list,
+    refine,
+    refine_detections,
+    refine_files,
+)
+from posefix.spec import load_spec
+
+SPEC = load_spec("coco17")
+INPUT = (64, 48)
+
+
+# --------------------------------------------------------------------------- helpers
+def identity(images: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 'network' that returns its input pose: refinement must then change nothing."""
+    return pose[..., :2].clone(), torch.full(pose.shape[:2], 0.5)
+
+
+def shifted(dx: float):
+    """Returns the input pose moved by ``dx`` crop pixels to the right (a biased network)."""
+    def predict(images: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = pose[..., :2].clone()
+        out[..., 0] += dx
+        return out, torch.ones(pose.shape[:2])
+    return predict
+
+
+def brightest(images: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Puts every keypoint on the intensity centroid of the crop's bright spot."""
+    x = images[:, 0]
+    w = x - x.amin(dim=(1, 2), keepdim=True)
+    h_idx = torch.arange(x.shape[1], dtype=x.dtype)
+    w_idx = torch.arange(x.shape[2], dtype=x.dtype)
+    total = w.sum(dim=(1, 2))
+    cx = (w.sum(1) * w_idx).sum(-1) / total
+    cy = (w.sum(2) * h_idx).sum(-1) / total
+    k = pose.shape[1]
+    coords = torch.stack([cx, cy], -1)[:, None].expand(-1, k, -1)
+    return coords.contiguous(), torch.ones(pose.shape[:2])
+
+
+def spot_image(h: int, w: int, x0: float, y0: float, sigma: float = 4.0) -> np.ndarray:
+    """Black RGB image with a white Gaussian spot centred at (x0, y0)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))
+    return np.repeat((g * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def random_dets(rng: np.random.Generator, n: int, w: int, h: int, image_ids: np.ndarray,
+                ) -> Detections:
+    kp = np.zeros((n, SPEC.num_keypoints, 3))
+    kp[..., 0] = rng.uniform(0, w - 1, kp.shape[:2])
+    kp[..., 1] = rng.uniform(0, h - 1, kp.shape[:2])
+    kp[..., 2] = rng.uniform(0.05, 1, kp.shape[:2])
+    return Detections(np.asarray(image_ids, dtype=np.int64), kp, rng.uniform(0.1, 1, n),
+                      np.full((n, 4), np.nan), np.ones(n, dtype=np.int64))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised resnet18 refiner at 64x48, saved as a real checkpoint."""
+    from posefix.checkpoint import save_checkpoint
+    from posefix.model import build_model
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=INPUT, deconv_channels=32))
+    net = build_model(cfg.model, SPEC.num_keypoints)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_checkpoint(path, model=net, config=cfg, spec=SPEC)
+
+
+# --------------------------------------------------------------------------- geometry
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("box", ["pose", "bbox"])
+def test_identity_network_returns_input_keypoints(flip: bool, box: str) -> None:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (150, 210, 3), dtype=np.uint8)
+    dets = random_dets(rng, 9, 210, 150, [3, 3, 5, 3, 5, 5, 3, 7, 7])
+    dets.boxes[::2] = [[20, 10, 90, 120]]  # half with a bbox; the others fall back
+    out, counts = refine_detections(dets, lambda i: img, identity, SPEC, input_size=INPUT,
+                                    flip=flip, box=box, nms=0, workers=0, batch_size=4)
+    assert counts.refined == 9 and counts.detections_out == 9
+    np.testing.assert_array_equal(out.image_ids, dets.image_ids)
+    assert np.abs(out.keypoints[..., :2] - dets.keypoints[..., :2]).max() < 0.01
+    np.testing.assert_allclose(out.keypoints[..., 2], 0.5)  # the network's confidence
+    np.testing.assert_array_equal(out.scores, dets.scores)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("box", ["pose", "bbox"])
+def test_crop_shows_the_image_region_of_the_pose(flip: bool, box: str) -> None:
+    # A network that points at the bright spot of its crop must find it in the image:
+    # the crop, its flip and the uncrop all agree with the image.
+    x0, y0 = 131.3, 57.6
+    img = spot_image(120, 200, x0, y0)
+    kp = np.zeros((1, 17, 3))
+    kp[0, :, 0] = np.linspace(100, 160, 17)
+    kp[0, :, 1] = np.linspace(20, 110, 17)
+    kp[0, :, 2] = 1
+    dets = Detections(np.array([1]), kp, np.ones(1), np.array([[95.0, 15, 70, 100]]),
+                      np.ones(1, dtype=np.int64))
+    out = refine(dets, lambda i: img, brightest, SPEC, input_size=INPUT, flip=flip, box=box,
+                 nms=0, workers=0)
+    np.testing.assert_allclose(out.keypoints[0, :, 0], x0, atol=0.3)
+    np.testing.assert_allclose(out.keypoints[0, :, 1], y0, atol=0.3)
+
+
+def test_flip_test_averages_the_unmirrored_prediction() -> None:
+    # A network biased to the right by 2 crop px: the flip test cancels the bias exactly
+    # only if the mirrored prediction is un-mirrored (x -> W-1-x) and un-swapped.
+    rng = np.random.default_rng(2)
+    img = np.zeros((100, 100, 3), np.uint8)
+    dets = random_dets(rng, 4, 100, 100, [1, 1, 1, 1])
+    plain = refine(dets, lambda i: img, shifted(2.0), SPEC, input_size=INPUT, flip=False,
+                   nms=0, workers=0)
+    flipped = refine(dets, lambda i: img, shifted(2.0), SPEC, input_size=INPUT, flip=True,
+                     nms=0, workers=0)
+    assert np.all(plain.keypoints[..., 0] - dets.keypoints[..., 0] > 0.1)
+    assert np.abs(flipped.keypoints[..., :2] - dets.keypoints[..., :2]).max() < 0.01
+
+
+def test_crop_box_from_the_pose_follows_the_reference() -> None:
+    img = np.zeros((400, 400, 3), np.uint8)
+    kp = np.zeros((1, 17, 3))
+    kp[0, :, :2] = [[100, 100]] * 17
+    kp[0, 1, :2] = [140, 180]  # extent 40 x 80
+    kp[0, :, 2] = 1
+    kp[0, 2] = [300, 300, 0]  # zero score: not in the box
+    kp[0, 3] = [0, 0, 0.9]  # all-zero position: absent
+    kp[0, 4] = [-5, 50, 0.9]  # outside the image: absent
+    res = crop_detections(img, kp, np.full((1, 4), np.nan), SPEC.used_mask, (64, 48))
+    # 1.2x the extent: 48 x 96; aspect 3:4 -> 72 x 96; padded 1.25 -> 90 x 120.
+    np.testing.assert_allclose(res["areas"], [90 * 120])
+    m = res["affine"][0]
+    np.testing.assert_allclose(m[0, 0], 48 / 90)
+    np.testing.assert_allclose(m @ [120, 140, 1], [23.5 + 0.5, 32])  # box centre -> crop centre
+    valid = res["poses"][0, :, 2]
+    assert valid[3] == 0 and valid[4] == 0 and valid[2] == 0  # (300, 300) is outside the crop
+    assert valid[0] == 1 and valid[1] == 1
+
+
+def test_tiny_box_gets_the_minimum_size() -> None:
+    img = np.zeros((100, 100, 3), np.uint8)
+    kp = np.zeros((1, 17, 3))
+    kp[0, :, :2] = 50
+    kp[0, :, 2] = 1
+    res = crop_detections(img, kp, np.full((1, 4), np.nan), SPEC.used_mask, (64, 48))
+    # 20 x 20 -> aspect 20 x 26.67 -> padded 25 x 33.3
+    np.testing.assert_allclose(res["areas"], [25 * 25 / 0.75])
+
+
+# --------------------------------------------------------------------------- NMS, scores
+def test_oks_nms_per_image_and_order_kept() -> None:
+    rng = np.random.default_rng(3)
+    img = np.zeros((200, 200, 3), np.uint8)
+    dets = random_dets(rng, 5, 200, 200, [1, 1, 2, 1, 2])
+    dets.keypoints[1] = dets.keypoints[0] + [0.3, -0.2, 0]  # duplicate of 0, lower score
+    dets.scores[:2] = [0.9, 0.4]
+    dets.keypoints[4] = dets.keypoints[2]  # duplicate of 2 on image 2, higher score
+    dets.scores[[2, 4]] = [0.3, 0.8]
+    dets.keypoints[3] = dets.keypoints[2]  # same pose as 2 but on image 1: kept
+    dets.scores[3] = 0.2
+    out, counts = refine_detections(dets, lambda i: img, identity, SPEC, input_size=INPUT,
+                                    nms=0.9, workers=0)
+    assert counts.suppressed_nms == 2 and len(out) == 3
+    np.testing.assert_array_equal(out.image_ids, [1, 1, 2])
+    np.testing.assert_allclose(out.scores, [0.9, 0.2, 0.8])
+    off = refine(dets, lambda i: img, identity, SPEC, input_size=INPUT, nms=0, workers=0)
+    assert len(off) == 5
+
+
+def test_heatmap_rescoring() -> None:
+    rng = np.random.default_rng(4)
+    img = np.zeros((100, 100, 3), np.uint8)
+    dets = random_dets(rng, 3, 100, 100, [1, 2, 3])
+
+    def half_sure(images: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conf = torch.linspace(0.2, 0.6, pose.shape[1]).expand(pose.shape[0], -1)
+        return pose[..., :2].clone(), conf
+
+    out = refine(dets, lambda i: img, half_sure, SPEC, input_size=INPUT, score="heatmap",
+                 flip=False, nms=0, workers=0)
+    np.testing.assert_allclose(out.scores, dets.scores * 0.4, rtol=1e-6)
+    np.testing.assert_allclose(out.keypoints[0, :, 2], np.linspace(0.2, 0.6, 17), rtol=1e-6)
+
+
+def test_unrefinable_detections_are_kept_unchanged_and_counted() -> None:
+    rng = np.random.default_rng(5)
+    img = np.zeros((80, 120, 3), np.uint8)
+    dets = random_dets(rng, 4, 120, 80, [1, 1, 1, 1])
+    dets.keypoints[1] = 0  # all zero
+    dets.keypoints[2, :, 0] = 500  # all outside the image
+    out, counts = refine_detections(dets, lambda i: img, shifted(3.0), SPEC, input_size=INPUT,
+                                    flip=False, nms=0.9, workers=0)
+    assert counts.unchanged_no_keypoints == 2 and counts.refined == 2
+    assert len(out) == 4
+    np.testing.assert_array_equal(out.keypoints[1:3], dets.keypoints[1:3])
+    assert np.all(out.keypoints[[0, 3], :, 0] > dets.keypoints[[0, 3], :, 0])
+
+
+def test_batching_chunking_and_workers_do_not_change_results() -> None:
+    rng = np.random.default_rng(6)
+    imgs = {i: rng.integers(0, 255, (90, 130, 3), dtype=np.uint8) for i in range(6)}
+    ids = rng.integers(0, 6, 150)
+    ids[:80] = 2  # one crowded image: split into chunks of 64
+    dets = random_dets(rng, 150, 130, 90, ids)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+
+    def image_dependent(images: torch.Tensor, pose: torch.Tensor,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        f = net(images).flatten(1)  # depends on the crop's content
+        return pose[..., :2] + f[:, :2, None].transpose(1, 2), torch.sigmoid(f[:, 2:3]).expand(
+            -1, pose.shape[1])
+
+    kw = dict(input_size=INPUT, nms=0.5, score="heatmap")
+    a, ca = refine_detections(dets, imgs.__getitem__, image_dependent, SPEC, batch_size=7,
+                              workers=0, **kw)
+    b, cb = refine_detections(dets, imgs.__getitem__, image_dependent, SPEC, batch_size=64,
+                              workers=2, **kw)
+    assert ca == cb and ca.suppressed_nms > 0
+    np.testing.assert_array_equal(a.image_ids, b.image_ids)
+    np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
+
+
+def test_real_network_from_checkpoint(tiny_checkpoint: Path) -> None:
+    from posefix.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    dets = random_dets(rng, 5, 140, 100, [1, 1, 1, 2, 2])
+    out, counts = refine_detections(dets, lambda i: img, ckpt, nms=0, workers=0, device="cpu")
+    assert counts.refined == 5
+    assert np.all(np.isfinite(out.keypoints))
+    assert np.all((out.keypoints[..., 2] > 0) & (out.keypoints[..., 2] <= 1))
+    # Refined keypoints lie in the crops around the input poses.
+    lo = dets.keypoints[..., :2].min(1) - 100
+    hi = dets.keypoints[..., :2].max(1) + 100
+    assert np.all((out.keypoints[..., :2] >= lo[:, None]) & (out.keypoints[..., :2] <= hi[:, None]))
+    with pytest.raises(ValueError, match="keypoints"):
+        refine(Detections.empty(14), lambda i: img, ckpt)
+
+
+def test_refiner_flip_batches_mirror_copies() -> None:
+    seen = {}
+
+    def spy(images: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen["images"], seen["pose"] = images, pose
+        return pose[..., :2], torch.ones(pose.shape[:2])
+
+    r = Refiner(spy, INPUT, SPEC, "cpu", flip=True)
+    crops = np.random.default_rng(8).integers(0, 255, (2, *INPUT, 3), dtype=np.uint8)
+    pose = np.zeros((2, 17, 3), np.float32)
+    pose[:, 1] = [10, 20, 1]  # left eye
+    r(crops, pose)
+    assert seen["images"].shape == (4, 3, *INPUT)
+    torch.testing.assert_close(seen["images"][2:], torch.flip(seen["images"][:2], dims=[3]))
+    # The mirrored left eye becomes the right eye (index 2) at x = W - 1 - 10.
+    np.testing.assert_allclose(seen["pose"][2, 2].numpy(), [37, 20, 1])
+    assert seen["pose"][2, 1, 2] == 0
+
+
+# --------------------------------------------------------------------------- images
+def test_load_image_modes(tmp_path: Path) -> None:
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    gray = np.full((6, 8), 77, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(gray).save(tmp_path / "gray.jpg", quality=100)
+    Image.fromarray(np.full((6, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+    rgba = np.dstack([rgb, np.full((6, 8), 10, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.new("CMYK", (8, 6), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=100)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
+    for name, want in [("rgb.png", (200, 0, 0)), ("gray.png", (77, 77, 77)),
+                       ("gray.jpg", (77, 77, 77)), ("deep.png", (156, 156, 156)),
+                       ("rgba.png", (200, 0, 0)), ("cmyk.jpg", (255, 0, 0)),
+                       ("pal.png", (200, 0, 0))]:
+        im = load_image(tmp_path / name)
+        assert im.shape == (6, 8, 3) and im.dtype == np.uint8, name
+        np.testing.assert_allclose(im.reshape(-1, 3).mean(0), want, atol=3, err_msg=name)
+
+
+def _exif_jpeg(path: Path, raw: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(raw).save(path, exif=exif.tobytes(), quality=100)
+
+
+def test_load_image_exif_orientation(tmp_path: Path) -> None:
+    raw = np.zeros((20, 40, 3), np.uint8)  # stored 40 wide, 20 high
+    raw[:, :5] = 255  # a bright band at the stored left edge
+    _exif_jpeg(tmp_path / "rot.jpg", raw, 6)  # 6: display rotated 90 degrees clockwise
+    shown = load_image(tmp_path / "rot.jpg")  # no size given: as viewers show it
+    assert shown.shape == (40, 20, 3)
+    assert shown[:5].mean() > 200 and shown[10:].mean() < 30  # left edge is now the top
+    assert load_image(tmp_path / "rot.jpg", expected_size=(20, 40)).shape == (40, 20, 3)
+    assert load_image(tmp_path / "rot.jpg", expected_size=(40, 20)).shape == (20, 40, 3)
+    assert load_image(tmp_path / "rot.jpg", exif="ignore").shape == (20, 40, 3)
+    assert load_image(tmp_path / "rot.jpg", exif="apply", expected_size=(40, 20)).shape == (
+        40, 20, 3)
+
+
+def test_unreadable_and_missing_images_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(InputError, match="broken.jpg.*cannot read image"):
+        load_image(tmp_path / "broken.jpg")
+    with pytest.raises(InputError, match="nothere.jpg.*does not exist"):
+        load_image(tmp_path / "nothere.jpg")
+    good = np.zeros((4, 4, 3), np.uint8)
+    Image.fromarray(good).save(tmp_path / "trunc.jpg")
+    data = (tmp_path / "trunc.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="trunc.jpg"):
+        load_image(tmp_path / "trunc.jpg")
+
+
+def test_bad_images_in_the_pipeline(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8garbage")
+    dets = random_dets(rng, 4, 80, 60, [1, 2, 3, 1])
+    paths = {1: tmp_path / "a.jpg", 2: tmp_path / "b.jpg", 3: tmp_path / "c.jpg"}
+    with pytest.raises(InputError, match="b.jpg"):
+        refine(dets, paths, shifted(1.0), SPEC, input_size=INPUT, workers=0)
+    out, counts = refine_detections(dets, paths, shifted(1.0), SPEC, input_size=INPUT,
+                                    workers=0, skip_missing=True, flip=False, nms=0)
+    assert counts.refined == 2 and counts.skipped_unreadable_image == 1
+    assert counts.skipped_missing_image == 1 and len(counts.bad_images) == 2
+    np.testing.assert_array_equal(out.keypoints[1:3], dets.keypoints[1:3])
+    assert np.all(out.keypoints[[0, 3], :, 0] > dets.keypoints[[0, 3], :, 0])
+
+
+def test_exif_rotated_image_is_cropped_in_the_annotated_frame(tmp_path: Path) -> None:
+    # The stored bitmap is 60 wide and 40 high with EXIF "rotate 90 clockwise"; its poses
+    # are in the displayed frame (40 wide, 60 high), as the image list's size says.
+    x0, y0 = 12.0, 45.0  # in the displayed frame
+    shown = spot_image(60, 40, x0, y0)
+    raw = np.ascontiguousarray(np.rot90(shown, k=1))  # undo the clockwise display rotation
+    _exif_jpeg(tmp_path / "r.jpg", raw, 6)
+    kp = np.zeros((1, 17, 3))
+    kp[0, :, 0] = np.linspace(5, 30, 17)
+    kp[0, :, 1] = np.linspace(30, 55, 17)
+    kp[0, :, 2] = 1
+    dets = Detections(np.array([4]), kp, np.ones(1), np.full((1, 4), np.nan), np.ones(1, int))
+    out = refine(dets, {4: tmp_path / "r.jpg"}, brightest, SPEC, input_size=INPUT,
+                 image_sizes={4: (40, 60)}, nms=0, workers=0)
+    np.testing.assert_allclose(out.keypoints[0, :, :2], [[x0, y0]] * 17, atol=1.0)
+
+
+# --------------------------------------------------------------------------- files
+def _write_set(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path, Path]:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8)).save(imgs / "g.png")
+    Image.new("CMYK", (70, 50), (10, 200, 30, 0)).save(imgs / "c.jpg")
+    _exif_jpeg(imgs / "e.jpg", rng.integers(0, 255, (50, 70, 3), dtype=np.uint8), 8)
+    listing = {"images": [
+        {"id": 1, "file_name": "g.png", "width": 70, "height": 50},
+        {"id": 2, "file_name": "c.jpg", "width": 70, "height": 50},
+        {"id": 3, "file_name": "e.jpg", "width": 50, "height": 70},
+        {"id": 4, "file_name": "gone.jpg", "width": 70, "height": 50},
+    ]}
+    (tmp_path / "list.json").write_text(json.dumps(listing))
+    dets = random_dets(rng, 6, 50, 50, [1, 2, 3, 3, 4, 1])
+    (tmp_path / "in.json").write_text(json.dumps(dets.to_json()))
+    return imgs, tmp_path / "list.json", tmp_path / "in.json"
+
+
+def test_refine_files_with_image_list(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from posefix.io import load_results
+
+    rng = np.random.default_rng(10)
+    imgs, listing, results = _write_set(tmp_path, rng)
+    assert set(load_image_list(listing)) == {1, 2, 3, 4}
+    kw = dict(checkpoint=tiny_checkpoint, images=imgs, results=results, image_list=listing,
+              workers=0, device="cpu")
+    with pytest.raises(InputError, match="gone.jpg.*does not exist"):
+        refine_files(out=tmp_path / "o.json", **kw)
+    assert not (tmp_path / "o.json").exists()
+    s = refine_files(out=tmp_path / "o.json", skip_missing=True, nms=0, **kw)
+    assert s["refined"] == 5 and s["skipped_missing_image"] == 1 and s["detections_out"] == 6
+    assert s["image_size_mismatch"] == 0
+    assert "refined 5" in s["text"]
+    out = load_results(tmp_path / "o.json", SPEC)
+    assert len(out) == 6
+    before = json.loads(results.read_text())
+    after = json.loads((tmp_path / "o.json").read_text())
+    assert after[4]["keypoints"] == before[4]["keypoints"]  # the missing image's detection
+
+
+def test_refine_files_refuses_to_overwrite_inputs(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    rng = np.random.default_rng(11)
+    imgs, listing, results = _write_set(tmp_path, rng)
+    text = results.read_text()
+    kw = dict(checkpoint=tiny_checkpoint, images=imgs, results=results, image_list=listing,
+              workers=0, skip_missing=True)
+    for out in (results, tmp_path / "imgs" / ".." / "in.json", listing):
+        with pytest.raises(InputError, match="refusing to write over"):
+            refine_files(out=out, **kw)
+    (tmp_path / "link.json").symlink_to(results)
+    with pytest.raises(InputError, match="refusing to write over"):
+        refine_files(out=tmp_path / "link.json", **kw)
+    assert results.read_text() == text
+    with pytest.raises(InputError, match="--gt or --image-list"):
+        refine_files(checkpoint=tiny_checkpoint, images=imgs, results=results,
+                     out=tmp_path / "o.json")
