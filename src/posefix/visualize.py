@@ -1,0 +1,288 @@
+"""Drawing poses: ground truth, input and refined keypoints, side by side, to PNG files.
+
+Any keypoint spec is drawn with its own skeleton. Keypoints and limbs of the person's left
+side are blue, of the right side orange, and the rest (nose, neck, the limb between the
+shoulders...) green; the side of a keypoint comes from its name (``left_*`` / ``right_*``,
+``l_*`` / ``r_*``) where the spec's flip pairs name it, else from the order of the pair.
+
+:func:`visualize_files` writes one PNG per image: a labelled panel with the ground truth
+(when given) followed by one panel per results file, in the order given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .io import (
+    Detections,
+    ImageInfo,
+    InputError,
+    load_ground_truth,
+    load_results,
+    resolve_image_path,
+)
+from .spec import KeypointSpec, load_spec
+
+__all__ = [
+    "CENTER_COLOR",
+    "LEFT_COLOR",
+    "RIGHT_COLOR",
+    "draw_pose",
+    "keypoint_sides",
+    "label_panel",
+    "render_panels",
+    "visualize_files",
+]
+
+LEFT_COLOR: tuple[int, int, int] = (40, 140, 255)  # RGB
+RIGHT_COLOR: tuple[int, int, int] = (255, 120, 20)
+CENTER_COLOR: tuple[int, int, int] = (40, 200, 80)
+_LABEL_HEIGHT = 28
+_GAP = 6
+
+
+def _side_of_name(name: str) -> int:
+    n = name.lower()
+    if n.startswith(("left", "l_")) or "_left" in n:
+        return -1
+    if n.startswith(("right", "r_")) or "_right" in n:
+        return 1
+    return 0
+
+
+def keypoint_sides(spec: KeypointSpec) -> np.ndarray:
+    """(K,) side of each keypoint: -1 left, +1 right, 0 neither (not in a flip pair)."""
+    side = np.zeros(spec.num_keypoints, dtype=np.int64)
+    for i, j in spec.flip_pairs:
+        si, sj = _side_of_name(spec.keypoints[i]), _side_of_name(spec.keypoints[j])
+        if si == 0 and sj == 0 or si == sj:
+            si, sj = -1, 1  # names do not tell: the pair's first keypoint is the left one
+        elif si == 0:
+            si = -sj
+        elif sj == 0:
+            sj = -si
+        side[i], side[j] = si, sj
+    return side
+
+
+def _side_color(side: int | np.integer, left: tuple[int, int, int],
+                right: tuple[int, int, int], center: tuple[int, int, int],
+                ) -> tuple[int, int, int]:
+    return left if side < 0 else right if side > 0 else center
+
+
+def draw_pose(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    spec: KeypointSpec | str,
+    *,
+    min_score: float = 0.0,
+    left_color: tuple[int, int, int] = LEFT_COLOR,
+    right_color: tuple[int, int, int] = RIGHT_COLOR,
+    center_color: tuple[int, int, int] = CENTER_COLOR,
+    thickness: int | None = None,
+    radius: int | None = None,
+    scale: float = 1.0,
+    label: str | None = None,
+) -> np.ndarray:
+    """Draw one or more poses on a copy of an image.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        keypoints: (K, 3) or (N, K, 3) ``x, y, score`` (or ``v``) in image pixels;
+            keypoints scoring ``<= min_score`` or at ``(0, 0)`` are not drawn, nor their
+            limbs.
+        spec: keypoint layout (its skeleton is drawn).
+        min_score: keypoint score threshold.
+        left_color, right_color, center_color: RGB colours of the sides.
+        thickness, radius: limb width and joint radius in pixels (default: from image size).
+        scale: multiply coordinates by this first (to draw on a resized image).
+        label: text drawn above each pose (e.g. its score), or None.
+
+    Returns:
+        The drawn image (H, W, 3) uint8.
+    """
+    spec = load_spec(spec)
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    kps = np.asarray(keypoints, dtype=np.float64).reshape(-1, spec.num_keypoints, 3)
+    side = max(out.shape[:2])
+    thickness = thickness or max(2, round(side / 320))
+    radius = radius or max(2, round(side / 200))
+    sides = keypoint_sides(spec)
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    for kp in kps:
+        xy = kp[:, :2] * scale
+        ok = (kp[:, 2] > min_score) & ~np.all(kp[:, :2] == 0, axis=1) & np.all(
+            np.isfinite(xy), axis=1)
+        pts = np.rint(xy * (1 << shift)).astype(np.int64)
+        pts = np.clip(pts, -(1 << 28), 1 << 28)
+        for i, j in spec.skeleton:
+            if ok[i] and ok[j]:
+                s = sides[i] if sides[i] == sides[j] else 0
+                color = _side_color(s, left_color, right_color, center_color)
+                cv2.line(out, (int(pts[i, 0]), int(pts[i, 1])), (int(pts[j, 0]), int(pts[j, 1])),
+                         color, thickness, cv2.LINE_AA, shift)
+        for k in np.flatnonzero(ok):
+            color = _side_color(sides[k], left_color, right_color, center_color)
+            center = (int(pts[k, 0]), int(pts[k, 1]))
+            cv2.circle(out, center, (radius + 1) << shift, (0, 0, 0), -1, cv2.LINE_AA, shift)
+            cv2.circle(out, center, radius << shift, color, -1, cv2.LINE_AA, shift)
+        if label is not None and ok.any():
+            x0, y0 = xy[ok, 0].min(), xy[ok, 1].min()
+            _text(out, label, (int(x0), max(12, int(y0) - radius - 4)), 0.4, (255, 255, 255))
+    return out
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float,
+          color: tuple[int, int, int]) -> None:
+    """Text with a dark outline, readable on any background."""
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, color, 1, cv2.LINE_AA)
+
+
+def label_panel(panel: np.ndarray, label: str) -> np.ndarray:
+    """A panel with a dark title bar holding ``label`` above it."""
+    bar = np.full((_LABEL_HEIGHT, panel.shape[1], 3), 32, dtype=np.uint8)
+    _text(bar, label, (6, _LABEL_HEIGHT - 9), 0.55, (255, 255, 255))
+    return np.concatenate([bar, panel], axis=0)
+
+
+def render_panels(
+    image: np.ndarray,
+    poses: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
+    spec: KeypointSpec | str,
+    *,
+    keypoint_min_score: float = 0.0,
+    max_side: int | None = 640,
+) -> np.ndarray:
+    """Side-by-side labelled panels of one image, one per set of poses.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        poses: ``(label, keypoints (N, K, 3), person scores (N,) or None)`` per panel;
+            person scores, when given, are written above each pose.
+        spec: keypoint layout.
+        keypoint_min_score: keypoint score threshold (see :func:`draw_pose`).
+        max_side: shrink each panel so its longer side is at most this (None: full size).
+
+    Returns:
+        (H', W', 3) uint8 RGB canvas.
+    """
+    spec = load_spec(spec)
+    h, w = image.shape[:2]
+    scale = 1.0 if not max_side or max(h, w) <= max_side else max_side / max(h, w)
+    base = image if scale == 1.0 else cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    panels = []
+    for label, kps, scores in poses:
+        panel = base.copy()
+        kps = np.asarray(kps, dtype=np.float64).reshape(-1, spec.num_keypoints, 3)
+        for n in range(len(kps)):
+            text = None if scores is None else f"{float(scores[n]):.2f}"
+            panel = draw_pose(panel, kps[n], spec, min_score=keypoint_min_score, scale=scale,
+                              label=text)
+        panels.append(label_panel(panel, f"{label} ({len(kps)})"))
+    if not panels:
+        panels.append(label_panel(base.copy(), "image"))
+    gap = np.full((panels[0].shape[0], _GAP, 3), 255, dtype=np.uint8)
+    parts: list[np.ndarray] = []
+    for i, p in enumerate(panels):
+        parts += [gap, p] if i else [p]
+    return np.concatenate(parts, axis=1)
+
+
+def _parse_results_arg(arg: str) -> tuple[str, Path]:
+    """``LABEL=FILE`` or ``FILE`` (label: the file's stem)."""
+    if "=" in arg:
+        label, file = arg.split("=", 1)
+        if label and not Path(arg).exists():
+            return label, Path(file)
+    return Path(arg).stem, Path(arg)
+
+
+def _guess_image_file(root: Path, image_id: int) -> Path | None:
+    for name in (f"{image_id:012d}", str(image_id)):
+        for ext in (".jpg", ".jpeg", ".png"):
+            p = root / f"{name}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def visualize_files(
+    images: str | Path,
+    out: str | Path,
+    gt: str | Path | None = None,
+    results: Sequence[str] = (),
+    spec: KeypointSpec | str | None = None,
+    min_score: float = 0.0,
+    max_images: int | None = None,
+    *,
+    max_side: int | None = 640,
+    exif: str = "auto",
+) -> list[Path]:
+    """Draw ground truth and results files side by side, one PNG per image.
+
+    Args:
+        images: image folder.
+        out: output folder (created); each file is named after its image's path relative
+            to the image folder, separators replaced by ``_`` (``000000040083.png``).
+        gt: COCO annotations: drawn as the first panel, and they map image ids to files.
+            Without it, image ``N`` is looked up as ``<images>/<N as 12 digits>.jpg`` (the
+            COCO naming), then ``<images>/<N>.jpg`` (also ``.jpeg``, ``.png``).
+        results: ``[LABEL=]FILE`` results files, one panel each (label: the file stem).
+        spec: keypoint layout (default: from ``gt``, else ``coco17``).
+        min_score: hide detections whose person score is below this.
+        max_images: draw at most this many images (in image-id order).
+        max_side: longer side of each panel in pixels (None: full size).
+        exif: EXIF orientation handling (see :func:`posefix.refine.load_image`).
+
+    Returns:
+        The written PNG paths.
+    """
+    from .refine import load_image
+
+    root = Path(images)
+    out_dir = Path(out)
+    truth = load_ground_truth(gt, spec=spec, image_root=root) if gt is not None else None
+    spec = truth.spec if truth is not None else load_spec(spec or "coco17")
+    infos: dict[int, ImageInfo] = dict(truth.images) if truth is not None else {}
+    panels: list[tuple[str, Detections]] = []
+    for arg in results:
+        label, file = _parse_results_arg(arg)
+        panels.append((label, load_results(file, spec, image_ids=infos or None)))
+    ids = sorted(set(infos) | {int(i) for _, d in panels for i in np.unique(d.image_ids)})
+    if max_images is not None:
+        ids = ids[: max(0, int(max_images))]
+    written: list[Path] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        if image_id in infos:
+            info = infos[image_id]
+            path = resolve_image_path(root, info.file_name, source=gt)
+            size = (info.width, info.height)
+        else:
+            found = _guess_image_file(root, image_id)
+            if found is None:
+                raise InputError(root, f"no image file for image_id {image_id} (looked for "
+                                 f"{image_id:012d}.jpg and {image_id}.jpg); pass --gt")
+            path, size = found.resolve(), None
+        img = load_image(path, exif, size)
+        sets = []
+        if truth is not None:
+            rows = truth.indices_of_image(image_id)
+            sets.append(("ground truth", truth.keypoints[rows], None))
+        for label, d in panels:
+            rows = np.flatnonzero((d.image_ids == image_id) & (d.scores >= min_score))
+            sets.append((label, d.keypoints[rows], d.scores[rows]))
+        canvas = render_panels(img, sets, spec, max_side=max_side)
+        name = path.relative_to(root.resolve()).with_suffix("").as_posix().replace("/", "_")
+        target = out_dir / f"{name}.png"
+        Image.fromarray(canvas).save(target)
+        written.append(target)
+    return written
