@@ -1,0 +1,233 @@
+"""The PoseFix network (paper section 5.1): a ResNet on image + input-pose heatmaps, a
+SimpleBaseline deconvolution head, and integral (soft-argmax) coordinate decoding.
+
+The first convolution takes ``3 + K`` channels: the normalized RGB crop followed by one
+Gaussian heatmap per input keypoint, rendered inside :meth:`PoseFixNet.forward` on the
+model's device. The head outputs K heatmap logits at ``1 / stride`` of the input size
+(stride 4 with the default three deconvolutions). See :mod:`posefix.heatmaps` for the
+pixel and heatmap-cell conventions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from .config import ConfigError, ModelConfig
+from .heatmaps import (
+    default_input_sigma,
+    heatmap_confidence,
+    heatmap_to_pixels,
+    render_gaussians,
+    soft_argmax,
+)
+
+__all__ = [
+    "BACKBONES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PoseFixNet",
+    "build_model",
+    "load_pretrained_backbone",
+    "normalize",
+]
+
+BACKBONES: dict[str, int] = {  # torchvision ResNet -> channels of its last stage
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "resnet152": 2048,
+}
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+_BACKBONE_STRIDE = 32
+
+
+def normalize(images: Tensor | np.ndarray, *, channels_last: bool = False) -> Tensor:
+    """RGB images -> float32 tensors normalized with the ImageNet mean and std.
+
+    Args:
+        images: (B, 3, H, W) or (3, H, W) RGB; (..., H, W, 3) with ``channels_last``.
+            ``uint8`` values are in [0, 255]; floating values are taken to be in [0, 1].
+        channels_last: the channel axis is the last one (as decoded images are).
+
+    Returns:
+        float32 tensor of the same layout as the network input, (B, 3, H, W) or (3, H, W).
+    """
+    x = torch.as_tensor(images)
+    if channels_last:
+        x = x.movedim(-1, -3)
+    if x.shape[-3] != 3:
+        raise ValueError(f"expected 3 RGB channels, got shape {tuple(x.shape)}")
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    shape = (3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
+    return (x - mean) / std
+
+
+def _resnet(name: str) -> nn.Module:
+    if name not in BACKBONES:
+        raise ConfigError(f"model.backbone: unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return getattr(torchvision.models, name)(weights=None)
+
+
+class PoseFixNet(nn.Module):
+    """PoseFix refiner: ``(normalized crop, input pose) -> K heatmap logits``.
+
+    Attributes:
+        num_keypoints: K.
+        input_size: (height, width) of the crop in pixels.
+        stride: input pixels per heatmap cell (``2 ** (5 - num_deconv)``).
+        heatmap_size: (h, w) of the output maps.
+        input_sigma: sigma in pixels of the rendered input-pose Gaussians.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_keypoints: int) -> None:
+        super().__init__()
+        if num_keypoints < 1:
+            raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
+        if not 1 <= cfg.num_deconv <= 5:
+            raise ConfigError(f"model.num_deconv: must be 1..5, got {cfg.num_deconv}")
+        h, w = (int(v) for v in cfg.input_size)
+        self.stride = 2 ** (5 - cfg.num_deconv)
+        if h <= 0 or w <= 0 or h % self.stride or w % self.stride:
+            raise ConfigError(f"model.input_size: {h}x{w} must be positive multiples of the "
+                              f"heatmap stride {self.stride}")
+        self.num_keypoints = int(num_keypoints)
+        self.input_size = (h, w)
+        self.heatmap_size = (h // self.stride, w // self.stride)
+        self.input_sigma = default_input_sigma(self.input_size, cfg.input_sigma)
+        self.backbone_name = cfg.backbone
+        # Inputs whose sides are not multiples of 32 are zero-padded at the bottom and right,
+        # which keeps the pixel grid, and the output is cropped back to heatmap_size.
+        self._pad = ((-w) % _BACKBONE_STRIDE, (-h) % _BACKBONE_STRIDE)
+
+        backbone = _resnet(cfg.backbone)
+        backbone.conv1 = nn.Conv2d(3 + self.num_keypoints, 64, kernel_size=7, stride=2,
+                                   padding=3, bias=False)
+        nn.init.kaiming_normal_(backbone.conv1.weight, mode="fan_out", nonlinearity="relu")
+        backbone.fc = nn.Identity()  # no classifier: its keys stay out of the state dict
+        self.backbone = backbone
+
+        layers: list[nn.Module] = []
+        in_ch = BACKBONES[cfg.backbone]
+        for _ in range(cfg.num_deconv):
+            layers += [
+                nn.ConvTranspose2d(in_ch, cfg.deconv_channels, kernel_size=4, stride=2,
+                                   padding=1, bias=False),
+                nn.BatchNorm2d(cfg.deconv_channels),
+                nn.ReLU(inplace=True),
+            ]
+            in_ch = cfg.deconv_channels
+        self.deconv = nn.Sequential(*layers)
+        self.final = nn.Conv2d(in_ch, self.num_keypoints, kernel_size=1)
+        self._init_head()
+        if cfg.pretrained:
+            load_pretrained_backbone(self, cfg.pretrained)
+
+    def _init_head(self) -> None:
+        """SimpleBaseline initialization of the deconvolution head."""
+        for m in self.deconv.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.final.weight, std=0.001)
+        nn.init.zeros_(self.final.bias)
+
+    def render_input(self, input_pose: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Input-pose heatmaps (B, K, H, W), peak 1, zero for absent keypoints."""
+        if input_pose.dim() != 3 or input_pose.shape[1:] != (self.num_keypoints, 3):
+            raise ValueError(f"input_pose must be (B, {self.num_keypoints}, 3), "
+                             f"got {tuple(input_pose.shape)}")
+        h, w = self.input_size
+        return render_gaussians(input_pose.float(), h, w, self.input_sigma).to(dtype)
+
+    def forward(self, images: Tensor, input_pose: Tensor) -> Tensor:
+        """Heatmap logits (B, K, h, w) for normalized crops (B, 3, H, W) and input poses.
+
+        ``input_pose`` is (B, K, 3): ``x, y, valid`` in input pixels.
+        """
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.input_size:
+            raise ValueError(f"images must be (B, 3, {self.input_size[0]}, {self.input_size[1]}),"
+                             f" got {tuple(images.shape)}")
+        x = torch.cat([images, self.render_input(input_pose, images.dtype)], dim=1)
+        if self._pad != (0, 0):
+            x = F.pad(x, (0, self._pad[0], 0, self._pad[1]))
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        x = self.final(self.deconv(x))
+        hh, ww = self.heatmap_size
+        return x[:, :, :hh, :ww]
+
+    def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits -> (coords (B, K, 2) in input pixels, confidence (B, K)).
+
+        Soft-argmax in heatmap cells, mapped with ``pixel = (cell + 0.5) * stride - 0.5``.
+        """
+        coords = heatmap_to_pixels(soft_argmax(logits), self.stride)
+        return coords, heatmap_confidence(logits)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor]:
+        """Refined keypoints (B, K, 2) in input pixels and their confidence (B, K); no grad."""
+        return self.decode(self(images, input_pose))
+
+
+def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
+    """The PoseFix network of a model config for ``num_keypoints`` keypoints."""
+    return PoseFixNet(cfg, num_keypoints)
+
+
+def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
+    """Load a local torchvision ResNet state-dict file into ``net``'s backbone.
+
+    Every backbone key must be present with its shape (``fc.*`` is ignored). The file's
+    3-channel ``conv1`` fills the RGB filters; the K input-pose channels start at zero,
+    so the pretrained network initially sees the image as it did in pretraining.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained: {path}: file does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling failure means a bad file
+        raise ConfigError(f"model.pretrained: {path}: not a readable state-dict file ({e})"
+                          ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"model.pretrained: {path}: expected a dict of tensors "
+                          "(a torchvision ResNet state_dict)")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = net.backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ConfigError(
+            f"model.pretrained: {path}: does not match backbone {net.backbone_name}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    conv = own["conv1.weight"]
+    w = state["conv1.weight"]
+    if w.shape == (conv.shape[0], 3, *conv.shape[2:]):
+        full = torch.zeros_like(conv)
+        full[:, :3] = w
+        state["conv1.weight"] = full
+    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+           if state[k].shape != v.shape]
+    if bad:
+        raise ConfigError(f"model.pretrained: {path}: shape mismatch for backbone "
+                          f"{net.backbone_name}: {'; '.join(bad[:3])}")
+    net.backbone.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)

@@ -1,0 +1,229 @@
+"""The PoseFix network: shapes, input-pose rendering, decoding, pretrained loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from posefix.config import ConfigError, ModelConfig
+from posefix.heatmaps import bilinear_onehot, default_input_sigma, render_gaussians
+from posefix.loss import integral_loss, pixels_to_heatmap
+from posefix.model import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PoseFixNet,
+    build_model,
+    normalize,
+)
+
+K = 5
+SIZE = (64, 48)
+
+
+def _cfg(**kw: object) -> ModelConfig:
+    base = {"backbone": "resnet18", "input_size": SIZE, "deconv_channels": 16}
+    base.update(kw)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+def _pose(b: int, k: int = K, seed: int = 0, size: tuple[int, int] = SIZE) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(b, k, 2, generator=gen) * torch.tensor([size[1] - 1.0, size[0] - 1.0])
+    return torch.cat([xy, torch.ones(b, k, 1)], dim=-1)
+
+
+def _randomize_head(net: PoseFixNet) -> None:
+    """Give the (near-zero initialized) head weights that make the output depend on inputs."""
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in net.deconv.modules():
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.05)
+        net.final.weight.copy_(torch.randn(net.final.weight.shape, generator=gen) * 0.5)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_builds_with_image_plus_pose_channels(backbone: str) -> None:
+    net = build_model(_cfg(backbone=backbone), K).eval()
+    assert isinstance(net, PoseFixNet)
+    assert net.backbone.conv1.in_channels == 3 + K
+    assert net.deconv[0].in_channels == BACKBONES[backbone]
+    assert net.heatmap_size == (16, 12) and net.stride == 4
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, *SIZE), _pose(2))
+    assert out.shape == (2, K, 16, 12)
+    assert not any(k.startswith("backbone.fc") for k in net.state_dict())
+
+
+def test_head_structure_and_init() -> None:
+    net = build_model(_cfg(deconv_channels=32, num_deconv=3), K)
+    deconvs = [m for m in net.deconv if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(deconvs) == 3
+    assert all(d.kernel_size == (4, 4) and d.stride == (2, 2) and d.out_channels == 32
+               for d in deconvs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.deconv) == 3
+    assert net.final.kernel_size == (1, 1) and net.final.out_channels == K
+    assert 0.0005 < net.final.weight.std().item() < 0.002
+    assert 0.0005 < deconvs[0].weight.std().item() < 0.002
+    assert net.final.bias.abs().max() == 0
+
+
+def test_standard_input_size_needs_no_padding() -> None:
+    net = build_model(_cfg(input_size=(256, 192)), K).eval()
+    assert net._pad == (0, 0)
+    assert net.input_sigma == pytest.approx(7.0)
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 256, 192), _pose(1, size=(256, 192))).shape == (1, K, 64, 48)
+
+
+def test_two_deconvs_give_stride_8() -> None:
+    net = build_model(_cfg(num_deconv=2), K).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, *SIZE), _pose(1)).shape == (1, K, 8, 6)
+    assert net.stride == 8
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="resnet7"):
+        build_model(_cfg(backbone="resnet7"), K)
+    with pytest.raises(ConfigError, match="input_size"):
+        build_model(_cfg(input_size=(62, 48)), K)
+    net = build_model(_cfg(), K)
+    with pytest.raises(ValueError, match="images"):
+        net(torch.randn(1, 3, 32, 48), _pose(1))
+    with pytest.raises(ValueError, match="input_pose"):
+        net(torch.randn(1, 3, *SIZE), _pose(1, k=K + 1))
+
+
+def test_input_pose_is_rendered_inside_and_absent_keypoints_are_ignored() -> None:
+    net = build_model(_cfg(input_sigma=7.0), K).eval()
+    _randomize_head(net)
+    pose = _pose(2)
+    hm = net.render_input(pose)
+    sigma = default_input_sigma(SIZE, 7.0)
+    torch.testing.assert_close(hm, render_gaussians(pose, *SIZE, sigma))
+    images = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        base = net(images, pose)
+        moved = pose.clone()
+        moved[0, 1, :2] += torch.tensor([9.0, -7.0])
+        assert (net(images, moved)[0] - base[0]).abs().max() > 1e-4
+        torch.testing.assert_close(net(images, moved)[1], base[1])  # batch items independent
+        off = pose.clone()
+        off[:, 2, 2] = 0
+        moved_off = off.clone()
+        moved_off[:, 2, :2] = torch.tensor([3.0, 50.0])
+        torch.testing.assert_close(net(images, off), net(images, moved_off))
+
+
+def test_decode_maps_cells_to_input_pixels_consistently_with_the_loss() -> None:
+    net = build_model(_cfg(), K)
+    gen = torch.Generator().manual_seed(5)
+    px = torch.rand(2, K, 2, generator=gen) * torch.tensor([40.0, 56.0]) + 4
+    cells = pixels_to_heatmap(px, net.stride)
+    h, w = net.heatmap_size
+    logits = torch.log(bilinear_onehot(cells, h, w) + 1e-12).reshape(2, K, h, w)
+    coords, conf = net.decode(logits)
+    torch.testing.assert_close(coords, px, atol=1e-3, rtol=0)
+    assert conf.shape == (2, K) and (conf > 0.99).all()
+    # The loss of these logits at the matching heatmap target has no coordinate error.
+    assert integral_loss(logits, cells, torch.ones(2, K))["l1"].item() < 1e-3
+
+
+def test_predict_has_no_grad_and_matches_decode() -> None:
+    net = build_model(_cfg(), K).eval()
+    _randomize_head(net)
+    images, pose = torch.randn(3, 3, *SIZE), _pose(3)
+    coords, conf = net.predict(images, pose)
+    assert coords.shape == (3, K, 2) and conf.shape == (3, K)
+    assert not coords.requires_grad
+    with torch.no_grad():
+        ref = net.decode(net(images, pose))
+    torch.testing.assert_close(coords, ref[0])
+    torch.testing.assert_close(conf, ref[1])
+    assert (coords >= -0.5).all() and (coords[..., 0] <= SIZE[1] - 0.5).all()
+
+
+def test_training_step_reduces_loss() -> None:
+    torch.manual_seed(0)
+    net = build_model(_cfg(), K).train()
+    images, pose = torch.randn(2, 3, *SIZE), _pose(2)
+    target = pixels_to_heatmap(_pose(2, seed=1)[..., :2], net.stride)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        out = integral_loss(net(images, pose), target, torch.ones(2, K))
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert net.backbone.conv1.weight.grad is not None
+    assert losses[-1] < losses[0]
+
+
+def test_normalize() -> None:
+    img = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    out = normalize(img)
+    assert out.dtype == torch.float32
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    torch.testing.assert_close(out[0, :, 0, 0], expected)
+    hwc = np.zeros((2, 2, 3), dtype=np.uint8)
+    hwc[..., 1] = 51
+    out = normalize(hwc, channels_last=True)
+    assert out.shape == (3, 2, 2)
+    assert out[1, 0, 0].item() == pytest.approx((0.2 - IMAGENET_MEAN[1]) / IMAGENET_STD[1])
+    torch.testing.assert_close(normalize(img.float() / 255), normalize(img))
+    with pytest.raises(ValueError, match="3 RGB"):
+        normalize(torch.zeros(1, 4, 2, 2))
+
+
+# ------------------------------------------------------------------ pretrained backbones
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    torch.manual_seed(11)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path_factory.mktemp("pre") / "resnet18.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_pretrained_backbone_keeps_rgb_filters_and_zeros_pose_channels(
+        resnet18_file: tuple[Path, dict]) -> None:
+    path, state = resnet18_file
+    net = build_model(_cfg(pretrained=str(path)), K)
+    conv = net.backbone.conv1.weight.detach()
+    torch.testing.assert_close(conv[:, :3], state["conv1.weight"])
+    assert conv[:, 3:].abs().max() == 0
+    own = net.backbone.state_dict()
+    for key, value in state.items():
+        if key.startswith("fc.") or key == "conv1.weight":
+            continue
+        torch.testing.assert_close(own[key], value, msg=key)
+    # With zero pose channels, the backbone ignores the input pose entirely.
+    net.eval()
+    images = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(net(images, _pose(1, seed=1)), net(images, _pose(1, seed=2)))
+
+
+def test_pretrained_errors_name_the_file(tmp_path: Path, resnet18_file: tuple[Path, dict]) -> None:
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_model(_cfg(pretrained=str(missing)), K)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="garbage.pth"):
+        build_model(_cfg(pretrained=str(garbage)), K)
+    path, _ = resnet18_file
+    with pytest.raises(ConfigError, match=r"resnet18\.pth.*resnet34"):
+        build_model(_cfg(backbone="resnet34", pretrained=str(path)), K)
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in resnet18_file[1].items() if not k.startswith("layer4")},
+               partial)
+    with pytest.raises(ConfigError, match="partial.pth.*missing"):
+        build_model(_cfg(pretrained=str(partial)), K)
