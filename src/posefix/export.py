@@ -1,0 +1,179 @@
+"""ONNX export of a trained refiner and an onnxruntime runner for it.
+
+The exported graph is the whole refinement step of one crop batch: input-pose heatmap
+rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis dynamic):
+
+* ``images``: (B, 3, H, W) float32, RGB normalized with the ImageNet mean/std
+  (:func:`posefix.model.normalize`);
+* ``input_pose``: (B, K, 3) float32 ``x, y, valid`` in input (crop) pixels;
+* ``coords``: (B, K, 2) refined ``x, y`` in input pixels; ``confidence``: (B, K);
+  ``heatmaps``: (B, K, H/4, W/4) logits.
+
+The file's ``metadata_props`` carry the keypoint spec, input size, stride and backbone
+(keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import default_checkpoint_path, load_checkpoint
+from .model import PoseFixNet
+from .spec import KeypointSpec
+
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
+
+INPUT_NAMES = ("images", "input_pose")
+OUTPUT_NAMES = ("coords", "confidence", "heatmaps")
+_META_FORMAT = "posefix-onnx/1"
+
+
+class RefinerModule(nn.Module):
+    """``(images, input_pose) -> (coords px, confidence, heatmap logits)`` for export."""
+
+    def __init__(self, net: PoseFixNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the network and decode its heatmaps."""
+        logits = self.net(images, input_pose)
+        coords, confidence = self.net.decode(logits)
+        return coords, confidence, logits
+
+
+def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str) -> dict[str, str]:
+    from . import __version__
+
+    return {
+        "posefix.format": _META_FORMAT,
+        "posefix.version": __version__,
+        "posefix.spec_name": spec.name,
+        "posefix.spec": json.dumps(spec.to_dict()),
+        "posefix.num_keypoints": str(net.num_keypoints),
+        "posefix.input_size": json.dumps(list(net.input_size)),
+        "posefix.stride": str(net.stride),
+        "posefix.input_sigma": repr(float(net.input_sigma)),
+        "posefix.backbone": backbone,
+    }
+
+
+def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int = 17) -> Path:
+    """Export a checkpoint (None: the shipped demo model) to an ONNX file, atomically.
+
+    Uses the TorchScript-based exporter (no ``onnxscript`` dependency), with a dynamic
+    batch axis. Returns ``onnx_path``.
+    """
+    import onnx
+
+    ckpt = load_checkpoint(default_checkpoint_path() if checkpoint is None else checkpoint)
+    net = ckpt.model.float().cpu().eval()
+    wrapper = RefinerModule(net).eval()
+    h, w = net.input_size
+    k = net.num_keypoints
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, h, w, generator=gen)
+    pose = torch.cat([torch.rand(2, k, 2, generator=gen) * torch.tensor([w, h]),
+                      torch.ones(2, k, 1)], dim=-1)
+
+    out = Path(onnx_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
+    os.close(fd)
+    try:
+        batch = {0: "batch"}
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            torch.onnx.export(
+                wrapper, (images, pose), tmp, dynamo=False, opset_version=int(opset),
+                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dict.fromkeys(INPUT_NAMES + OUTPUT_NAMES, batch),
+                do_constant_folding=True,
+            )
+        model = onnx.load(tmp)
+        for key, value in _metadata(net, ckpt.spec, ckpt.config.model.backbone).items():
+            prop = model.metadata_props.add()
+            prop.key, prop.value = key, value
+        onnx.checker.check_model(model)
+        onnx.save(model, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+class OnnxRefiner:
+    """Run an exported refiner with onnxruntime (CPU by default).
+
+    Attributes:
+        spec: the keypoint spec stored in the file (None if absent).
+        input_size: (height, width) of the crops the model takes.
+        num_keypoints: K.
+        stride: input pixels per heatmap cell.
+        metadata: all ``metadata_props`` of the file.
+    """
+
+    def __init__(self, onnx_path: str | Path, *, providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError("onnxruntime is needed for the ONNX backend: "
+                              "pip install 'posefix[onnx]'") from e
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path}: file does not exist")
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+        self.path = path
+        self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                            providers=providers or ["CPUExecutionProvider"])
+        meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata = meta
+        names = [i.name for i in self.session.get_inputs()]
+        if names != list(INPUT_NAMES):
+            raise ValueError(f"ONNX model {path}: inputs {names}, expected {list(INPUT_NAMES)}"
+                             " (not a posefix export)")
+        shape = self.session.get_inputs()[0].shape
+        pose_shape = self.session.get_inputs()[1].shape
+        self.input_size: tuple[int, int] = (
+            tuple(json.loads(meta["posefix.input_size"])) if "posefix.input_size" in meta
+            else (int(shape[2]), int(shape[3])))
+        self.num_keypoints = int(meta.get("posefix.num_keypoints", pose_shape[1]))
+        self.stride = int(meta.get("posefix.stride", 4))
+        self.spec: KeypointSpec | None = (
+            KeypointSpec.from_dict(json.loads(meta["posefix.spec"]), source=f"{path}: spec")
+            if "posefix.spec" in meta else None)
+
+    def run(self, images: np.ndarray, input_pose: np.ndarray) -> dict[str, np.ndarray]:
+        """All outputs: ``coords`` (B, K, 2) px, ``confidence`` (B, K), ``heatmaps``."""
+        h, w = self.input_size
+        imgs = np.ascontiguousarray(images, dtype=np.float32)
+        pose = np.ascontiguousarray(input_pose, dtype=np.float32)
+        if imgs.ndim != 4 or imgs.shape[1:] != (3, h, w):
+            raise ValueError(f"images must be (B, 3, {h}, {w}), got {imgs.shape}")
+        if pose.shape != (imgs.shape[0], self.num_keypoints, 3):
+            raise ValueError(f"input_pose must be ({imgs.shape[0]}, {self.num_keypoints}, 3), "
+                             f"got {pose.shape}")
+        outs: list[Any] = self.session.run(list(OUTPUT_NAMES),
+                                           {INPUT_NAMES[0]: imgs, INPUT_NAMES[1]: pose})
+        return dict(zip(OUTPUT_NAMES, outs, strict=True))
+
+    def __call__(self, images: np.ndarray, input_pose: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Refined ``coords`` (B, K, 2) in input pixels and ``confidence`` (B, K)."""
+        out = self.run(images, input_pose)
+        return out["coords"], out["confidence"]

@@ -1,0 +1,121 @@
+"""ONNX export: parity with PyTorch, dynamic batch, metadata, atomic write, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from posefix import checkpoint as ckpt_mod  # noqa: E402
+from posefix.checkpoint import save_checkpoint  # noqa: E402
+from posefix.config import Config, ModelConfig  # noqa: E402
+from posefix.export import OnnxRefiner, export_onnx  # noqa: E402
+from posefix.model import build_model  # noqa: E402
+from posefix.spec import load_spec  # noqa: E402
+
+SPEC = load_spec("coco17")
+K = SPEC.num_keypoints
+H, W = 64, 48
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(H, W), deconv_channels=32))
+    net = build_model(cfg.model, K)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a head whose heatmaps have real, input-dependent peaks
+        for m in net.deconv.modules():
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.05)
+        net.final.weight.copy_(torch.randn(net.final.weight.shape, generator=gen) * 0.5)
+        for name, b in net.named_buffers():
+            if "running_var" in name:
+                b.uniform_(0.5, 2.0, generator=gen)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "model.pt", model=net.eval(),
+                           config=cfg, spec=SPEC)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path) -> Path:
+    return export_onnx(checkpoint, checkpoint.parent / "out" / "model.onnx")
+
+
+def _inputs(b: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(b, 3, H, W)).astype(np.float32)
+    xy = rng.uniform([0, 0], [W - 1, H - 1], size=(b, K, 2))
+    valid = (rng.random((b, K, 1)) > 0.25).astype(np.float64)
+    return images, np.concatenate([xy, valid], -1).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_matches_pytorch(checkpoint: Path, exported: Path, batch: int) -> None:
+    net = ckpt_mod.load_checkpoint(checkpoint).model
+    refiner = OnnxRefiner(exported)
+    images, pose = _inputs(batch, seed=batch)
+    coords, conf = refiner(images, pose)
+    t_coords, t_conf = net.predict(torch.from_numpy(images), torch.from_numpy(pose))
+    assert coords.shape == (batch, K, 2) and conf.shape == (batch, K)
+    assert coords.dtype == np.float32
+    # The outputs are non-trivial: refined points spread over the crop.
+    assert t_coords.numpy().std() > 1.0
+    assert np.abs(coords - t_coords.numpy()).max() < 0.01  # pixels
+    assert np.abs(conf - t_conf.numpy()).max() < 1e-4
+    with torch.no_grad():
+        t_logits = net(torch.from_numpy(images), torch.from_numpy(pose)).numpy()
+    out = refiner.run(images, pose)
+    assert out["heatmaps"].shape == (batch, K, H // 4, W // 4)
+    np.testing.assert_allclose(out["heatmaps"], t_logits, atol=1e-3, rtol=1e-3)
+
+
+def test_metadata_and_folder(exported: Path) -> None:
+    import onnx
+
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["model.onnx"]
+    meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert meta["posefix.spec_name"] == "coco17"
+    assert json.loads(meta["posefix.input_size"]) == [H, W]
+    assert meta["posefix.backbone"] == "resnet18"
+    refiner = OnnxRefiner(exported)
+    assert refiner.input_size == (H, W) and refiner.num_keypoints == K and refiner.stride == 4
+    assert refiner.spec is not None and refiner.spec.to_dict() == SPEC.to_dict()
+
+
+def test_refiner_rejects_wrong_shapes(exported: Path, tmp_path: Path) -> None:
+    refiner = OnnxRefiner(exported)
+    images, pose = _inputs(2, seed=0)
+    with pytest.raises(ValueError, match="images"):
+        refiner(images[:, :, :32], pose)
+    with pytest.raises(ValueError, match="input_pose"):
+        refiner(images, pose[:1])
+    with pytest.raises(FileNotFoundError, match="absent.onnx"):
+        OnnxRefiner(tmp_path / "absent.onnx")
+
+
+def test_export_default_checkpoint(checkpoint: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import posefix.export as export_mod
+
+    def missing() -> Path:
+        raise FileNotFoundError("the shipped demo model is missing")
+
+    monkeypatch.setattr(export_mod, "default_checkpoint_path", missing)
+    with pytest.raises(FileNotFoundError, match="demo model"):
+        export_onnx(None, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+    monkeypatch.setattr(export_mod, "default_checkpoint_path", lambda: checkpoint)
+    out = export_onnx(None, tmp_path / "d.onnx")
+    assert out == tmp_path / "d.onnx" and OnnxRefiner(out).num_keypoints == K
+
+
+def test_export_of_missing_checkpoint_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        export_onnx(tmp_path / "nope.pt", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
