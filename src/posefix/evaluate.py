@@ -1,0 +1,436 @@
+"""COCO keypoint AP/AR: a vectorized re-implementation of pycocotools' ``COCOeval``.
+
+:func:`evaluate` gives the ten numbers of ``COCOeval(..., 'keypoints').summarize()``
+(AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl) with the spec's OKS sigmas, and is
+meant to agree with pycocotools exactly. It reproduces COCOeval's rules and quirks:
+
+* OKS as ``computeOks``: mean keypoint similarity over the ground truth's labelled keypoints,
+  the same floating-point operations in the same order; a ground truth with no labelled
+  keypoint is compared through its box enlarged to 3x (distance to the box, zero inside).
+* only the ``maxDets`` = 20 best-scoring detections of each image count (ties keep file
+  order: COCOeval's stable mergesort);
+* a ground truth is ignored if it is a crowd, has no labelled keypoint, or, for an area
+  range, its area lies outside it; detections are matched greedily in score order at each
+  OKS threshold .50:.05:.95 to the unmatched (or crowd) ground truth of highest OKS
+  (ties go to the later one), a regular ground truth always before an ignored one; a
+  detection matched to an ignored ground truth is ignored, and so is an unmatched one whose
+  area lies outside the range;
+* a detection's area is its keypoints' extent (all K, labelled or not) -- or, when the
+  first detection carries a ``bbox``, its box area, as ``COCO.loadRes`` then takes the
+  box branch (detections without a box keep the extent, where pycocotools would fail);
+* a match to a ground truth whose annotation id is 0 counts as no match (COCOeval stores
+  matches as ids and tests them for truth);
+* precision is interpolated at the 101 recall points of ``accumulate``; a statistic whose
+  area range has no non-ignored ground truth is -1.
+
+Detections of other categories than 1 (person) are not evaluated, as COCOeval skips
+categories absent from the ground truth; detections on images the ground truth does not list
+are dropped by :func:`evaluate` (pycocotools refuses the whole file), and counted, or
+refused with ``strict``, by :func:`evaluate_files`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io import Detections, GroundTruth, InputError, load_ground_truth, load_results
+from .spec import KeypointSpec
+
+__all__ = [
+    "AREA_RANGES",
+    "MAX_DETS",
+    "OKS_THRESHOLDS",
+    "RECALL_THRESHOLDS",
+    "STAT_NAMES",
+    "Matching",
+    "coco_oks",
+    "evaluate",
+    "evaluate_files",
+    "format_stats",
+    "load_evaluation_inputs",
+    "match_detections",
+]
+
+#: COCOeval's keypoint OKS thresholds .50:.05:.95 (the same linspace, so ``.75`` is found).
+OKS_THRESHOLDS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
+#: COCOeval's 101 recall points.
+RECALL_THRESHOLDS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
+#: COCOeval's keypoint area ranges.
+AREA_RANGES: dict[str, tuple[float, float]] = {
+    "all": (0.0 ** 2, 1e5 ** 2),
+    "medium": (32.0 ** 2, 96.0 ** 2),
+    "large": (96.0 ** 2, 1e5 ** 2),
+}
+#: COCOeval's keypoint ``maxDets``.
+MAX_DETS = 20
+#: The keys of :func:`evaluate`'s result, in ``COCOeval.stats`` order.
+STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl",
+                               "AR", "AR50", "AR75", "ARm", "ARl")
+
+_EPS = np.spacing(1)
+
+
+def coco_oks(
+    det_xy: np.ndarray, gt_kp: np.ndarray, gt_box: np.ndarray, gt_area: np.ndarray,
+    sigmas: np.ndarray,
+) -> np.ndarray:
+    """OKS of paired detections and ground truths, bit for bit as ``COCOeval.computeOks``.
+
+    Args:
+        det_xy: (P, K, >=2) detected keypoints.
+        gt_kp: (P, K, 3) ground-truth keypoints ``x, y, v``.
+        gt_box: (P, 4) ground-truth boxes (used where no keypoint is labelled).
+        gt_area: (P,) ground-truth areas.
+        sigmas: (K,) OKS sigmas.
+
+    Returns:
+        (P,) OKS.
+    """
+    det_xy = np.asarray(det_xy, dtype=np.float64)
+    gt_kp = np.asarray(gt_kp, dtype=np.float64)
+    box = np.asarray(gt_box, dtype=np.float64)
+    P, K = gt_kp.shape[:2]
+    if P == 0:
+        return np.zeros(0)
+    vis = gt_kp[..., 2] > 0
+    n_vis = vis.sum(-1)
+    xd, yd = det_xy[..., 0], det_xy[..., 1]
+    # Box fallback bounds, computed as COCOeval does: (x - w, x + 2w), (y - h, y + 2h).
+    x0 = (box[:, 0] - box[:, 2])[:, None]
+    x1 = (box[:, 0] + box[:, 2] * 2)[:, None]
+    y0 = (box[:, 1] - box[:, 3])[:, None]
+    y1 = (box[:, 1] + box[:, 3] * 2)[:, None]
+    has = (n_vis > 0)[:, None]
+    dx = np.where(has, xd - gt_kp[..., 0], np.maximum(0.0, x0 - xd) + np.maximum(0.0, xd - x1))
+    dy = np.where(has, yd - gt_kp[..., 1], np.maximum(0.0, y0 - yd) + np.maximum(0.0, yd - y1))
+    variances = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
+    e = (dx ** 2 + dy ** 2) / variances / (np.asarray(gt_area, dtype=np.float64)[:, None]
+                                           + _EPS) / 2
+    ks = np.exp(-e)
+    out = np.empty(P)
+    # Sum exactly the labelled values in keypoint order (as COCOeval's ``e[vg > 0]``), one
+    # vectorized reduction per distinct labelled count: a row sum of n values is the same
+    # floating-point sum as numpy's sum of the 1-D array of those n values.
+    for n in np.unique(n_vis):
+        sel = n_vis == n
+        if n == 0:
+            out[sel] = ks[sel].sum(-1) / K
+        else:
+            idx = np.argsort(~vis[sel], axis=1, kind="stable")[:, :n]
+            out[sel] = np.take_along_axis(ks[sel], idx, axis=1).sum(-1) / n
+    return out
+
+
+@dataclass
+class Matching:
+    """COCOeval's greedy matching of detections to ground truth, for every area range and
+    OKS threshold at once.
+
+    Detections appear in COCOeval's accumulation order before the global score sort: by
+    image id, then by descending score (stable) within the image, keeping at most
+    ``max_dets`` per image.
+
+    Attributes:
+        det_rows: (N,) rows of the evaluated detections in the input :class:`Detections`.
+        scores: (N,) their scores.
+        gt_match: (A, T, N) ground-truth row matched to each detection, or -1.
+        match_oks: (A, T, N) OKS of that match (NaN where unmatched).
+        det_ignore: (A, T, N) detections COCOeval ignores (matched to an ignored ground
+            truth, or unmatched and outside the area range).
+        counted: (A, T, N) matched in COCOeval's sense (``dtMatches`` true: matched to a
+            ground truth whose id is not 0).
+        gt_ignore: (A, G) ignored ground truths per area range (all ground-truth rows).
+        max_oks: (N,) highest OKS of each detection with any ground truth of its image
+            (-inf where the image has none).
+        num_beyond_max_dets: detections not evaluated because their image has
+            ``max_dets`` better-scoring ones.
+        num_other: detections not evaluated for their category or unknown image id.
+    """
+
+    det_rows: np.ndarray
+    scores: np.ndarray
+    gt_match: np.ndarray
+    match_oks: np.ndarray
+    det_ignore: np.ndarray
+    counted: np.ndarray
+    gt_ignore: np.ndarray
+    max_oks: np.ndarray
+    num_beyond_max_dets: int
+    num_other: int
+
+
+def _last_argmax(values: np.ndarray) -> np.ndarray:
+    """Index of the last maximum along the last axis."""
+    n = values.shape[-1]
+    return n - 1 - np.argmax(values[..., ::-1], axis=-1)
+
+
+def _detection_areas(dets: Detections, rows: np.ndarray) -> np.ndarray:
+    """COCO.loadRes's detection areas: keypoint extent, or the box where it takes boxes."""
+    xy = dets.keypoints[rows, :, :2]
+    if len(rows) == 0:
+        return np.zeros(0)
+    lo, hi = xy.min(1), xy.max(1)
+    extent = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
+    if len(dets) and np.all(np.isfinite(dets.boxes[0])):
+        box = dets.boxes[rows]
+        has_box = np.all(np.isfinite(box), axis=1)
+        return np.where(has_box, box[:, 2] * box[:, 3], extent)
+    return extent
+
+
+def match_detections(
+    gt: GroundTruth,
+    dets: Detections,
+    thresholds: Sequence[float] | np.ndarray = OKS_THRESHOLDS,
+    area_ranges: Sequence[tuple[float, float]] = tuple(AREA_RANGES.values()),
+    max_dets: int = MAX_DETS,
+) -> Matching:
+    """Match detections to ground truth exactly as COCOeval's ``evaluateImg`` does.
+
+    Vectorized over images, area ranges and thresholds; the only loop runs over the
+    (at most ``max_dets``) score ranks within an image, which COCOeval's greedy rule makes
+    sequential.
+    """
+    spec = gt.spec
+    K = spec.num_keypoints
+    if dets.keypoints.shape[1:] != (K, 3):
+        raise ValueError(f"detections have {dets.keypoints.shape[1]} keypoints; spec "
+                         f"{spec.name} has {K}")
+    thr = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
+    ranges = np.asarray(area_ranges, dtype=np.float64).reshape(-1, 2)
+    A, T = len(ranges), len(thr)
+    known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
+    ok = (dets.category_ids == 1) & np.isin(dets.image_ids, known)
+    rows = np.flatnonzero(ok)
+    num_other = int(len(dets) - len(rows))
+    img, sc = dets.image_ids[rows], dets.scores[rows]
+    order = np.lexsort((rows, -sc, img))
+    rows, img, sc = rows[order], img[order], sc[order]
+    _, first, inv = np.unique(img, return_index=True, return_inverse=True)
+    rank = np.arange(len(rows)) - first[inv]
+    top = rank < max_dets
+    num_beyond = int((~top).sum())
+    rows, img, sc, rank = rows[top], img[top], sc[top], rank[top]
+    N, G = len(rows), len(gt)
+
+    # Dense per-image layout: images x ranks (detections), images x slots (ground truths).
+    image_ids = np.unique(np.concatenate([gt.image_ids, img]))
+    n_img = len(image_ids)
+    d_im = np.searchsorted(image_ids, img)
+    g_order = np.argsort(gt.image_ids, kind="stable")  # file order within an image
+    g_im_sorted = np.searchsorted(image_ids, gt.image_ids[g_order])
+    g_count = np.bincount(g_im_sorted, minlength=n_img)
+    g_start = np.concatenate([[0], np.cumsum(g_count)[:-1]])
+    g_slot = np.arange(G) - g_start[g_im_sorted]
+    Gmax = int(g_count.max()) if G else 0
+    R = int(rank.max()) + 1 if N else 0
+    slot_row = np.full((n_img, Gmax), -1, dtype=np.int64)
+    slot_row[g_im_sorted, g_slot] = g_order
+
+    # OKS of every (detection, ground truth of its image) pair.
+    n_pairs = g_count[d_im]
+    p_det = np.repeat(np.arange(N), n_pairs)
+    p_slot = np.arange(int(n_pairs.sum())) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+    p_gt = slot_row[d_im[p_det], p_slot]
+    oks = np.full((n_img, R, Gmax), -np.inf)
+    oks[d_im[p_det], rank[p_det], p_slot] = coco_oks(
+        dets.keypoints[rows[p_det]], gt.keypoints[p_gt], gt.boxes[p_gt], gt.areas[p_gt],
+        spec.sigma_array)
+
+    exists = slot_row >= 0
+    safe = np.where(exists, slot_row, 0)
+    crowd = gt.iscrowd.astype(bool)[safe] & exists
+    base_ignore = gt.iscrowd.astype(bool) | ((gt.keypoints[..., 2] > 0).sum(-1) == 0)
+    gt_ignore = base_ignore[None] | (gt.areas[None] < ranges[:, :1]) | (
+        gt.areas[None] > ranges[:, 1:])  # A, G
+    slot_ignore = gt_ignore[:, safe]  # A, I, Gmax
+
+    match = np.full((A, T, n_img, R), -1, dtype=np.int64)
+    if Gmax and R:
+        avail = np.broadcast_to(exists, (A, T, n_img, Gmax)).copy()
+        for r in range(R):
+            o = oks[:, r]  # I, Gmax
+            q = avail & (o >= thr[:, None, None])
+            reg = q & ~slot_ignore[:, None]
+            ign = q & slot_ignore[:, None]
+            m = np.where(reg.any(-1), _last_argmax(np.where(reg, o, -np.inf)),
+                         np.where(ign.any(-1), _last_argmax(np.where(ign, o, -np.inf)), -1))
+            match[..., r] = m
+            a, t, i = np.nonzero(m >= 0)
+            g = m[a, t, i]
+            keep = ~crowd[i, g]
+            avail[a[keep], t[keep], i[keep], g[keep]] = False
+
+    m = match[:, :, d_im, rank]  # A, T, N
+    matched = m >= 0
+    ms = np.where(matched, m, 0)
+    gt_row = np.where(matched, slot_row[d_im[None, None], ms], -1)
+    match_oks = np.where(matched, oks[d_im[None, None], rank[None, None], ms], np.nan)
+    a_idx = np.arange(A)[:, None, None]
+    matched_ignored = matched & gt_ignore[a_idx, np.where(matched, gt_row, 0)]
+    counted = matched & (gt.ann_ids[np.where(matched, gt_row, 0)] != 0)
+    area = _detection_areas(dets, rows)
+    out_of_range = (area[None] < ranges[:, :1]) | (area[None] > ranges[:, 1:])  # A, N
+    det_ignore = matched_ignored | (~counted & out_of_range[:, None])
+    return Matching(
+        det_rows=rows, scores=sc, gt_match=gt_row, match_oks=match_oks, det_ignore=det_ignore,
+        counted=counted, gt_ignore=gt_ignore,
+        max_oks=oks[d_im, rank].max(-1) if Gmax else np.full(N, -np.inf),
+        num_beyond_max_dets=num_beyond, num_other=num_other,
+    )
+
+
+def _accumulate(mt: Matching) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval.accumulate: precision (T, R, A) and recall (T, A), -1 where undefined."""
+    A, T, N = mt.det_ignore.shape
+    Rn = len(RECALL_THRESHOLDS)
+    precision = -np.ones((T, Rn, A))
+    recall = -np.ones((T, A))
+    inds = np.argsort(-mt.scores, kind="mergesort")
+    ig = mt.det_ignore[..., inds]
+    dtm = mt.counted[..., inds]
+    tps = dtm & ~ig
+    fps = ~dtm & ~ig
+    tp_sum = np.cumsum(tps, axis=-1).astype(dtype=float)
+    fp_sum = np.cumsum(fps, axis=-1).astype(dtype=float)
+    npig = (~mt.gt_ignore).sum(-1)
+    for a in range(A):
+        if npig[a] == 0:
+            continue
+        rc = tp_sum[a] / npig[a]  # T, N
+        pr = tp_sum[a] / (fp_sum[a] + tp_sum[a] + _EPS)
+        recall[:, a] = rc[:, -1] if N else 0
+        # Precision envelope: running maximum from the right.
+        env = np.maximum.accumulate(pr[:, ::-1], axis=-1)[:, ::-1]
+        for t in range(T):
+            pos = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+            q = np.zeros(Rn)
+            inside = pos < N
+            q[inside] = env[t, pos[inside]]
+            precision[t, :, a] = q
+    return precision, recall
+
+
+def _summarize(values: np.ndarray, thresholds: np.ndarray, thr: float | None) -> float:
+    s = values
+    if thr is not None:
+        s = s[np.where(thr == thresholds)[0]]
+    s = s[s > -1]
+    return -1.0 if len(s) == 0 else float(np.mean(s))
+
+
+def evaluate(gt: GroundTruth, dets: Detections) -> dict[str, float]:
+    """COCO keypoint AP/AR (``COCOeval`` 'keypoints', the spec's sigmas), keyed by
+    :data:`STAT_NAMES`; -1 where no ground truth counts (as COCOeval)."""
+    mt = match_detections(gt, dets)
+    precision, recall = _accumulate(mt)
+    a_all, a_med, a_large = 0, 1, 2
+    th = OKS_THRESHOLDS
+    stats = {
+        "AP": _summarize(precision[:, :, a_all], th, None),
+        "AP50": _summarize(precision[:, :, a_all], th, .5),
+        "AP75": _summarize(precision[:, :, a_all], th, .75),
+        "APm": _summarize(precision[:, :, a_med], th, None),
+        "APl": _summarize(precision[:, :, a_large], th, None),
+        "AR": _summarize(recall[:, a_all], th, None),
+        "AR50": _summarize(recall[:, a_all], th, .5),
+        "AR75": _summarize(recall[:, a_all], th, .75),
+        "ARm": _summarize(recall[:, a_med], th, None),
+        "ARl": _summarize(recall[:, a_large], th, None),
+    }
+    return stats
+
+
+def load_evaluation_inputs(
+    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
+    strict: bool = False,
+) -> tuple[GroundTruth, Detections, int]:
+    """Load ground truth and results for evaluation.
+
+    Returns ``(gt, dets, num_unknown)``: detections on images the ground truth does not
+    list are dropped and counted (with a warning), or raise :class:`InputError` naming the
+    first one if ``strict``.
+    """
+    gt = load_ground_truth(gt_path, spec=spec)
+    dets = load_results(results_path, gt.spec)  # every entry: rows are entry indices
+    known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
+    unknown = ~np.isin(dets.image_ids, known)
+    n_unknown = int(unknown.sum())
+    if n_unknown:
+        first = int(np.flatnonzero(unknown)[0])
+        if strict:
+            raise InputError(results_path, f"unknown image_id {int(dets.image_ids[first])} "
+                             f"(not in {gt_path})", first, "image_id")
+        warnings.warn(f"{results_path}: skipped {n_unknown} detection(s) with an image_id "
+                      f"not in {gt_path}", stacklevel=2)
+        dets = dets.select(~unknown)
+    return gt, dets, n_unknown
+
+
+def evaluate_files(
+    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a COCO keypoint results file against an annotation file.
+
+    Returns the :data:`STAT_NAMES` statistics plus ``num_images``, ``num_ground_truth``
+    (persons that count: not crowd, with labelled keypoints), ``num_detections``,
+    ``skipped_unknown_image`` (detections on images not in the ground truth), ``spec``,
+    ``gt`` and ``results``.
+    """
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict)
+    stats: dict[str, Any] = dict(evaluate(gt, dets))
+    counted = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
+    stats.update({
+        "num_images": len(gt.images),
+        "num_ground_truth": int(counted.sum()),
+        "num_detections": len(dets),
+        "skipped_unknown_image": n_unknown,
+        "spec": gt.spec.name,
+        "gt": str(gt_path),
+        "results": str(results_path),
+    })
+    return stats
+
+
+_ROWS = (
+    ("AP", "Average Precision", "0.50:0.95", "all"),
+    ("AP50", "Average Precision", "0.50", "all"),
+    ("AP75", "Average Precision", "0.75", "all"),
+    ("APm", "Average Precision", "0.50:0.95", "medium"),
+    ("APl", "Average Precision", "0.50:0.95", "large"),
+    ("AR", "Average Recall", "0.50:0.95", "all"),
+    ("AR50", "Average Recall", "0.50", "all"),
+    ("AR75", "Average Recall", "0.75", "all"),
+    ("ARm", "Average Recall", "0.50:0.95", "medium"),
+    ("ARl", "Average Recall", "0.50:0.95", "large"),
+)
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A readable table of :func:`evaluate` / :func:`evaluate_files` statistics."""
+    lines = []
+    if "results" in stats:
+        lines.append(f"results: {stats['results']}")
+        lines.append(f"ground truth: {stats['gt']} (spec {stats.get('spec', '?')}, "
+                     f"{stats.get('num_images', '?')} images, "
+                     f"{stats.get('num_ground_truth', '?')} persons counted)")
+        lines.append(f"detections: {stats.get('num_detections', '?')}")
+        if stats.get("skipped_unknown_image"):
+            lines.append(f"skipped: {stats['skipped_unknown_image']} detection(s) on images "
+                         "not in the ground truth")
+        lines.append("")
+    lines.append(f"{'metric':<6}  {'':<17}  {'OKS':<9}  {'area':<6}  {'maxDets':>7}  "
+                 f"{'value':>6}")
+    for key, name, oks, area in _ROWS:
+        v = stats[key]
+        lines.append(f"{key:<6}  {name:<17}  {oks:<9}  {area:<6}  {MAX_DETS:>7}  "
+                     f"{v:>6.3f}")
+    return "\n".join(lines)
