@@ -28,6 +28,7 @@ H, W = 64, 48
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(H, W), deconv_channels=32))
+    cfg.data.bbox_padding = 1.3
     net = build_model(cfg.model, K)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a head whose heatmaps have real, input-dependent peaks
@@ -85,6 +86,7 @@ def test_metadata_and_folder(exported: Path) -> None:
     assert meta["posefix.backbone"] == "resnet18"
     refiner = OnnxRefiner(exported)
     assert refiner.input_size == (H, W) and refiner.num_keypoints == K and refiner.stride == 4
+    assert refiner.bbox_padding == pytest.approx(1.3)
     assert refiner.spec is not None and refiner.spec.to_dict() == SPEC.to_dict()
 
 

@@ -9,8 +9,8 @@ rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis 
 * ``coords``: (B, K, 2) refined ``x, y`` in input pixels; ``confidence``: (B, K);
   ``heatmaps``: (B, K, H/4, W/4) logits.
 
-The file's ``metadata_props`` carry the keypoint spec, input size, stride and backbone
-(keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file.
+The file's ``metadata_props`` carry the keypoint spec, input size, stride, backbone and
+training box padding (keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class RefinerModule(nn.Module):
         return coords, confidence, logits
 
 
-def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str) -> dict[str, str]:
+def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: float
+              ) -> dict[str, str]:
     from . import __version__
 
     return {
@@ -64,6 +65,7 @@ def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str) -> dict[str, s
         "posefix.stride": str(net.stride),
         "posefix.input_sigma": repr(float(net.input_sigma)),
         "posefix.backbone": backbone,
+        "posefix.bbox_padding": repr(float(bbox_padding)),
     }
 
 
@@ -102,7 +104,9 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
                 do_constant_folding=True,
             )
         model = onnx.load(tmp)
-        for key, value in _metadata(net, ckpt.spec, ckpt.config.model.backbone).items():
+        meta = _metadata(net, ckpt.spec, ckpt.config.model.backbone,
+                         ckpt.config.data.bbox_padding)
+        for key, value in meta.items():
             prop = model.metadata_props.add()
             prop.key, prop.value = key, value
         onnx.checker.check_model(model)
@@ -122,6 +126,7 @@ class OnnxRefiner:
         input_size: (height, width) of the crops the model takes.
         num_keypoints: K.
         stride: input pixels per heatmap cell.
+        bbox_padding: the box padding the model was trained with (None if absent).
         metadata: all ``metadata_props`` of the file.
     """
 
@@ -154,6 +159,8 @@ class OnnxRefiner:
             else (int(shape[2]), int(shape[3])))
         self.num_keypoints = int(meta.get("posefix.num_keypoints", pose_shape[1]))
         self.stride = int(meta.get("posefix.stride", 4))
+        self.bbox_padding: float | None = (
+            float(meta["posefix.bbox_padding"]) if "posefix.bbox_padding" in meta else None)
         self.spec: KeypointSpec | None = (
             KeypointSpec.from_dict(json.loads(meta["posefix.spec"]), source=f"{path}: spec")
             if "posefix.spec" in meta else None)
