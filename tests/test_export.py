@@ -121,3 +121,17 @@ def test_export_of_missing_checkpoint_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         export_onnx(tmp_path / "nope.pt", tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from posefix.cli import main
+
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert OnnxRefiner(out).spec is not None
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    assert main(["export", "--checkpoint", str(bad), "--onnx", str(tmp_path / "b.onnx")]) == 2
+    assert "bad.pt" in capsys.readouterr().err
+    assert not (tmp_path / "b.onnx").exists()
