@@ -239,7 +239,9 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})")
+        raise InputError(
+            path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        ) from None
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> Path:
