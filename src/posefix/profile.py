@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .config import ConfigError
 from .spec import KeypointSpec
 from .taxonomy import ABSENT, ERROR_TYPES, GOOD
 
@@ -41,8 +42,9 @@ _NT = len(ERROR_TYPES)
 _ERROR_ONLY = tuple(t for t in ERROR_TYPES if t != "good")
 
 
-class ProfileError(ValueError):
-    """An error profile file is malformed."""
+class ProfileError(ConfigError):
+    """An error profile file is malformed (a :class:`ConfigError`, so the CLI reports it
+    in one line)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,8 +20,8 @@ must be farther than ``d_0.5`` from every source. Nearness is measured in KS uni
 source with its own person's area where ``others_areas`` is given. The reference
 rejection-samples 500 points per type and keypoint; here the type is drawn first and a few
 candidate positions per keypoint are drawn at once, vectorized over all keypoints of all
-persons, the first valid one kept. A keypoint with no valid candidate even after a larger
-second draw cannot have that type: the type is dropped, the remaining probabilities
+persons, the first valid one kept. A keypoint with no valid candidate even after two larger
+draws (290 candidates in all) cannot have that type: the type is dropped, the remaining probabilities
 renormalized and another type drawn (which gives the same distribution as the reference's
 drop-and-renormalize). A keypoint for which no type can be made is left absent.
 
@@ -54,9 +54,9 @@ __all__ = [
 # KS thresholds as "KS exponents" e = -log KS (e grows with distance).
 _E_GOOD = -np.log(KS_GOOD)
 _E_JITTER = -np.log(KS_JITTER)
-# Candidates drawn per keypoint at once, and for the keypoints where none was valid.
-_FIRST_DRAW = 4
-_SECOND_DRAW = 64
+# Candidates drawn per keypoint at once, then again, more, for the keypoints where none
+# was valid (about 1.5% after the first draw); after the last the type is impossible.
+_DRAWS = (2, 32, 256)
 # Largest number of (keypoint, candidate, source) distances computed at once.
 _CHUNK = 1 << 21
 # Weight of the ground truth, relative to each other source, as the centre of a miss.
@@ -118,38 +118,33 @@ def synthesize(
     types = np.full((N, K), ABSENT, dtype=np.int8)
     n_idx, j_idx = np.nonzero(lab)
     if len(n_idx):
-        # Candidate sources of each labelled keypoint: 0 its ground truth, 1 its partner,
-        # then the M others' same keypoint and the M others' partner keypoint.
-        partner = spec.partner_index[j_idx]
-        has_p = partner >= 0
-        pj = np.where(has_p, partner, j_idx)
-        S = 2 + 2 * M
-        src = np.empty((len(n_idx), S, 2))
-        ok = np.zeros((len(n_idx), S), dtype=bool)
-        src[:, 0] = kp[n_idx, j_idx, :2]
-        src[:, 1] = kp[n_idx, pj, :2]
-        ok[:, 0] = True
-        ok[:, 1] = has_p & lab[n_idx, pj]
-        if M:
-            src[:, 2:2 + M] = others[n_idx, :, j_idx, :2]
-            src[:, 2 + M:] = others[n_idx, :, pj, :2]
-            ok[:, 2:2 + M] = other_lab[n_idx, :, j_idx]
-            ok[:, 2 + M:] = other_lab[n_idx, :, pj] & has_p[:, None]
-        # 1 / (2 * area * (2 sigma)^2) of each source: e = d^2 * scale = -log KS.
-        var8 = 8.0 * spec.sigma_array[j_idx] ** 2
-        src_area = np.broadcast_to(area[n_idx, None], (len(n_idx), S)).copy()
+        # Candidate sources of every keypoint, source-major (S, N, K): 0 its ground truth,
+        # 1 its partner, then the M others' same keypoints and the M others' partner
+        # keypoints. Sources that do not exist sit at infinity.
+        has_p = spec.partner_index >= 0
+        pj = np.where(has_p, spec.partner_index, np.arange(K))
+        oth = others.transpose(1, 0, 2, 3)  # M, N, K, 3
+        ok = np.concatenate([
+            lab[None], (lab[:, pj] & has_p)[None], other_lab.transpose(1, 0, 2),
+            (other_lab[:, :, pj] & has_p).transpose(1, 0, 2)])[:, n_idx, j_idx]
+        xy = [np.concatenate([kp[None, ..., c], kp[None][:, :, pj, c], oth[..., c],
+                              oth[:, :, pj, c]])[:, n_idx, j_idx] for c in (0, 1)]
+        for v in xy:
+            v[~ok] = np.inf
+        # e = d^2 * scale = -log KS, scale = 1 / (2 * area * (2 sigma)^2) of each source.
+        src_area = np.broadcast_to(area, (2 + 2 * M, N)).copy()
         if M and others_areas is not None:
-            oa = np.asarray(others_areas, dtype=np.float64).reshape(N, M)[n_idx]
-            src_area[:, 2:2 + M] = oa
-            src_area[:, 2 + M:] = oa
-        scale = 1.0 / (var8[:, None] * (src_area + np.spacing(1)))
-        radii = np.stack([ks_distance(k, area, spec.sigma_array)[n_idx, j_idx]
-                          for k in (KS_GOOD, KS_JITTER, KS_MISS)], axis=1)
-        sampler = _Sampler(src, ok, scale, radii, rng)
-        xy, t = sampler.run(probs[n_idx, j_idx])
-        good = t != ABSENT
-        poses[n_idx[good], j_idx[good], :2] = xy[good]
-        poses[n_idx[good], j_idx[good], 2] = 1.0
+            oa = np.asarray(others_areas, dtype=np.float64).reshape(N, M).T
+            src_area[2:2 + M] = oa
+            src_area[2 + M:] = oa
+        scale = 1.0 / ((src_area[:, n_idx] + np.spacing(1)) * 8.0 * spec.sigma_array[j_idx] ** 2)
+        radii = [ks_distance(k, area, spec.sigma_array)[n_idx, j_idx]
+                 for k in (KS_GOOD, KS_JITTER, KS_MISS)]
+        sampler = _Sampler(xy[0], xy[1], ok, scale, radii, rng)
+        pos, t = sampler.run(probs[n_idx, j_idx])
+        done = t != ABSENT
+        poses[n_idx[done], j_idx[done], :2] = pos[done]
+        poses[n_idx[done], j_idx[done], 2] = 1.0
         types[n_idx, j_idx] = t
     if estimated is not None:
         est = np.asarray(estimated, dtype=np.float64).reshape(N, K, -1)
@@ -160,12 +155,16 @@ def synthesize(
 
 
 class _Sampler:
-    """Draws types and positions for L keypoints at once (see the module docstring)."""
+    """Draws types and positions for L keypoints at once (see the module docstring).
 
-    def __init__(self, src: np.ndarray, ok: np.ndarray, scale: np.ndarray,
-                 radii: np.ndarray, rng: np.random.Generator) -> None:
-        self.src, self.ok, self.scale, self.rng = src, ok, scale, rng
-        d85, d50, d10 = radii.T
+    Sources are source-major: ``sx``, ``sy``, ``ok``, ``scale`` are (S, L) with S = 2 + 2M
+    (own ground truth, partner, M others' same keypoint, M others' partner keypoint).
+    """
+
+    def __init__(self, sx: np.ndarray, sy: np.ndarray, ok: np.ndarray, scale: np.ndarray,
+                 radii: list[np.ndarray], rng: np.random.Generator) -> None:
+        self.sx, self.sy, self.ok, self.scale, self.rng = sx, sy, ok, scale, rng
+        d85, d50, d10 = radii
         zero = np.zeros_like(d85)
         # Radius range [lo, hi) in pixels of each type (by code): (L, 5) each.
         self.r_lo = np.empty((len(d85), 5))
@@ -178,8 +177,8 @@ class _Sampler:
         """Types (L,) int8 and positions (L, 2) for keypoints with type probabilities (L, 5)."""
         L = len(probs)
         avail = np.ones((L, 5), dtype=bool)
-        avail[:, INVERSION] = self.ok[:, 1]
-        avail[:, SWAP] = self.ok[:, 2:].any(1)
+        avail[:, INVERSION] = self.ok[1]
+        avail[:, SWAP] = self.ok[2:].any(0)
         out_xy = np.zeros((L, 2))
         out_t = np.full(L, ABSENT, dtype=np.int8)
         pending = np.arange(L)
@@ -192,11 +191,12 @@ class _Sampler:
                 break
             u = self.rng.random(len(pending)) * cum[:, -1]
             t = np.minimum((cum <= u[:, None]).sum(1), 4)
-            xy, found = self.draw_chunked(pending, t, _FIRST_DRAW)
-            if not found.all():
-                miss = np.flatnonzero(~found)
-                xy2, found2 = self.draw(pending[miss], t[miss], _SECOND_DRAW)
-                xy[miss], found[miss] = xy2, found2
+            xy, found = self.draw_chunked(pending, t, _DRAWS[0])
+            for C in _DRAWS[1:]:
+                if found.all():
+                    break
+                again = np.flatnonzero(~found)
+                xy[again], found[again] = self.draw_chunked(pending[again], t[again], C)
             out_xy[pending[found]] = xy[found]
             out_t[pending[found]] = t[found]
             avail[pending[~found], t[~found]] = False
@@ -205,8 +205,8 @@ class _Sampler:
 
     def draw_chunked(self, idx: np.ndarray, t: np.ndarray, C: int,
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`draw` in slices that bound the (keypoints, C, sources) work arrays."""
-        step = max(1, _CHUNK // (C * self.src.shape[1]))
+        """:meth:`draw` in slices that bound the (sources, keypoints, C) work arrays."""
+        step = max(1, _CHUNK // (C * len(self.sx)))
         if len(idx) <= step:
             return self.draw(idx, t, C)
         parts = [self.draw(idx[i:i + step], t[i:i + step], C) for i in range(0, len(idx), step)]
@@ -216,14 +216,14 @@ class _Sampler:
         """C candidates for keypoints ``idx`` of types ``t``; the first valid one of each."""
         rng = self.rng
         n = len(idx)
-        src, ok, scale = self.src[idx], self.ok[idx], self.scale[idx]
-        S = src.shape[1]
+        sx, sy, scale = self.sx[:, idx], self.sy[:, idx], self.scale[:, idx]
+        S = len(sx)
         # Centre of each candidate: the ground truth (good, jitter), the partner
         # (inversion), or a source drawn by weight (swap: others; miss: all, gt x4).
         centre = np.broadcast_to((t == INVERSION).astype(np.int64)[:, None], (n, C)).copy()
         drawn = np.flatnonzero((t == SWAP) | (t == MISS))
         if len(drawn):
-            w = ok[drawn].astype(np.float64)
+            w = self.ok[:, idx[drawn]].T.astype(np.float64)
             w[:, :2] *= (t[drawn] == MISS)[:, None]
             w[:, 0] *= _MISS_GT_WEIGHT
             cw = np.cumsum(w, axis=1)
@@ -232,26 +232,27 @@ class _Sampler:
         lo = self.r_lo[idx, t][:, None]
         r = lo + (self.r_hi[idx, t][:, None] - lo) * rng.random((n, C))
         a = rng.random((n, C)) * (2 * np.pi)
-        rows = np.arange(n)[:, None]
-        px = src[rows, centre, 0] + r * np.cos(a)
-        py = src[rows, centre, 1] + r * np.sin(a)
-        dx = px[:, :, None] - src[:, None, :, 0]
-        dy = py[:, :, None] - src[:, None, :, 1]
-        e = (dx * dx + dy * dy) * scale[:, None, :]  # n, C, S: -log KS to each source
-        e[~np.broadcast_to(ok[:, None, :], e.shape)] = np.inf
-        # Nearest source class: 0 own ground truth, 1 partner, 2 another person.
-        cls = np.empty((n, C, 3))
-        cls[..., 0] = e[..., 0]
-        cls[..., 1] = e[..., 1]
-        cls[..., 2] = e[..., 2:].min(-1) if S > 2 else np.inf
-        nearest = cls.min(-1)
-        # Intended class per type (good, jitter: own; inversion: partner; swap: other) and
-        # the KS-exponent range the nearest source must fall in; a miss must be far
-        # (KS < 0.5) from every source.
+        cols = np.arange(n)[:, None]
+        px = sx[centre, cols] + r * np.cos(a)
+        py = sy[centre, cols] + r * np.sin(a)
+        dx = px[None] - sx[:, :, None]
+        dy = py[None] - sy[:, :, None]
+        e = (dx * dx + dy * dy) * scale[:, :, None]  # S, n, C: -log KS to each source
+        # Source classes: own ground truth, partner, nearest other person.
+        own, par = e[0], e[1]
+        oth = e[2:].min(0) if S > 2 else np.full_like(own, np.inf)
+        # The intended class (good, jitter: own; inversion: partner; swap: other; miss:
+        # none) must lie in the type's KS range and every other class must be farther --
+        # for inversions and swaps also beyond KS 0.5, so that the type is the same
+        # whether a diagnosis asks "which source is nearest" or checks own, partner and
+        # other persons in turn.
+        m_po, m_ao, m_ap = np.minimum(par, oth), np.minimum(own, oth), np.minimum(own, par)
+        nearest = np.minimum(own, m_po)
         want = _INTENDED[t][:, None]
-        e_int = np.where(want < 3, np.take_along_axis(cls, np.minimum(want, 2)[..., None],
-                                                      -1)[..., 0], nearest)
-        valid = (e_int <= nearest) & (e_int >= _E_LO[t][:, None]) & (e_int < _E_HI[t][:, None])
+        e_int = np.choose(want, [own, par, oth, nearest])
+        rest = np.choose(want, [m_po, m_ao, m_ap, nearest])
+        valid = ((e_int >= _E_LO[t][:, None]) & (e_int < _E_HI[t][:, None])
+                 & (rest >= np.maximum(e_int, _E_FLOOR[t][:, None])))
         found = valid.any(1)
         first = valid.argmax(1)
         k = np.arange(n)
@@ -265,11 +266,14 @@ def _by_type(values: dict[int, float]) -> np.ndarray:
 
 
 # Per type code: the source class a position must be nearest to (0 own ground truth,
-# 1 partner, 2 another person, 3 none: a miss), and the range [lo, hi) of -log KS to it.
+# 1 partner, 2 another person, 3 none: a miss), the range [lo, hi) of -log KS to it, and
+# the least -log KS to every other class.
 _INTENDED = _by_type({GOOD: 0, JITTER: 0, INVERSION: 1, SWAP: 2, MISS: 3}).astype(np.int64)
 _E_LO = _by_type({GOOD: 0.0, JITTER: _E_GOOD, INVERSION: 0.0, SWAP: 0.0, MISS: _E_JITTER})
 _E_HI = _by_type({GOOD: _E_GOOD, JITTER: _E_JITTER, INVERSION: _E_JITTER, SWAP: _E_JITTER,
                   MISS: np.inf})
+_E_FLOOR = _by_type({GOOD: 0.0, JITTER: 0.0, INVERSION: _E_JITTER, SWAP: _E_JITTER,
+                     MISS: 0.0})
 
 
 # --------------------------------------------------------------------------- neighbours
