@@ -10,7 +10,9 @@ meant to agree with pycocotools exactly. It reproduces COCOeval's rules and quir
 * only the ``maxDets`` = 20 best-scoring detections of each image count (ties keep file
   order: COCOeval's stable mergesort);
 * a ground truth is ignored if it is a crowd, has no labelled keypoint, or, for an area
-  range, its area lies outside it; detections are matched greedily in score order at each
+  range, its area lies outside it (labelled keypoints are counted from ``v > 0``; COCOeval
+  reads the file's ``num_keypoints``, which is the same count in COCO files, but CrowdPose's
+  leaves out head and neck); detections are matched greedily in score order at each
   OKS threshold .50:.05:.95 to the unmatched (or crowd) ground truth of highest OKS
   (ties go to the later one), a regular ground truth always before an ignored one; a
   detection matched to an ignored ground truth is ignored, and so is an unmatched one whose
