@@ -425,3 +425,28 @@ def test_refine_files_refuses_to_overwrite_inputs(tmp_path: Path, tiny_checkpoin
     with pytest.raises(InputError, match="--gt or --image-list"):
         refine_files(checkpoint=tiny_checkpoint, images=imgs, results=results,
                      out=tmp_path / "o.json")
+
+
+def test_streaming_crops_are_not_all_held() -> None:
+    # Images are loaded lazily while batches run: the network sees its first batch long
+    # before the last image is read, and never more crops than a batch at once.
+    rng = np.random.default_rng(12)
+    events: list[tuple[str, int]] = []
+    img = np.zeros((60, 60, 3), np.uint8)
+
+    def loader(image_id: int) -> np.ndarray:
+        events.append(("load", image_id))
+        return img
+
+    def predict(images: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        events.append(("batch", len(images)))
+        return pose[..., :2].clone(), torch.ones(pose.shape[:2])
+
+    dets = random_dets(rng, 200, 60, 60, np.repeat(np.arange(100), 2))
+    out = refine(dets, loader, predict, SPEC, input_size=INPUT, batch_size=8, flip=False,
+                 nms=0, workers=0)
+    assert len(out) == 200
+    kinds = [k for k, _ in events]
+    assert kinds.index("batch") < 10 and kinds[-1] == "batch"
+    assert max(n for k, n in events if k == "batch") == 8
+    assert sum(n for k, n in events if k == "batch") == 200

@@ -105,7 +105,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", default=None, help="annotations: report AP and errors before/after")
     p.add_argument("--image-list", default=None,
                    help="COCO annotation or image-info JSON mapping image ids to file names "
-                        "(default: --gt)")
+                        "(default: --gt; one of the two is required)")
     p.add_argument("--box", choices=["pose", "bbox"], default="pose",
                    help="crop from the input pose's extent (default) or from its bbox")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
@@ -118,7 +118,11 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
     p.add_argument("--onnx", default=None, help="ONNX model for --backend onnxruntime")
     p.add_argument("--skip-missing", action="store_true",
-                   help="skip and count detections whose image is missing or unreadable")
+                   help="keep (unrefined) and count detections whose image is missing or "
+                        "unreadable, instead of stopping")
+    p.add_argument("--exif", choices=["auto", "apply", "ignore"], default="auto",
+                   help="EXIF orientation: 'auto' uses the frame whose size the image list "
+                        "gives (else applies it)")
     p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_refine)
@@ -131,7 +135,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         checkpoint=a.checkpoint, images=a.images, results=a.results, out=a.out, gt=a.gt,
         image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
-        onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict,
+        onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
     )
     _print_json(summary) if a.json else print(summary.get("text", ""))
     return 0
@@ -148,6 +152,10 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", default=None, help="keypoint spec (default: from --gt, or coco17)")
     p.add_argument("--min-score", type=float, default=0.0, help="hide detections scoring less")
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-side", type=int, default=640,
+                   help="longer side of each panel in pixels (0: full size)")
+    p.add_argument("--exif", choices=["auto", "apply", "ignore"], default="auto",
+                   help="EXIF orientation (as posefix refine)")
     p.set_defaults(func=_cmd_visualize)
 
 
@@ -155,7 +163,8 @@ def _cmd_visualize(a: argparse.Namespace) -> int:
     from .visualize import visualize_files
 
     written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results,
-                              spec=a.spec, min_score=a.min_score, max_images=a.max_images)
+                              spec=a.spec, min_score=a.min_score, max_images=a.max_images,
+                              max_side=a.max_side or None, exif=a.exif)
     print(f"wrote {len(written)} image(s) to {a.out}")
     return 0
 
