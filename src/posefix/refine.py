@@ -621,9 +621,17 @@ def _iterate(dataset: _CropDataset, workers: int) -> Iterator[dict[str, Any]]:
     if workers <= 0:
         return (dataset[i] for i in range(len(dataset)))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_collate,
-        pin_memory=False, prefetch_factor=2, persistent_workers=False)
+        dataset, batch_size=None, shuffle=False, num_workers=min(workers, len(dataset)),
+        collate_fn=_collate, prefetch_factor=2, worker_init_fn=_worker_init)
     return iter(loader)
+
+
+def _worker_init(worker_id: int) -> None:
+    """One thread per loader process: the processes are the parallelism."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def refine(
