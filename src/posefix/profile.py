@@ -89,7 +89,8 @@ class ErrorProfile:
                                f"{G} groups")
         for key in ("labelled_bins", "overlap_bins"):
             edges = getattr(self, key)
-            if any(b < 0 for b in edges) or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
+            if any(b < 0 for b in edges) or any(
+                    a >= b for a, b in zip(edges, edges[1:], strict=False)):
                 raise ProfileError(f"{where}: '{key}' must be increasing non-negative "
                                    f"integers, got {list(edges)}")
         rates = np.asarray(self.rates, dtype=np.float64)

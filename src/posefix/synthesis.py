@@ -14,16 +14,22 @@ type. With ``d_k`` the distance at which the keypoint's KS equals ``k``:
   other candidate sources (weight 1 each), as the reference does.
 
 As in the reference, a position is kept only if its nearest candidate source (ground truth,
-partner, other persons' keypoints) is the intended one, so that the recorded type is the
-type an error diagnosis (Ronchi & Perona: the source of highest KS decides) assigns; a miss
-must be farther than ``d_0.5`` from every source. Nearness is measured in KS units, each
-source with its own person's area where ``others_areas`` is given. The reference
-rejection-samples 500 points per type and keypoint; here the type is drawn first and a few
-candidate positions per keypoint are drawn at once, vectorized over all keypoints of all
-persons, the first valid one kept. A keypoint with no valid candidate even after two larger
-draws (290 candidates in all) cannot have that type: the type is dropped, the remaining probabilities
-renormalized and another type drawn (which gives the same distribution as the reference's
-drop-and-renormalize). A keypoint for which no type can be made is left absent.
+partner, other persons' keypoints) is the intended one; a miss must be farther than
+``d_0.5`` from every source. One deliberate difference: an inversion or swap must also be
+farther than ``d_0.5`` from every other source, its own ground truth included (the
+reference only asks it to be nearer its partner or neighbour than its ground truth, which
+lets a diagnosis call it jitter). So the recorded type is the type a diagnosis assigns,
+whether it asks which source has the highest KS (coco-analyze) or checks the own keypoint,
+the partner and other persons in turn (:mod:`posefix.diagnosis`). Nearness is measured in
+KS units, each source with its own person's area where ``others_areas`` is given.
+
+The reference rejection-samples 500 points per type and keypoint; here the type is drawn
+first and two candidate positions per keypoint are drawn at once, vectorized over all
+keypoints of all persons, the first valid one kept. A keypoint with no valid candidate even
+after two larger draws (290 candidates in all) cannot have that type: the type is dropped,
+the remaining probabilities renormalized and another type drawn (which gives the same
+distribution as the reference's drop-and-renormalize). A keypoint for which no type can be
+made is left absent.
 
 Unlabelled keypoints take, when given, an estimator's prediction on the training set
 (``estimated``; in files, a COCO results file matched to the ground truth by box IoU), else
@@ -39,7 +45,6 @@ import numpy as np
 from .geometry import box_from_keypoints
 from .io import Detections, GroundTruth, load_ground_truth, load_results, write_json_atomic
 from .profile import ErrorProfile, load_profile
-from .similarity import ks_distance
 from .spec import KeypointSpec, load_spec
 from .taxonomy import ABSENT, GOOD, INVERSION, JITTER, KS_GOOD, KS_JITTER, KS_MISS, MISS, SWAP
 
@@ -118,29 +123,37 @@ def synthesize(
     types = np.full((N, K), ABSENT, dtype=np.int8)
     n_idx, j_idx = np.nonzero(lab)
     if len(n_idx):
-        # Candidate sources of every keypoint, source-major (S, N, K): 0 its ground truth,
-        # 1 its partner, then the M others' same keypoints and the M others' partner
-        # keypoints. Sources that do not exist sit at infinity.
-        has_p = spec.partner_index >= 0
-        pj = np.where(has_p, spec.partner_index, np.arange(K))
-        oth = others.transpose(1, 0, 2, 3)  # M, N, K, 3
-        ok = np.concatenate([
-            lab[None], (lab[:, pj] & has_p)[None], other_lab.transpose(1, 0, 2),
-            (other_lab[:, :, pj] & has_p).transpose(1, 0, 2)])[:, n_idx, j_idx]
-        xy = [np.concatenate([kp[None, ..., c], kp[None][:, :, pj, c], oth[..., c],
-                              oth[:, :, pj, c]])[:, n_idx, j_idx] for c in (0, 1)]
-        for v in xy:
-            v[~ok] = np.inf
+        # Candidate sources of each labelled keypoint, source-major (S, L): 0 its ground
+        # truth, 1 its partner, then the M others' same keypoint and the M others'
+        # partner keypoint. Sources that do not exist sit at infinity.
+        L, S = len(n_idx), 2 + 2 * M
+        hp = spec.partner_index[j_idx] >= 0
+        p_idx = np.where(hp, spec.partner_index[j_idx], j_idx)
+        sx, sy = np.empty((S, L)), np.empty((S, L))
+        ok = np.empty((S, L), dtype=bool)
+        sx[0], sy[0] = kp[n_idx, j_idx, 0], kp[n_idx, j_idx, 1]
+        sx[1], sy[1] = kp[n_idx, p_idx, 0], kp[n_idx, p_idx, 1]
+        ok[0] = True
+        ok[1] = hp & lab[n_idx, p_idx]
+        if M:
+            same = others[n_idx, :, j_idx].transpose(2, 1, 0)  # 3, M, L
+            part = others[n_idx, :, p_idx].transpose(2, 1, 0)
+            sx[2:2 + M], sy[2:2 + M], sx[2 + M:], sy[2 + M:] = same[0], same[1], part[0], part[1]
+            ok[2:2 + M] = same[2] > 0
+            ok[2 + M:] = (part[2] > 0) & hp & used[p_idx]
+        sx[~ok] = np.inf
+        sy[~ok] = np.inf
         # e = d^2 * scale = -log KS, scale = 1 / (2 * area * (2 sigma)^2) of each source.
-        src_area = np.broadcast_to(area, (2 + 2 * M, N)).copy()
+        var8 = 8.0 * spec.sigma_array[j_idx] ** 2
+        own_area = area[n_idx] + np.spacing(1)
+        scale = np.broadcast_to(1.0 / (own_area * var8), (S, L)).copy()
         if M and others_areas is not None:
-            oa = np.asarray(others_areas, dtype=np.float64).reshape(N, M).T
-            src_area[2:2 + M] = oa
-            src_area[2 + M:] = oa
-        scale = 1.0 / ((src_area[:, n_idx] + np.spacing(1)) * 8.0 * spec.sigma_array[j_idx] ** 2)
-        radii = [ks_distance(k, area, spec.sigma_array)[n_idx, j_idx]
-                 for k in (KS_GOOD, KS_JITTER, KS_MISS)]
-        sampler = _Sampler(xy[0], xy[1], ok, scale, radii, rng)
+            oa = np.asarray(others_areas, dtype=np.float64).reshape(N, M)[n_idx].T  # M, L
+            scale[2:2 + M] = scale[2 + M:] = 1.0 / ((oa + np.spacing(1)) * var8)
+        # Distances at which KS is 0.85, 0.5, 0.1 (as similarity.ks_distance).
+        unit = np.sqrt(own_area * var8)
+        radii = [unit * np.sqrt(-np.log(k)) for k in (KS_GOOD, KS_JITTER, KS_MISS)]
+        sampler = _Sampler(sx, sy, ok, scale, radii, rng)
         pos, t = sampler.run(probs[n_idx, j_idx])
         done = t != ABSENT
         poses[n_idx[done], j_idx[done], :2] = pos[done]
@@ -163,7 +176,9 @@ class _Sampler:
 
     def __init__(self, sx: np.ndarray, sy: np.ndarray, ok: np.ndarray, scale: np.ndarray,
                  radii: list[np.ndarray], rng: np.random.Generator) -> None:
-        self.sx, self.sy, self.ok, self.scale, self.rng = sx, sy, ok, scale, rng
+        self.ok, self.rng = ok, rng
+        self.sx_rows, self.sy_rows = np.ascontiguousarray(sx.T), np.ascontiguousarray(sy.T)
+        self.scale_rows = np.ascontiguousarray(scale.T)
         d85, d50, d10 = radii
         zero = np.zeros_like(d85)
         # Radius range [lo, hi) in pixels of each type (by code): (L, 5) each.
@@ -206,7 +221,7 @@ class _Sampler:
     def draw_chunked(self, idx: np.ndarray, t: np.ndarray, C: int,
                      ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`draw` in slices that bound the (sources, keypoints, C) work arrays."""
-        step = max(1, _CHUNK // (C * len(self.sx)))
+        step = max(1, _CHUNK // (C * len(self.ok)))
         if len(idx) <= step:
             return self.draw(idx, t, C)
         parts = [self.draw(idx[i:i + step], t[i:i + step], C) for i in range(0, len(idx), step)]
@@ -216,7 +231,8 @@ class _Sampler:
         """C candidates for keypoints ``idx`` of types ``t``; the first valid one of each."""
         rng = self.rng
         n = len(idx)
-        sx, sy, scale = self.sx[:, idx], self.sy[:, idx], self.scale[:, idx]
+        # Gather rows of the keypoint-major copies, then view them source-major.
+        sx, sy, scale = self.sx_rows[idx].T, self.sy_rows[idx].T, self.scale_rows[idx].T
         S = len(sx)
         # Centre of each candidate: the ground truth (good, jitter), the partner
         # (inversion), or a source drawn by weight (swap: others; miss: all, gt x4).
@@ -235,12 +251,17 @@ class _Sampler:
         cols = np.arange(n)[:, None]
         px = sx[centre, cols] + r * np.cos(a)
         py = sy[centre, cols] + r * np.sin(a)
-        dx = px[None] - sx[:, :, None]
-        dy = py[None] - sy[:, :, None]
-        e = (dx * dx + dy * dy) * scale[:, :, None]  # S, n, C: -log KS to each source
+        e = np.subtract(px[None], sx[:, :, None])  # S, n, C: -log KS to each source
+        np.square(e, out=e)
+        dy = np.subtract(py[None], sy[:, :, None])
+        np.square(dy, out=dy)
+        e += dy
+        e *= scale[:, :, None]
         # Source classes: own ground truth, partner, nearest other person.
         own, par = e[0], e[1]
-        oth = e[2:].min(0) if S > 2 else np.full_like(own, np.inf)
+        oth = np.full_like(own, np.inf)
+        for s in range(2, S):
+            np.minimum(oth, e[s], out=oth)
         # The intended class (good, jitter: own; inversion: partner; swap: other; miss:
         # none) must lie in the type's KS range and every other class must be farther --
         # for inversions and swaps also beyond KS 0.5, so that the type is the same
