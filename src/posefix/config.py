@@ -56,6 +56,7 @@ class DatasetConfig:
     images: str | None = None  # image root (default: the annotation file's folder)
     results: str | None = None  # an estimator's results on this set, for unlabelled keypoints
     image_files: list[str] | None = None  # restrict to these image file names (a split)
+    spec: str | None = None  # the file's keypoint layout (default: from its categories)
 
 
 @dataclass
@@ -72,8 +73,23 @@ class DataConfig:
     rotation_prob: float = 0.6
     flip: bool = True
     overlap_iou: float = 0.1  # other persons overlapping by this IoU feed swap errors
-    workers: int = 2
+    workers: int = 2  # DataLoader worker processes per training process
     repeat: int = 1  # passes over the training set per epoch (for tiny sets)
+    cache_images: int = 0  # decoded images kept per worker (tiny sets; 0 = none)
+
+    def __post_init__(self) -> None:
+        _check(self.bbox_padding > 0, "data.bbox_padding", "must be positive", self.bbox_padding)
+        _check(0 <= self.scale_factor < 1, "data.scale_factor", "must be in [0, 1)",
+               self.scale_factor)
+        _check(self.rotation_factor >= 0, "data.rotation_factor", "must be >= 0",
+               self.rotation_factor)
+        _check(0 <= self.rotation_prob <= 1, "data.rotation_prob", "must be in [0, 1]",
+               self.rotation_prob)
+        _check(0 <= self.overlap_iou <= 1, "data.overlap_iou", "must be in [0, 1]",
+               self.overlap_iou)
+        _check(self.workers >= 0, "data.workers", "must be >= 0", self.workers)
+        _check(self.repeat >= 1, "data.repeat", "must be >= 1", self.repeat)
+        _check(self.cache_images >= 0, "data.cache_images", "must be >= 0", self.cache_images)
 
 
 @dataclass
@@ -87,8 +103,21 @@ class OptimConfig:
     batch_size: int = 32  # per process
     weight_decay: float = 0.0
     accumulate: int = 1  # gradient accumulation steps
-    amp: bool = False  # mixed precision (CUDA)
+    amp: bool = False  # mixed precision (autocast; GradScaler for float16 on CUDA)
+    amp_dtype: str = "float16"  # float16 or bfloat16 (bfloat16 also on CPU)
     max_steps: int | None = None  # stop after this many optimizer steps (tiny runs)
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be positive", self.lr)
+        _check(self.epochs >= 1, "optim.epochs", "must be >= 1", self.epochs)
+        _check(self.lr_factor > 0, "optim.lr_factor", "must be positive", self.lr_factor)
+        _check(self.batch_size >= 1, "optim.batch_size", "must be >= 1", self.batch_size)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.accumulate >= 1, "optim.accumulate", "must be >= 1", self.accumulate)
+        _check(self.amp_dtype in ("float16", "bfloat16"), "optim.amp_dtype",
+               "must be float16 or bfloat16", self.amp_dtype)
+        _check(self.max_steps is None or self.max_steps >= 1, "optim.max_steps",
+               "must be >= 1 or null", self.max_steps)
 
 
 @dataclass
@@ -101,7 +130,18 @@ class RunConfig:
     log_every: int = 20  # steps
     checkpoint_every: int = 200  # steps; also at every epoch end
     val_every: int = 1  # epochs; 0 disables validation
-    device: str = "auto"  # auto, cpu, cuda
+    device: str = "auto"  # auto, cpu, cuda (torchrun: cuda:LOCAL_RANK)
+    progress: bool = True  # tqdm progress bar on rank 0
+
+    def __post_init__(self) -> None:
+        _check(self.log in ("csv", "tensorboard"), "run.log", "must be csv or tensorboard",
+               self.log)
+        _check(self.log_every >= 1, "run.log_every", "must be >= 1", self.log_every)
+        _check(self.checkpoint_every >= 0, "run.checkpoint_every", "must be >= 0 (0: epoch "
+               "ends only)", self.checkpoint_every)
+        _check(self.val_every >= 0, "run.val_every", "must be >= 0", self.val_every)
+        _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
+               "run.device", "must be auto, cpu, cuda or cuda:N", self.device)
 
 
 @dataclass
@@ -112,6 +152,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+def _check(ok: bool, key: str, message: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}, got {value!r}")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -158,6 +203,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
