@@ -275,3 +275,15 @@ def test_only_background_false_positives_are_removed_for_their_ap() -> None:
     without = evaluate(gt, dets.select(np.array([0, 1, 2])))
     assert report["ap_if_fixed"]["background_false_positives"]["AP"] == without["AP"]
     assert report["ap_if_fixed"]["background_false_positives"]["gain"] >= 0
+
+
+def test_nobody_to_find_makes_every_detection_background(coco_dir: Path) -> None:
+    gt = load_ground_truth(coco_dir / "test_coco.json")
+    dets = load_results(coco_dir / "blazepose_gtboxes.json", gt.spec)
+    nobody = gt.subset(np.zeros(0, dtype=np.int64), image_ids=list(gt.images))
+    report = analyze(nobody, dets)
+    assert report["matched"] == 0 and report["background_false_positives"] == len(dets)
+    assert report["ap"]["AP"] == -1.0 and report["keypoints"]["labelled"] == 0
+    empty = analyze(gt, Detections.empty(17))
+    assert empty["missed_ground_truth"] == empty["num_ground_truth"] == 12
+    assert "missed persons 12" in format_report(empty)

@@ -320,3 +320,17 @@ def test_oks_exactly_at_a_threshold_matches() -> None:
     assert stats["AR50"] == 1.0 and stats["AR75"] == 0.0 and stats["AR"] == pytest.approx(0.1)
     ref = pycoco_stats(gt.to_coco(), dets.to_json(), gt.spec.sigma_array)
     np.testing.assert_array_equal([stats[k] for k in STAT_NAMES], ref)
+
+
+def test_no_person_to_find_gives_minus_one_as_pycocotools(coco_dir: Path) -> None:
+    gt = load_ground_truth(coco_dir / "test_coco.json")
+    res = json.loads((coco_dir / "blazepose_gtboxes.json").read_text())
+    dets = load_results(coco_dir / "blazepose_gtboxes.json", gt.spec)
+    for rows in (np.zeros(0, dtype=np.int64), np.flatnonzero(gt.num_labelled == 0)):
+        sub = gt.subset(rows, image_ids=list(gt.images))  # nobody, or only unlabelled persons
+        stats = evaluate(sub, dets)
+        assert set(stats.values()) == {-1.0}
+        ref = pycoco_stats(sub.to_coco(), res, gt.spec.sigma_array)
+        np.testing.assert_array_equal([stats[k] for k in STAT_NAMES], ref)
+    assert set(evaluate(gt.subset(np.zeros(0, dtype=np.int64), image_ids=[]),
+                        Detections.empty(17)).values()) == {-1.0}

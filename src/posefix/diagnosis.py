@@ -197,7 +197,8 @@ def classify_keypoints(
     gt_row = mt.gt_match[0, 0]
     matched = gt_row >= 0
     ignored_gt = mt.gt_ignore[0]
-    diag_mask = matched & ~ignored_gt[np.where(matched, gt_row, 0)]
+    diag_mask = matched.copy()
+    diag_mask[matched] = ~ignored_gt[gt_row[matched]]
     det_index = mt.det_rows[diag_mask]
     gt_index = gt_row[diag_mask]
     oks = mt.match_oks[0, 0][diag_mask]
@@ -306,9 +307,9 @@ def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OK
 
     alone = {t: _ap_entry(evaluate(gt, fix_errors(gt, dets, d, [t])), base["AP"])
              for t in _FIX_ORDER}
-    cumulative = []
-    for i in range(len(_FIX_ORDER)):
-        fixed = _FIX_ORDER[: i + 1]
+    cumulative = [{"fixed": [_FIX_ORDER[0]], **alone[_FIX_ORDER[0]]}]
+    for i in range(2, len(_FIX_ORDER) + 1):
+        fixed = _FIX_ORDER[:i]
         entry = _ap_entry(evaluate(gt, fix_errors(gt, dets, d, fixed)), base["AP"])
         cumulative.append({"fixed": list(fixed), **entry})
     keep = np.ones(len(dets), dtype=bool)

@@ -272,12 +272,16 @@ def match_detections(
 
     m = match[:, :, d_im, rank]  # A, T, N
     matched = m >= 0
-    ms = np.where(matched, m, 0)
-    gt_row = np.where(matched, slot_row[d_im[None, None], ms], -1)
-    match_oks = np.where(matched, oks[d_im[None, None], rank[None, None], ms], np.nan)
-    a_idx = np.arange(A)[:, None, None]
-    matched_ignored = matched & gt_ignore[a_idx, np.where(matched, gt_row, 0)]
-    counted = matched & (gt.ann_ids[np.where(matched, gt_row, 0)] != 0)
+    a_i, _, n_i = np.nonzero(matched)
+    g_i = m[matched]
+    gt_row = np.full((A, T, N), -1, dtype=np.int64)
+    gt_row[matched] = slot_row[d_im[n_i], g_i]
+    match_oks = np.full((A, T, N), np.nan)
+    match_oks[matched] = oks[d_im[n_i], rank[n_i], g_i]
+    matched_ignored = np.zeros((A, T, N), dtype=bool)
+    matched_ignored[matched] = gt_ignore[a_i, gt_row[matched]]
+    counted = np.zeros((A, T, N), dtype=bool)
+    counted[matched] = gt.ann_ids[gt_row[matched]] != 0
     area = _detection_areas(dets, rows)
     out_of_range = (area[None] < ranges[:, :1]) | (area[None] > ranges[:, 1:])  # A, N
     det_ignore = matched_ignored | (~counted & out_of_range[:, None])
