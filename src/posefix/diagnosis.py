@@ -31,8 +31,9 @@ Where this differs from coco-analyze (``COCOanalyze._find_kpt_errors``):
    COCOeval's [0, 1e5^2], and detections matched to ignored ground truth (crowd, or no
    labelled keypoint) are not diagnosed and not counted as background false positives.
 4. AP gains: coco-analyze moves a corrected keypoint to a point at a fixed KS from the
-   ground truth (for jitter KS ~ 0.96, for a miss ~ 0.84, inversions and swaps at the KS they
-   had with the wrong target); here a corrected keypoint is moved exactly onto its ground
+   ground truth (its distances use sigma^2 where the OKS has (2 sigma)^2, so a jitter lands at
+   KS 0.85^(1/4) ~ 0.96, a miss at 0.5^(1/4) ~ 0.84, inversions and swaps at the fourth root
+   of the KS they had with the wrong target); here a corrected keypoint is moved exactly onto its ground
    truth, then the whole file is re-evaluated with :func:`posefix.evaluate.evaluate`
    (COCO AP .50:.95, all three area ranges), where coco-analyze reports AP per OKS
    threshold. As coco-analyze, we report each type fixed alone (its "AP improvement") and
@@ -40,7 +41,9 @@ Where this differs from coco-analyze (``COCOanalyze._find_kpt_errors``):
    precision-recall curves), plus the AP without background false positives. Score errors
    (coco-analyze's optimal rescoring) are not analysed.
 5. Unmatched detections are split into background false positives (OKS below the
-   threshold with every ground truth of the image, so removing them can only raise AP)
+   threshold with every ground truth of the image: they never match at any evaluation
+   threshold, so removing them cannot lower AP unless it lets a detection beyond ``maxDets``
+   move up)
    and duplicates (near a person a better-scoring detection took); coco-analyze counts
    every unmatched detection as a background false positive and measures its impact by
    ignoring them at a single OKS threshold.
