@@ -182,15 +182,17 @@ class KeypointSpec:
             str(g): tuple(idx(v, f"groups.{g}") for v in members)
             for g, members in (data.get("groups") or {}).items()
         }
+        flip_pairs, skeleton = pairs("flip_pairs"), pairs("skeleton")
+        ignore = tuple(idx(v, "ignore") for v in data.get("ignore") or [])
         try:
             return cls(
                 name=str(data["name"]),
                 keypoints=names,
-                flip_pairs=pairs("flip_pairs"),
+                flip_pairs=flip_pairs,
                 sigmas=sigmas,
-                skeleton=pairs("skeleton"),
+                skeleton=skeleton,
                 groups=groups,
-                ignore=tuple(idx(v, "ignore") for v in data.get("ignore") or []),
+                ignore=ignore,
             )
         except SpecError as e:
             raise SpecError(f"{source}: {e}") from None
