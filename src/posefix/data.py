@@ -1,0 +1,406 @@
+"""Top-down training and validation samples from COCO-format keypoint sets (paper sections 3-4).
+
+Every person with at least one labelled keypoint (crowd regions skipped) becomes one sample:
+its box is sanitised, grown to the crop's aspect ratio and padded (1.25); the crop is
+augmented (scale, rotation, horizontal flip); the *input pose* is synthesized on the fly
+from the ground truth in image coordinates (:func:`posefix.synthesis.synthesize`, with the
+persons overlapping it feeding swap errors) and mapped into the crop with the same affine
+as the image. Sets whose layout differs from the model's are converted by keypoint name, so
+keypoints the source does not have are simply unlabelled.
+
+Samples are a pure function of ``(seed, epoch, index)``: the sampler yields ``(epoch,
+index)`` keys (:class:`ResumableSampler`), so a resumed run sees the same data and
+augmentation as an uninterrupted one, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from .config import Config, ConfigError, DatasetConfig
+from .geometry import (
+    apply_affine,
+    box_from_keypoints,
+    crop_transforms,
+    fix_aspect,
+    sanitize_boxes,
+    warp_crop,
+)
+from .io import GroundTruth, InputError, load_ground_truth, load_results
+from .model import normalize
+from .profile import load_profile
+from .spec import KeypointSpec, load_spec
+from .synthesis import estimates_for, overlap_index, synthesize
+
+__all__ = [
+    "PersonTable",
+    "PoseFixDataset",
+    "ResumableSampler",
+    "build_dataset",
+    "convert_layout",
+    "load_persons",
+    "worker_init",
+]
+
+_TRAIN, _VAL = 0, 1  # first word of the RNG seed of training and validation samples
+
+
+def convert_layout(keypoints: np.ndarray, source: KeypointSpec, target: KeypointSpec
+                   ) -> np.ndarray:
+    """Keypoints (..., K_source, C) in ``target``'s layout, matched by name.
+
+    Target keypoints the source lacks (and the target's ignored ones) come out as zeros,
+    i.e. unlabelled. PoseTrack's ``head_bottom``/``head_top`` thus never land on COCO's eyes.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    index = target.mapping_from(source)
+    out = np.zeros((*kp.shape[:-2], target.num_keypoints, kp.shape[-1]))
+    have = index >= 0
+    out[..., have, :] = kp[..., index[have], :]
+    out[..., ~target.used_mask, :] = 0.0
+    return out
+
+
+@dataclass
+class PersonTable:
+    """The persons of one or more keypoint sets, in one layout, as arrays (one row each).
+
+    Attributes:
+        spec: the layout of ``keypoints`` (the model's).
+        keypoints: (N, K, 3) ground truth ``x, y, v`` in image pixels.
+        boxes: (N, 4) sanitised boxes ``x, y, w, h``.
+        areas: (N,) areas (OKS scale of the synthesized errors).
+        image_index: (N,) index into ``image_paths``.
+        image_paths: one absolute path per image.
+        image_ids: (N,) image ids in their own set.
+        ann_ids: (N,) annotation ids in their own set.
+        source: (N,) index of the set (into ``gts``) each person comes from.
+        others_ptr, others_kp, others_area: keypoints (in ``spec``) and areas of the
+            persons overlapping each person (:func:`posefix.synthesis.overlap_index`), in
+            CSR form: person ``i``'s are rows ``others_ptr[i]:others_ptr[i + 1]``.
+        estimated: (N, K, 3) an estimator's pose matched to each person (``v`` = 1 where
+            present), or None; synthesis uses it for unlabelled keypoints.
+        gts: each set's ground truth converted to ``spec`` (restricted to its split), for
+            evaluation.
+    """
+
+    spec: KeypointSpec
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+    image_index: np.ndarray
+    image_paths: list[str]
+    image_ids: np.ndarray
+    ann_ids: np.ndarray
+    source: np.ndarray
+    others_ptr: np.ndarray
+    others_kp: np.ndarray
+    others_area: np.ndarray
+    estimated: np.ndarray | None
+    gts: list[GroundTruth]
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def others(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (M, K, 3) and areas (M,) of the persons overlapping person ``row``."""
+        a, b = self.others_ptr[row], self.others_ptr[row + 1]
+        return self.others_kp[a:b], self.others_area[a:b]
+
+
+def _image_sizes(gt: GroundTruth, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Width and height of each image id, read from the file where the JSON lacks them."""
+    w = np.zeros(len(image_ids))
+    h = np.zeros(len(image_ids))
+    for i, img in enumerate(image_ids):
+        info = gt.images[int(img)]
+        if info.width > 0 and info.height > 0:
+            w[i], h[i] = info.width, info.height
+        else:
+            from PIL import Image
+
+            with Image.open(gt.image_path(int(img))) as im:
+                w[i], h[i] = im.size
+    return w, h
+
+
+def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
+                 overlap_iou: float = 0.1) -> PersonTable:
+    """Load the persons of COCO-format keypoint sets into one :class:`PersonTable`.
+
+    Each set's layout is read from its ``spec`` or inferred from its categories and
+    converted to ``spec`` by keypoint name; ``image_files`` restricts a set to a split.
+    Crowd regions, persons with no labelled keypoint (after conversion) and degenerate
+    boxes are skipped.
+    """
+    spec = load_spec(spec)
+    keys = ("keypoints", "boxes", "areas", "image_index", "image_ids", "ann_ids", "source",
+            "estimated", "others_count", "others_kp", "others_area")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    paths: list[str] = []
+    gts: list[GroundTruth] = []
+    any_estimates = any(ds.results for ds in datasets)
+    for s, ds in enumerate(datasets):
+        gt = load_ground_truth(ds.ann, spec=ds.spec, image_root=ds.images)
+        if not (spec.mapping_from(gt.spec) >= 0).any():
+            raise ConfigError(f"{ds.ann}: layout {gt.spec.name} shares no keypoint name with "
+                              f"{spec.name}")
+        images = gt.images
+        if ds.image_files is not None:
+            by_name = {im.file_name: im.id for im in gt.images.values()}
+            unknown = sorted(set(ds.image_files) - set(by_name))
+            if unknown:
+                raise InputError(ds.ann, f"image_files not in this set: {unknown[:5]}",
+                                 field_name="images")
+            keep_ids = {by_name[f] for f in ds.image_files}
+            images = {k: v for k, v in gt.images.items() if k in keep_ids}
+        in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
+        gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
+        kp = convert_layout(gt.keypoints, gt.spec, spec)
+        converted = GroundTruth(
+            spec=spec, images=gt.images, image_ids=gt.image_ids, ann_ids=gt.ann_ids,
+            keypoints=kp, boxes=gt.boxes, areas=gt.areas, iscrowd=gt.iscrowd, path=gt.path,
+            image_root=gt.image_root)
+        gts.append(converted)
+        if len(gt) == 0:
+            continue
+        w, h = _image_sizes(gt, gt.image_ids)
+        boxes, ok = sanitize_boxes(gt.boxes, w, h)
+        rows = np.flatnonzero(ok & ~gt.iscrowd & ((kp[..., 2] > 0).sum(-1) > 0) & (gt.areas > 0))
+        if len(rows) == 0:
+            continue
+        img_ids = gt.image_ids[rows]
+        uniq, inverse = np.unique(img_ids, return_inverse=True)
+        parts["image_index"].append(inverse + len(paths))
+        paths.extend(str(gt.image_path(int(i))) for i in uniq)
+        parts["keypoints"].append(kp[rows])
+        parts["boxes"].append(boxes[rows])
+        parts["areas"].append(gt.areas[rows])
+        parts["image_ids"].append(img_ids)
+        parts["ann_ids"].append(gt.ann_ids[rows])
+        parts["source"].append(np.full(len(rows), s, dtype=np.int64))
+        others = overlap_index(converted, rows, overlap_iou)  # (n, M) gt rows, -1 padded
+        have = others >= 0
+        parts["others_count"].append(have.sum(1))
+        parts["others_kp"].append(kp[others[have]])
+        parts["others_area"].append(gt.areas[others[have]])
+        if any_estimates:
+            est = np.zeros((len(rows), gt.spec.num_keypoints, 3))
+            if ds.results:
+                dets = load_results(ds.results, gt.spec, image_ids=gt.images.keys())
+                est = estimates_for(gt, dets, rows, iou=overlap_iou)
+            parts["estimated"].append(convert_layout(est, gt.spec, spec))
+    K = spec.num_keypoints
+    empty = {"keypoints": np.zeros((0, K, 3)), "boxes": np.zeros((0, 4)),
+             "estimated": np.zeros((0, K, 3)), "others_kp": np.zeros((0, K, 3)),
+             "areas": np.zeros(0), "others_area": np.zeros(0)}
+    cat = {k: np.concatenate(v) if v else empty.get(k, np.zeros(0, dtype=np.int64))
+           for k, v in parts.items()}
+    ptr = np.concatenate([[0], np.cumsum(cat["others_count"])]).astype(np.int64)
+    return PersonTable(
+        spec=spec, keypoints=cat["keypoints"], boxes=cat["boxes"], areas=cat["areas"],
+        image_index=cat["image_index"].astype(np.int64), image_paths=paths,
+        image_ids=cat["image_ids"].astype(np.int64), ann_ids=cat["ann_ids"].astype(np.int64),
+        source=cat["source"].astype(np.int64), others_ptr=ptr, others_kp=cat["others_kp"],
+        others_area=cat["others_area"],
+        estimated=cat["estimated"] if any_estimates else None, gts=gts,
+    )
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker setup: one thread each for OpenCV and torch (workers are processes)."""
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+class PoseFixDataset(Dataset):
+    """Crops, synthesized input poses and targets of a :class:`PersonTable`.
+
+    ``dataset[(epoch, index)]`` (or ``dataset[index]`` for epoch 0) returns a dict:
+
+    * ``image``: (3, H, W) uint8 RGB crop, to be normalized on the device with
+      :func:`posefix.model.normalize` (a quarter of the bytes to move; float32 normalized
+      with ``float_images=True``);
+    * ``input_pose``: (K, 3) float32 ``x, y, valid`` in crop pixels (valid: synthesized and
+      inside the crop);
+    * ``target``: (K, 2) float32 ground truth in crop pixels (zeros where not valid);
+    * ``target_valid``: (K,) bool: labelled, inside the crop and not an ignored keypoint;
+    * ``meta``: ``person`` (table row), ``source``, ``image_id``, ``ann_id``, ``flipped``,
+      ``affine`` (2, 3) float64 image->crop, ``types`` (K,) int8 error types of the
+      synthesized keypoints, ``input_image`` (K, 3) the input pose in image pixels.
+
+    Training samples (``train=True``) are augmented and keyed by ``(epoch, index)``;
+    validation samples are not augmented and their input depends on ``(seed, index)``
+    only. ``crop_from``: ``gt`` crops around the ground-truth box, ``pose`` around the
+    input pose's extent as :mod:`posefix.refine` does; ``auto``: gt for training, pose
+    for validation (a pose with fewer than two keypoints falls back to the gt box).
+    """
+
+    def __init__(
+        self, table: PersonTable, input_size: tuple[int, int], *, train: bool, seed: int = 0,
+        profile: Any = "default", bbox_padding: float = 1.25, scale_factor: float = 0.3,
+        rotation_factor: float = 40.0, rotation_prob: float = 0.6, flip: bool = True,
+        repeat: int = 1, cache_images: int = 0, float_images: bool = False,
+        crop_from: str = "auto",
+    ) -> None:
+        if crop_from not in ("auto", "gt", "pose"):
+            raise ValueError(f"crop_from must be auto, gt or pose, got {crop_from!r}")
+        self.table = table
+        self.spec = table.spec
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.train = train
+        self.seed = int(seed)
+        self.profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
+        self.bbox_padding = bbox_padding
+        self.scale_factor = scale_factor if train else 0.0
+        self.rotation_factor = rotation_factor if train else 0.0
+        self.rotation_prob = rotation_prob if train else 0.0
+        self.flip = flip and train
+        self.repeat = int(repeat) if train else 1
+        self.cache_images = int(cache_images)
+        self.float_images = bool(float_images)
+        self.crop_from = ("gt" if train else "pose") if crop_from == "auto" else crop_from
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        h, w = self.input_size
+        self.centers, self.sizes = fix_aspect(table.boxes, w / h, bbox_padding)
+
+    def __len__(self) -> int:
+        return len(self.table) * self.repeat
+
+    def _image(self, index: int) -> np.ndarray:
+        """Decoded BGR image (cached per worker when ``cache_images`` > 0)."""
+        img = self._cache.get(index)
+        if img is not None:
+            self._cache.move_to_end(index)
+            return img
+        path = self.table.image_paths[index]
+        img = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is None:
+            raise InputError(path, "cannot read this image")
+        if self.cache_images > 0:
+            self._cache[index] = img
+            while len(self._cache) > self.cache_images:
+                self._cache.popitem(last=False)
+        return img
+
+    def _rng(self, epoch: int, index: int) -> np.random.Generator:
+        if self.train:
+            return np.random.default_rng([_TRAIN, self.seed, epoch, index])
+        return np.random.default_rng([_VAL, self.seed, index])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+        epoch, index = int(epoch), int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        t = self.table
+        row = index % len(t)
+        rng = self._rng(epoch, index)
+        gt = t.keypoints[row]
+        others, others_area = t.others(row)
+        est = t.estimated[row][None] if t.estimated is not None else None
+        pose, types = synthesize(gt[None], t.areas[row:row + 1], self.spec, self.profile, rng,
+                                 others[None], est, others_areas=others_area[None])
+        pose, types = pose[0], types[0]
+        h, w = self.input_size
+
+        center, size = self.centers[row], self.sizes[row]
+        if self.crop_from == "pose" and (pose[:, 2] > 0).sum() >= 2:
+            c, s = fix_aspect(box_from_keypoints(pose[None], pose[None, :, 2] > 0), w / h,
+                              self.bbox_padding)
+            center, size = c[0], s[0]
+        scale, rotation, flipped = 1.0, 0.0, False
+        if self.train:
+            sf, rf = self.scale_factor, self.rotation_factor
+            scale = float(np.clip(rng.standard_normal() * sf + 1.0, 1.0 - sf, 1.0 + sf))
+            r = float(np.clip(rng.standard_normal() * rf, -2.0 * rf, 2.0 * rf))
+            rotation = r if rng.random() < self.rotation_prob else 0.0
+            flipped = bool(self.flip and rng.random() < 0.5)
+        m = crop_transforms(center, size * scale, self.input_size, rotation)[0]
+        if flipped:  # mirror the crop: x -> w - 1 - x, composed into the one warp
+            m = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
+
+        crop = warp_crop(self._image(int(t.image_index[row])), m, self.input_size)
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+        pts = apply_affine(np.stack([gt[:, :2], pose[:, :2]]), np.stack([m, m]))
+        inside = ((pts[..., 0] >= 0) & (pts[..., 0] < w) & (pts[..., 1] >= 0)
+                  & (pts[..., 1] < h))
+        target_valid = (gt[:, 2] > 0) & inside[0] & self.spec.used_mask
+        input_valid = (pose[:, 2] > 0) & inside[1]
+        target = np.where(target_valid[:, None], pts[0], 0.0)
+        input_pose = np.concatenate([np.where(input_valid[:, None], pts[1], 0.0),
+                                     input_valid[:, None]], axis=1)
+        if flipped:
+            perm = self.spec.flip_index
+            target, target_valid = target[perm], target_valid[perm]
+            input_pose, types = input_pose[perm], types[perm]
+        image = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))
+        return {
+            "image": normalize(image) if self.float_images else image,
+            "input_pose": torch.from_numpy(input_pose.astype(np.float32)),
+            "target": torch.from_numpy(target.astype(np.float32)),
+            "target_valid": torch.from_numpy(target_valid),
+            "meta": {
+                "person": row,
+                "source": int(t.source[row]),
+                "image_id": int(t.image_ids[row]),
+                "ann_id": int(t.ann_ids[row]),
+                "flipped": flipped,
+                "affine": torch.from_numpy(m),
+                "types": torch.from_numpy(np.asarray(types, dtype=np.int8)),
+                "input_image": torch.from_numpy(pose.astype(np.float64)),
+            },
+        }
+
+
+def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None = None
+                  ) -> PoseFixDataset:
+    """The training (``split="train"``) or validation dataset of a config."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be train or val, got {split!r}")
+    d = cfg.data
+    if table is None:
+        table = load_persons(d.train if split == "train" else d.val, d.spec, d.overlap_iou)
+    return PoseFixDataset(
+        table, cfg.model.input_size, train=split == "train", seed=cfg.run.seed,
+        profile=d.profile, bbox_padding=d.bbox_padding, scale_factor=d.scale_factor,
+        rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip,
+        repeat=d.repeat, cache_images=d.cache_images,
+    )
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`DistributedSampler` that yields ``(epoch, index)`` keys and can resume.
+
+    The per-epoch shuffle is DistributedSampler's (seeded by ``seed + epoch``); ``start``
+    skips the first samples of this rank's share of the current epoch (the ones a resumed
+    run has already trained on). Call :meth:`set_epoch` every epoch as usual.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True, seed: int = 0, start: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=False)
+        self.start = int(start)
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` samples of this rank in the current epoch."""
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        for i in itertools.islice(super().__iter__(), self.start, None):
+            yield (self.epoch, int(i))
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)

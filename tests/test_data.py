@@ -1,0 +1,303 @@
+"""Training samples: every shared dataset, layout conversion, crop geometry, flips, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from posefix.config import DatasetConfig, load_config
+from posefix.data import (
+    PoseFixDataset,
+    ResumableSampler,
+    build_dataset,
+    convert_layout,
+    load_persons,
+    worker_init,
+)
+from posefix.geometry import apply_affine
+from posefix.io import InputError, convert_mpii, load_ground_truth
+from posefix.spec import load_spec
+
+COCO17 = load_spec("coco17")
+SETS = {  # folder -> (annotation file, image root or None)
+    "coco": ("coco/test_coco.json", None),
+    "crowdpose": ("crowdpose/test_crowdpose.json", None),
+    "ochuman": ("ochuman/test_ochuman.json", None),
+    "posetrack18": ("posetrack18/annotations/test_posetrack18_val.json", "posetrack18"),
+    "aic": ("aic/test_aic.json", None),
+}
+
+
+def _ds(shared: Path, name: str) -> DatasetConfig:
+    ann, images = SETS[name]
+    return DatasetConfig(ann=str(shared / ann), images=str(shared / images) if images else None)
+
+
+def _dataset(table, train: bool = True, size=(128, 96), **kw) -> PoseFixDataset:
+    return PoseFixDataset(table, size, train=train, seed=3, **kw)
+
+
+def _check_sample(s: dict, size=(128, 96), k: int = 17) -> None:
+    h, w = size
+    assert s["image"].shape == (3, h, w) and s["image"].dtype == torch.uint8
+    assert s["input_pose"].shape == (k, 3) and s["input_pose"].dtype == torch.float32
+    assert s["target"].shape == (k, 2) and s["target_valid"].shape == (k,)
+    t, v = s["target"].numpy(), s["target_valid"].numpy()
+    assert ((t[v] >= 0) & (t[v] < [w, h])).all()
+    assert (t[~v] == 0).all()
+    p = s["input_pose"].numpy()
+    on = p[:, 2] > 0
+    assert ((p[on, :2] >= 0) & (p[on, :2] < [w, h])).all()
+    assert set(np.unique(p[:, 2])) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_samples_from_every_shared_dataset(shared_data: Path, name: str) -> None:
+    table = load_persons([_ds(shared_data, name)], "coco17")
+    gt = load_ground_truth(shared_data / SETS[name][0],
+                           image_root=shared_data / SETS[name][1] if SETS[name][1] else None)
+    usable = ~gt.iscrowd & (convert_layout(gt.keypoints, gt.spec, COCO17)[..., 2] > 0).any(1)
+    assert len(table) == int(usable.sum()) > 0
+    assert table.keypoints.shape == (len(table), 17, 3)
+    ds = _dataset(table)
+    for i in range(len(table)):
+        s = ds[(0, i)]
+        _check_sample(s)
+        # Targets are the ground truth mapped by the sample's own affine (and flip order).
+        m = s["meta"]["affine"].numpy()
+        expect = apply_affine(table.keypoints[i, None, :, :2], m[None])[0]
+        valid = table.keypoints[i, :, 2] > 0
+        if bool(s["meta"]["flipped"]):
+            expect, valid = expect[COCO17.flip_index], valid[COCO17.flip_index]
+        v = s["target_valid"].numpy()
+        assert not (v & ~valid).any()
+        np.testing.assert_allclose(s["target"].numpy()[v], expect[v], atol=1e-3)
+
+
+def test_mpii_after_conversion(shared_data: Path, tmp_path: Path) -> None:
+    ann = tmp_path / "mpii.json"
+    ann.write_text(json.dumps(convert_mpii(shared_data / "mpii" / "test_mpii.json")))
+    table = load_persons([DatasetConfig(ann=str(ann), images=str(shared_data / "mpii"),
+                                        spec="mpii16")], "coco17")
+    assert len(table) == 5
+    names = set(load_spec("mpii16").keypoints) & set(COCO17.keypoints)
+    labelled = (table.keypoints[..., 2] > 0).any(0)
+    assert {COCO17.keypoints[i] for i in np.flatnonzero(labelled)} <= names
+    _check_sample(_dataset(table)[(0, 0)])
+
+
+def test_layout_conversion_by_name(shared_data: Path) -> None:
+    # CrowdPose: same joints in another order; head/neck have no COCO counterpart.
+    crowd = load_ground_truth(shared_data / SETS["crowdpose"][0])
+    table = load_persons([_ds(shared_data, "crowdpose")], "coco17")
+    rows = [int(np.flatnonzero(crowd.ann_ids == a)[0]) for a in table.ann_ids]
+    src = crowd.keypoints[rows]
+    np.testing.assert_array_equal(table.keypoints[:, COCO17.index("left_shoulder")],
+                                  src[:, crowd.spec.index("left_shoulder")])
+    np.testing.assert_array_equal(table.keypoints[:, COCO17.index("right_ankle")],
+                                  src[:, crowd.spec.index("right_ankle")])
+    assert (table.keypoints[:, :5, 2] == 0).all()  # no face keypoints in CrowdPose
+    # AIC names ("Right Shoulder") are normalized and mapped.
+    aic = load_ground_truth(shared_data / SETS["aic"][0])
+    assert aic.spec.name == "aic14"
+    t2 = load_persons([_ds(shared_data, "aic")], "coco17")
+    rows = [int(np.flatnonzero(aic.ann_ids == a)[0]) for a in t2.ann_ids]
+    np.testing.assert_array_equal(t2.keypoints[:, COCO17.index("right_wrist")],
+                                  aic.keypoints[rows, aic.spec.index("right_wrist")])
+
+
+def test_posetrack_head_points_never_land_on_coco_eyes(shared_data: Path) -> None:
+    pt = load_ground_truth(shared_data / SETS["posetrack18"][0])
+    assert (pt.keypoints[:, 1:3, 2] > 0).any()  # head_bottom/head_top are labelled there
+    table = load_persons([_ds(shared_data, "posetrack18")], "coco17")
+    eyes = [COCO17.index("left_eye"), COCO17.index("right_eye")]
+    ears = [COCO17.index("left_ear"), COCO17.index("right_ear")]
+    assert (table.keypoints[:, eyes + ears, 2] == 0).all()
+    assert (table.keypoints[:, COCO17.index("nose"), 2] > 0).any()
+    ds = _dataset(table)
+    for i in range(len(table)):
+        s = ds[(1, i)]
+        assert not s["target_valid"][eyes + ears].any()
+        assert not s["input_pose"][eyes + ears, 2].any()
+
+
+def test_ignored_keypoints_are_never_targets(shared_data: Path) -> None:
+    # With PoseTrack's own layout as the model's, its (ignored) ears are never valid.
+    table = load_persons([_ds(shared_data, "posetrack18")], "posetrack17")
+    ds = _dataset(table)
+    spec = load_spec("posetrack17")
+    for i in range(len(table)):
+        assert not ds[(0, i)]["target_valid"].numpy()[list(spec.ignore)].any()
+    # ...while its head_bottom/head_top, which COCO-17 lacks, are targets here.
+    assert any(ds[(0, i)]["target_valid"].numpy()[[1, 2]].any() for i in range(len(table)))
+
+
+def test_crowd_keypointless_and_split(shared_data: Path) -> None:
+    coco = _ds(shared_data, "coco")
+    table = load_persons([coco], "coco17")
+    gt = load_ground_truth(coco.ann)
+    assert len(table) == int((gt.num_labelled > 0).sum()) < len(gt)  # keypoint-less skipped
+    split = DatasetConfig(ann=coco.ann, image_files=["000000040083.jpg"])
+    t1 = load_persons([split], "coco17")
+    assert set(t1.image_ids.tolist()) == {40083} and len(t1) == 2
+    assert set(t1.gts[0].images) == {40083}
+    with pytest.raises(InputError, match="nope.jpg"):
+        load_persons([DatasetConfig(ann=coco.ann, image_files=["nope.jpg"])], "coco17")
+
+
+def test_overlapping_persons_feed_synthesis(shared_data: Path) -> None:
+    table = load_persons([_ds(shared_data, "coco")], "coco17", overlap_iou=0.1)
+    counts = np.diff(table.others_ptr)
+    assert counts.sum() == len(table.others_kp) == len(table.others_area)
+    assert counts.max() > 0
+    i = int(np.argmax(counts))
+    others, _ = table.others(i)
+    assert (others[..., 2] > 0).any(-1).all()  # only persons with keypoints
+    assert not any(np.array_equal(o, table.keypoints[i]) for o in others)
+    none = load_persons([_ds(shared_data, "coco")], "coco17", overlap_iou=1.01)
+    assert len(none.others_kp) == 0
+
+
+def test_estimator_results_fill_unlabelled_keypoints(coco_dir: Path) -> None:
+    ds = DatasetConfig(ann=str(coco_dir / "test_coco.json"),
+                       results=str(coco_dir / "blazepose_gtboxes.json"))
+    table = load_persons([ds], "coco17")
+    assert table.estimated is not None and table.estimated.shape == table.keypoints.shape
+    assert (table.estimated[..., 2] > 0).any()
+
+
+def _synthetic_set(tmp_path: Path) -> Path:
+    """One person whose 17 keypoints are painted as 9x9 blocks, colour = keypoint index."""
+    img = np.zeros((240, 200, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    pts = np.stack([rng.uniform(60, 140, 17), rng.uniform(40, 200, 17)], 1)
+    # Keep the blocks apart so each target reads its own colour.
+    while (np.linalg.norm(pts[:, None] - pts[None], axis=-1) + np.eye(17) * 99).min() < 14:
+        pts = np.stack([rng.uniform(60, 140, 17), rng.uniform(40, 200, 17)], 1)
+    for k, (x, y) in enumerate(pts.round().astype(int)):
+        img[y - 4:y + 5, x - 4:x + 5] = (0, 255, 12 * (k + 1))  # BGR: red channel = code
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    kp = np.concatenate([pts.round(), np.full((17, 1), 2.0)], 1)
+    lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
+    ann = {"images": [{"id": 1, "file_name": "a.png", "width": 200, "height": 240}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                            "keypoints": kp.reshape(-1).tolist(), "num_keypoints": 17,
+                            "bbox": [*lo.tolist(), *(hi - lo).tolist()],
+                            "area": float(np.prod(hi - lo))}],
+           "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17.keypoints)}]}
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    return tmp_path / "a.json"
+
+
+def test_targets_land_on_their_pixels_and_flip_swaps_pairs(tmp_path: Path) -> None:
+    table = load_persons([DatasetConfig(ann=str(_synthetic_set(tmp_path)))], "coco17")
+    ds = _dataset(table, size=(256, 192), repeat=40)
+    flips = 0
+    for i in range(len(ds)):
+        s = ds[(0, i)]
+        img = s["image"].numpy()  # RGB
+        flipped = bool(s["meta"]["flipped"])
+        flips += flipped
+        for k in np.flatnonzero(s["target_valid"].numpy()):
+            x, y = np.rint(s["target"][k].numpy()).astype(int)
+            # After a flip, keypoint k sits where its mirror partner was painted.
+            painted = COCO17.flip_index[k] if flipped else k
+            assert img[1, y, x] > 200, (i, k)
+            assert abs(int(img[0, y, x]) - 12 * (painted + 1)) <= 4, (i, k, flipped)
+    assert 0 < flips < len(ds)
+
+
+def test_input_pose_uses_the_image_affine(shared_data: Path) -> None:
+    table = load_persons([_ds(shared_data, "coco")], "coco17")
+    ds = _dataset(table)
+    for i in range(len(table)):
+        s = ds[(2, i)]
+        m = s["meta"]["affine"].numpy()
+        src = s["meta"]["input_image"].numpy()
+        expect = apply_affine(src[None, :, :2], m[None])[0]
+        if bool(s["meta"]["flipped"]):
+            expect, src = expect[COCO17.flip_index], src[COCO17.flip_index]
+        on = s["input_pose"][:, 2].numpy() > 0
+        assert not (on & (src[:, 2] == 0)).any()
+        np.testing.assert_allclose(s["input_pose"][on, :2].numpy(), expect[on], atol=1e-3)
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in ("image", "input_pose", "target",
+                                                   "target_valid"))
+
+
+def test_samples_are_a_function_of_seed_epoch_index(shared_data: Path) -> None:
+    table = load_persons([_ds(shared_data, "coco"), _ds(shared_data, "ochuman")], "coco17")
+    a, b = _dataset(table), _dataset(table)
+    n = len(a)
+    assert all(_equal(a[(4, i)], b[(4, i)]) for i in range(n))
+    assert not all(_equal(a[(4, i)], a[(5, i)]) for i in range(n))  # epochs differ
+    other_seed = PoseFixDataset(table, (128, 96), train=True, seed=4)
+    assert not all(_equal(a[(4, i)], other_seed[(4, i)]) for i in range(n))
+    # Workers and order do not matter.
+    sampler = ResumableSampler(a, shuffle=True, seed=0)
+    sampler.set_epoch(4)
+    keys = list(sampler)
+    loader = DataLoader(a, batch_size=3, sampler=sampler, num_workers=2,
+                        worker_init_fn=worker_init)
+    got = [s for batch in loader for s in _unbatch(batch)]
+    for (e, i), s in zip(keys, got, strict=True):
+        assert e == 4
+        assert _equal(s, a[(4, i)])
+
+
+def _unbatch(batch: dict) -> list[dict]:
+    n = len(batch["image"])
+    return [{k: batch[k][j] for k in ("image", "input_pose", "target", "target_valid")}
+            for j in range(n)]
+
+
+def test_validation_samples_are_fixed_and_unaugmented(shared_data: Path) -> None:
+    table = load_persons([_ds(shared_data, "coco")], "coco17")
+    val = _dataset(table, train=False)
+    for i in range(len(val)):
+        s = val[(0, i)]
+        assert _equal(s, val[(9, i)]) and _equal(s, val[i])
+        assert not bool(s["meta"]["flipped"])
+        m = s["meta"]["affine"].numpy()
+        assert abs(m[0, 1]) < 1e-12 and abs(m[1, 0]) < 1e-12  # no rotation
+        _check_sample(s)
+
+
+def test_resumable_sampler(shared_data: Path) -> None:
+    table = load_persons([_ds(shared_data, "coco")], "coco17")
+    ds = _dataset(table, repeat=3)
+    full = ResumableSampler(ds, seed=1)
+    full.set_epoch(2)
+    keys = list(full)
+    assert sorted(i for _, i in keys) == list(range(len(ds)))
+    tail = ResumableSampler(ds, seed=1, start=7)
+    tail.set_epoch(2)
+    assert list(tail) == keys[7:] and len(tail) == len(keys) - 7
+    full.set_epoch(3)
+    assert [i for _, i in full] != [i for _, i in keys]
+    ranks = [ResumableSampler(ds, num_replicas=2, rank=r, seed=1) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(2)
+    a, b = ([i for _, i in r] for r in ranks)
+    assert len(a) == len(b) and set(a) | set(b) == set(range(len(ds)))
+
+
+def test_build_dataset_from_config(shared_data: Path) -> None:
+    cfg = load_config("tiny_cpu", [
+        f"data.train=[{{ann: {shared_data}/coco/test_coco.json}}]",
+        f"data.val=[{{ann: {shared_data}/ochuman/test_ochuman.json}}]", "data.repeat=2"])
+    train = build_dataset(cfg, "train")
+    val = build_dataset(cfg, "val")
+    assert len(train) == 2 * len(train.table) and train.train and not val.train
+    assert val.table.gts[0].spec.name == "coco17"
+    _check_sample(train[(0, 0)], size=cfg.model.input_size)
+    with pytest.raises(ValueError, match="split"):
+        build_dataset(cfg, "test")
