@@ -364,9 +364,12 @@ class PoseFixDataset(Dataset):
         }
 
 
-def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None = None
-                  ) -> PoseFixDataset:
-    """The training (``split="train"``) or validation dataset of a config."""
+def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None = None,
+                  **options: Any) -> PoseFixDataset:
+    """The training (``split="train"``) or validation dataset of a config.
+
+    ``table`` replaces the split's persons; ``options`` go to :class:`PoseFixDataset`.
+    """
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split!r}")
     d = cfg.data
@@ -376,7 +379,7 @@ def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None =
         table, cfg.model.input_size, train=split == "train", seed=cfg.run.seed,
         profile=d.profile, bbox_padding=d.bbox_padding, scale_factor=d.scale_factor,
         rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip,
-        repeat=d.repeat, cache_images=d.cache_images,
+        repeat=d.repeat, cache_images=d.cache_images, **options,
     )
 
 

@@ -1,0 +1,584 @@
+"""Training: plain PyTorch DistributedDataParallel, resumable at any step.
+
+One process per GPU, launched by ``torchrun`` (or a plain ``posefix train`` for one
+process). The effective batch is ``optim.batch_size x processes x optim.accumulate``.
+
+One GPU (or the CPU)::
+
+    posefix train r50_256x192 run.out_dir=runs/r50
+
+Several GPUs of one machine (here 8)::
+
+    torchrun --standalone --nproc_per_node=8 -m posefix.cli train r50_256x192 run.out_dir=runs/r50
+
+Several machines (here 2 x 8 GPUs; run on every machine, node_rank 0 and 1)::
+
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 \\
+        --master_port=29500 -m posefix.cli train r50_256x192 run.out_dir=/shared/runs/r50
+
+``run.out_dir`` must be on storage that the machines share if a run is to resume on
+another set of machines; rank 0 writes the checkpoints. Processes talk over NCCL on CUDA
+and gloo on the CPU. A killed run restarts from its latest checkpoint with the same
+command (``--resume auto``, the default) and reaches the same state as an uninterrupted
+run: samples are a pure function of ``(seed, epoch, index)``
+(:mod:`posefix.data`) and the checkpoint holds the model, optimizer, scheduler, gradient
+scaler, step, epoch, position within the epoch and RNG states.
+
+Files in ``run.out_dir``: ``last.pt`` (training state, every ``run.checkpoint_every``
+steps and at each epoch end), ``final.pt`` (weights + config + spec: what
+``posefix refine --checkpoint`` loads), ``log.csv`` / ``val.csv`` (or ``tb/`` with
+``run.log=tensorboard``) and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from .checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import Config, ConfigError, config_to_dict
+from .data import PoseFixDataset, ResumableSampler, build_dataset, worker_init
+from .geometry import apply_affine, invert_affine
+from .heatmaps import pixels_to_heatmap
+from .io import Detections
+from .loss import integral_loss
+from .model import PoseFixNet, build_model, normalize
+from .spec import load_spec
+
+__all__ = ["DistInfo", "TrainState", "build_train_loader", "compute_loss", "setup_distributed",
+           "train", "validate"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        """True when several processes train together."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (the one that logs and writes files)."""
+        return self.rank == 0
+
+
+@dataclass
+class TrainState:
+    """What a training callback sees after each optimizer step."""
+
+    step: int
+    epoch: int
+    total_steps: int
+    model: PoseFixNet  # the bare network (not the DDP wrapper)
+    loss: float | None  # the last logged mean loss (None before the first log)
+    rank: int
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; under
+    torchrun each process takes ``cuda:LOCAL_RANK``. The backend is NCCL on CUDA, gloo on
+    the CPU.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    kind = device.split(":")[0]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device: cuda requested but no CUDA device is available")
+    if kind == "cuda":
+        dev = torch.device("cuda", local if world > 1 or ":" not in device
+                           else int(device.split(":")[1]))
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+# --------------------------------------------------------------------------- logging
+class _Logger:
+    """Rank 0's metrics: CSV files (default) or TensorBoard."""
+
+    def __init__(self, out_dir: Path, kind: str, enabled: bool, resume_step: int | None):
+        self.enabled = enabled
+        self.out_dir = out_dir
+        self.tb = None
+        if not enabled:
+            return
+        if kind == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=resume_step)
+            except ImportError:
+                warnings.warn("run.log=tensorboard but tensorboard is not installed; "
+                              "logging to CSV", stacklevel=3)
+        for name in ("log.csv", "val.csv"):
+            self._truncate(out_dir / name, resume_step)
+
+    @staticmethod
+    def _truncate(path: Path, resume_step: int | None) -> None:
+        """Drop rows logged after the checkpoint a run resumes from (or all: a fresh run)."""
+        if not path.is_file():
+            return
+        if resume_step is None:
+            path.unlink()
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if int(r["step"]) <= resume_step]
+        if rows and len(keep) < len(rows):
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(keep)
+
+    def write(self, name: str, row: dict[str, Any]) -> None:
+        """Append one row of scalars to ``name`` (``log`` or ``val``)."""
+        if not self.enabled:
+            return
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{name}/{k}", v, row["step"])
+            self.tb.flush()
+            return
+        path = self.out_dir / f"{name}.csv"
+        new = not path.is_file()
+        if not new:
+            with path.open(newline="") as f:
+                fields = next(csv.reader(f), None)
+            if fields != list(row):
+                new = True  # a different set of columns (e.g. other val sets): start over
+        with path.open("w" if new else "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self.tb is not None:
+            self.tb.close()
+
+
+# --------------------------------------------------------------------------- validation
+def _unwrap(model: nn.Module) -> PoseFixNet:
+    return model.module if isinstance(model, DistributedDataParallel) else model  # type: ignore
+
+
+def _loader(ds: PoseFixDataset, batch_size: int, workers: int, pin: bool,
+            sampler: Any = None, persistent: bool = False) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=workers, pin_memory=pin, drop_last=sampler is not None,
+                      worker_init_fn=worker_init if workers > 0 else None,
+                      persistent_workers=persistent and workers > 0)
+
+
+def build_train_loader(cfg: Config, dataset: PoseFixDataset, info: DistInfo
+                       ) -> tuple[DataLoader, ResumableSampler]:
+    """The training DataLoader of one process and its resumable distributed sampler.
+
+    ``data.workers`` persistent worker processes (one thread each), pinned memory on CUDA,
+    full batches only.
+    """
+    sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                               shuffle=True, seed=cfg.run.seed)
+    loader = _loader(dataset, cfg.optim.batch_size, cfg.data.workers,
+                     info.device.type == "cuda", sampler, persistent=True)
+    return loader, sampler
+
+
+def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, stride: int,
+                 amp_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Move a training batch to ``device``, run the network, return the integral loss.
+
+    uint8 crops are normalized on the device; the forward runs under autocast when
+    ``amp_dtype`` is given, the loss in float32.
+    """
+    images = batch["image"].to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize(images)
+    pose = batch["input_pose"].to(device, non_blocking=True)
+    target = pixels_to_heatmap(batch["target"].to(device, non_blocking=True), stride)
+    valid = batch["target_valid"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        logits = model(images, pose)
+    return integral_loss(logits.float(), target, valid)
+
+
+@torch.no_grad()
+def validate(model: PoseFixNet, dataset: PoseFixDataset, *, batch_size: int = 32,
+             workers: int = 0, device: torch.device | str = "cpu",
+             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """AP of the synthesized inputs and of the refined poses on a validation dataset.
+
+    Every held-out person gets a fixed-seed synthesized input (score 1); the refined pose
+    keeps the same person score and takes the heatmap confidence per keypoint. Returns
+    ``AP_input``/``AP_refined`` (person-weighted mean over the sets), per set
+    ``<set>/AP_input``/``<set>/AP_refined``, and ``err_input``/``err_refined``: mean
+    distance in crop pixels to the ground truth over the valid targets. Empty: ``{}``.
+    """
+    from .evaluate import evaluate
+
+    table = dataset.table
+    if len(dataset) == 0:
+        return {}
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    rows, inputs, refined, conf = [], [], [], []
+    err_in = err_out = count = 0.0
+    loader = _loader(dataset, batch_size, workers, device.type == "cuda")
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        images = normalize(images) if images.dtype == torch.uint8 else images
+        pose = batch["input_pose"].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            coords, c = model.predict(images, pose)
+        coords, c = coords.float().cpu(), c.float().cpu()
+        valid = batch["target_valid"]
+        target = batch["target"]
+        err_out += float(((coords - target).norm(dim=-1) * valid).sum())
+        err_in += float(((pose[..., :2].cpu() - target).norm(dim=-1) * valid).sum())
+        count += float(valid.sum())
+        inv = invert_affine(batch["meta"]["affine"].numpy())
+        refined.append(apply_affine(coords.numpy(), inv))
+        conf.append(c.numpy())
+        inputs.append(batch["meta"]["input_image"].numpy())
+        rows.append(batch["meta"]["person"].numpy())
+    model.train(was_training)
+    row = np.concatenate(rows)
+    inputs_a, refined_a, conf_a = np.concatenate(inputs), np.concatenate(refined), \
+        np.concatenate(conf)
+    out: dict[str, float] = {}
+    weights, ap_in, ap_out = [], [], []
+    for s, gt in enumerate(table.gts):
+        sel = table.source[row] == s
+        if not sel.any():
+            continue
+        n = int(sel.sum())
+        ids = table.image_ids[row[sel]]
+        ones = np.ones(n)
+
+        def dets(kp: np.ndarray, scores: np.ndarray, ids: np.ndarray = ids,
+                 ones: np.ndarray = ones) -> Detections:
+            return Detections(image_ids=ids, keypoints=np.concatenate([kp, scores[..., None]], -1),
+                              scores=ones, boxes=np.full((len(ids), 4), np.nan),
+                              category_ids=np.ones(len(ids), dtype=np.int64))
+
+        a_in = float(evaluate(gt, dets(inputs_a[sel, :, :2], inputs_a[sel, :, 2]))["AP"])
+        a_out = float(evaluate(gt, dets(refined_a[sel], conf_a[sel]))["AP"])
+        name = Path(gt.path).stem if gt.path else f"set{s}"
+        out[f"{name}/AP_input"], out[f"{name}/AP_refined"] = a_in, a_out
+        weights.append(n)
+        ap_in.append(a_in)
+        ap_out.append(a_out)
+    if weights:
+        out["AP_input"] = float(np.average(ap_in, weights=weights))
+        out["AP_refined"] = float(np.average(ap_out, weights=weights))
+    out["err_input"] = err_in / max(count, 1.0)
+    out["err_refined"] = err_out / max(count, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _find_resume(resume: str | Path | None, out_dir: Path) -> Path | None:
+    if resume is None or str(resume) in ("no", "none", ""):
+        return None
+    if str(resume) == "auto":
+        last = out_dir / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {path}: file does not exist")
+    return path
+
+
+def _plain_scheduler(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "milestones": {int(k): int(v) for k, v in state["milestones"].items()}}
+
+
+def _rng_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """RNG states with the long Python state as a tensor (compact, weights_only-safe)."""
+    version, internal, gauss = state["python"]
+    return {**state, "python": [version, torch.tensor(internal, dtype=torch.int64), gauss]}
+
+
+def _rng_plain(state: dict[str, Any]) -> dict[str, Any]:
+    version, internal, gauss = state["python"]
+    if isinstance(internal, torch.Tensor):
+        internal = tuple(int(v) for v in internal.tolist())
+    return {**state, "python": (version, internal, gauss)}
+
+
+# --------------------------------------------------------------------------- training
+def _lr_milestones(cfg: Config, steps_per_epoch: int) -> list[int]:
+    return [int(m) * steps_per_epoch for m in cfg.optim.lr_steps]
+
+
+def train(cfg: Config, resume: str | Path | None = "auto", *,
+          callback: Callable[[TrainState], None] | None = None) -> Path:
+    """Train a PoseFix refiner; returns the final checkpoint (``run.out_dir/final.pt``).
+
+    Args:
+        cfg: the whole configuration.
+        resume: ``"auto"`` (``run.out_dir/last.pt`` if it exists), a checkpoint path, or
+            ``"no"``/None to start afresh (overwriting the logs).
+        callback: called on every rank after each optimizer step with a
+            :class:`TrainState` (for tests and tools; an exception stops training).
+    """
+    info = setup_distributed(cfg.run.device)
+    try:
+        return _train(cfg, info, resume, callback)
+    finally:
+        if info.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
+           callback: Callable[[TrainState], None] | None) -> Path:
+    device = info.device
+    out_dir = Path(cfg.run.out_dir)
+    spec = load_spec(cfg.data.spec)
+    if not cfg.data.train:
+        raise ConfigError("data.train: no training set configured")
+    torch.manual_seed(cfg.run.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_ds = build_dataset(cfg, "train")
+    if len(train_ds) == 0:
+        raise ConfigError("data.train: the training sets hold no person with keypoints")
+    val_ds = build_dataset(cfg, "val") if cfg.data.val and cfg.run.val_every > 0 else None
+
+    bs, accum = cfg.optim.batch_size, cfg.optim.accumulate
+    loader, sampler = build_train_loader(cfg, train_ds, info)
+    batches_per_epoch = sampler.num_samples // bs
+    steps_per_epoch = batches_per_epoch // accum
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"optim.batch_size: {len(train_ds)} samples over {info.world_size} process(es) "
+            f"give no full step of {bs} x {accum} crops; lower optim.batch_size or raise "
+            f"data.repeat")
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    if cfg.optim.max_steps is not None:
+        total_steps = min(total_steps, cfg.optim.max_steps)
+    crops_per_step = bs * accum
+
+    net = build_model(cfg.model, spec.num_keypoints).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr,
+                                 weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, _lr_milestones(cfg, steps_per_epoch), gamma=cfg.optim.lr_factor)
+    amp_dtype = getattr(torch, cfg.optim.amp_dtype) if cfg.optim.amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16
+                                  and device.type == "cuda")
+
+    step, epoch, sample_in_epoch = 0, 0, 0
+    resume_path = _find_resume(resume, out_dir)
+    if resume_path is not None:
+        ck = load_checkpoint(resume_path)
+        ex = ck.extra
+        if "optimizer" not in ex:
+            raise ConfigError(f"--resume {resume_path}: not a training checkpoint (no "
+                              f"optimizer state); use run.out_dir/last.pt")
+        if ck.spec.keypoints != spec.keypoints or ck.config.model.backbone != \
+                cfg.model.backbone or tuple(ck.config.model.input_size) != \
+                tuple(cfg.model.input_size):
+            raise ConfigError(f"--resume {resume_path}: its model/spec differ from the config")
+        net.load_state_dict(ck.model.state_dict())
+        optimizer.load_state_dict(ex["optimizer"])
+        sched = dict(ex["scheduler"])
+        sched["milestones"] = Counter(_lr_milestones(cfg, steps_per_epoch))
+        scheduler.load_state_dict(sched)
+        if "scaler" in ex and ex["scaler"]:
+            scaler.load_state_dict(ex["scaler"])
+        step, epoch = int(ex["step"]), int(ex["epoch"])
+        # Samples of this epoch already trained on, per process (rescaled if the number of
+        # processes changed: then the order differs from the original run's).
+        seen = int(ex["sample_in_epoch"]) * int(ex.get("world_size", info.world_size))
+        sample_in_epoch = seen // info.world_size
+        if int(ex.get("world_size", info.world_size)) != info.world_size or \
+                int(ex.get("crops_per_step", crops_per_step)) != crops_per_step:
+            warnings.warn("resuming with another number of processes or batch size: the "
+                          "run continues but does not reproduce the original order",
+                          stacklevel=2)
+            sample_in_epoch -= sample_in_epoch % crops_per_step
+        if int(ex.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:
+            warnings.warn("steps per epoch changed since the checkpoint", stacklevel=2)
+        restore_rng_state(_rng_plain(ex["rng"]))
+        del ck
+
+    model: nn.Module = net
+    if info.distributed:
+        model = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    logger = _Logger(out_dir, cfg.run.log, info.is_main,
+                     step if resume_path is not None else None)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg),
+                                                            sort_keys=False))
+
+    def training_state() -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": _plain_scheduler(scheduler.state_dict()),
+            "scaler": scaler.state_dict(),
+            "step": step, "epoch": epoch, "sample_in_epoch": sample_in_epoch,
+            "steps_per_epoch": steps_per_epoch, "world_size": info.world_size,
+            "crops_per_step": crops_per_step, "rng": _rng_tensors(capture_rng_state()),
+        }
+
+    saved_at = -1
+
+    def checkpoint() -> None:
+        nonlocal saved_at
+        if info.is_main and saved_at != step:
+            save_checkpoint(out_dir / "last.pt", model=net, config=cfg, spec=spec,
+                            extra=training_state())
+        saved_at = step
+
+    val_metrics: dict[str, float] = {}
+    bar = None
+    if info.is_main and cfg.run.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+                   desc="train")
+
+    def run_validation() -> None:
+        nonlocal val_metrics
+        if val_ds is not None and info.is_main:
+            val_metrics = validate(net, val_ds, batch_size=bs, workers=min(cfg.data.workers, 2),
+                                   device=device, amp_dtype=amp_dtype)
+            if val_metrics:
+                logger.write("val", {"step": step, "epoch": epoch, **val_metrics})
+                if bar is not None:
+                    bar.write(f"step {step} epoch {epoch}: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in val_metrics.items() if "/" not in k))
+        if info.distributed:
+            dist.barrier()
+
+    sums = torch.zeros(4, device=device)  # loss, ce, l1, micro-batches
+    last_loss: float | None = None
+    t_log, steps_since_log = time.perf_counter(), 0
+    model.train()
+    validated_at = -1
+    while step < total_steps:
+        sampler.set_epoch(epoch)
+        sampler.set_start(sample_in_epoch)
+        batches = iter(loader)
+        epoch_steps = steps_per_epoch - sample_in_epoch // crops_per_step
+        done_epoch = True
+        for _ in range(epoch_steps):
+            if step >= total_steps:
+                done_epoch = False
+                break
+            optimizer.zero_grad(set_to_none=True)
+            for micro in range(accum):
+                batch = next(batches)
+                sync = not info.distributed or micro == accum - 1
+                with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore
+                    losses = compute_loss(model, batch, device, net.stride, amp_dtype)
+                    scaler.scale(losses["loss"] / accum).backward()
+                sums += torch.stack([losses["loss"].detach(), losses["ce"].detach(),
+                                     losses["l1"].detach(), torch.ones((), device=device)])
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            sample_in_epoch += crops_per_step
+            steps_since_log += 1
+            if step % cfg.run.log_every == 0 or step == total_steps:
+                if info.distributed:
+                    dist.all_reduce(sums)
+                s = sums.tolist()
+                loss, ce, l1 = (v / max(s[3], 1.0) for v in s[:3])
+                if not math.isfinite(loss) and amp_dtype is not torch.float16:
+                    raise FloatingPointError(f"step {step}: the loss is {loss}")
+                dt = time.perf_counter() - t_log
+                rate = steps_since_log * crops_per_step * info.world_size / max(dt, 1e-9)
+                last_loss = loss
+                logger.write("log", {"step": step, "epoch": epoch,
+                                     "lr": optimizer.param_groups[0]["lr"], "loss": loss,
+                                     "ce": ce, "l1": l1, "crops_per_s": rate})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}", crops_s=f"{rate:.1f}", epoch=epoch)
+                sums.zero_()
+                t_log, steps_since_log = time.perf_counter(), 0
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(TrainState(step=step, epoch=epoch, total_steps=total_steps,
+                                    model=net, loss=last_loss, rank=info.rank))
+            at_epoch_end = sample_in_epoch // crops_per_step >= steps_per_epoch
+            if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 \
+                    and not at_epoch_end and step < total_steps:
+                checkpoint()
+        del batches
+        if done_epoch and sample_in_epoch // crops_per_step >= steps_per_epoch:
+            epoch += 1
+            sample_in_epoch = 0
+            checkpoint()
+            if cfg.run.val_every and epoch % cfg.run.val_every == 0 and step < total_steps:
+                run_validation()
+                validated_at = step
+    if info.distributed:
+        # DDP broadcasts rank 0's buffers (BatchNorm statistics) before each forward, so
+        # after the last one the ranks differ there: end with rank 0's everywhere.
+        for buf in net.buffers():
+            dist.broadcast(buf, 0)
+    checkpoint()
+    if validated_at != step:
+        run_validation()
+    if bar is not None:
+        bar.close()
+    logger.close()
+    final = out_dir / "final.pt"
+    if info.is_main:
+        save_checkpoint(final, model=net, config=cfg, spec=spec,
+                        extra={"step": step, "epoch": epoch, "val": dict(val_metrics)})
+    if info.distributed:
+        dist.barrier()
+    return final

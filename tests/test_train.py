@@ -1,0 +1,212 @@
+"""Training end to end on real images: learning, exact resumption after a kill, DDP on gloo."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from posefix.checkpoint import load_checkpoint
+from posefix.config import Config, ConfigError, load_config
+from posefix.data import build_dataset
+from posefix.model import build_model
+from posefix.train import TrainState, train, validate
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_NAMES = ("nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder "
+              "left_elbow right_elbow left_wrist right_wrist left_hip right_hip left_knee "
+              "right_knee left_ankle right_ankle").split()
+
+
+def _tiny(shared: Path, out: Path, *extra: str) -> Config:
+    """tiny_cpu on the six persons of two COCO images; small batches, no validation."""
+    coco = shared / "coco" / "test_coco.json"
+    sets = f"[{{ann: {coco}, image_files: [000000000785.jpg, 000000197388.jpg]}}]"
+    return load_config("tiny_cpu", [
+        f"data.train={sets}", "data.val=[]", f"run.out_dir={out}", "run.progress=false",
+        "run.val_every=0", "data.workers=0", "run.log_every=1", *extra])
+
+
+def _log(out: Path) -> list[dict[str, float]]:
+    with (out / "log.csv").open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model.state_dict()
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_refines_inputs(shared_data: Path, tmp_path: Path) -> None:
+    # An error profile where most keypoints are wrong, so that "refined beats input" means
+    # the network corrects errors rather than copying its (mostly good) input.
+    profile = tmp_path / "harsh.yaml"
+    profile.write_text(textwrap.dedent(f"""\
+        name: harsh
+        labelled_bins: [17]
+        overlap_bins: [0]
+        groups:
+          all:
+            keypoints: [{", ".join(COCO_NAMES)}]
+            jitter: 0.3
+            inversion: 0.1
+            miss: 0.3
+            swap: 0.1
+        fallback: {{}}
+        default_group: all
+        """))
+    steps = 80
+    cfg = _tiny(shared_data, tmp_path / "run", f"optim.max_steps={steps}", "optim.batch_size=8",
+                "data.repeat=40", "optim.lr=2e-3", "data.scale_factor=0.0",
+                "data.rotation_prob=0.0", "data.flip=false", f"data.profile={profile}",
+                "run.log_every=10", "run.checkpoint_every=0")
+    final = train(cfg, resume="no")
+    log = _log(tmp_path / "run")
+    assert log[-1]["step"] == steps
+    first, last = log[0]["loss"], log[-1]["loss"]
+    assert np.isfinite(last) and last < 0.5 * first, (first, last)
+    ck = load_checkpoint(final)
+    assert ck.extra["step"] == steps and ck.spec.name == "coco17"
+    # The same persons, cropped as in training, with fresh fixed-seed synthesized inputs.
+    train_set = build_dataset(cfg, "train")
+    val = build_dataset(cfg, "val", table=train_set.table, crop_from="gt")
+    m = validate(ck.model, val, batch_size=16)
+    assert m["err_refined"] < 0.5 * m["err_input"], m
+    assert 0 <= m["AP_input"] < m["AP_refined"] <= 1, m
+
+
+def test_resume_in_process_reaches_the_same_state(shared_data: Path, tmp_path: Path) -> None:
+    # 6 persons x 2 = 12 samples, batch 2 x accumulate 2: 3 steps per epoch; lr drops at
+    # epoch 1 (step 3); stop inside epoch 1 (step 5) and resume to step 7.
+    common = ("optim.batch_size=2", "optim.accumulate=2", "data.repeat=2", "optim.epochs=3",
+              "optim.lr_steps=[1]", "run.checkpoint_every=2", "optim.max_steps=7",
+              "model.deconv_channels=16")
+    straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(s: TrainState) -> None:
+        if s.step == 5:
+            raise Stop
+
+    cfg_b = _tiny(shared_data, tmp_path / "b", *common)
+    with pytest.raises(Stop):
+        train(cfg_b, resume="no", callback=stop_at_5)
+    ck = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert ck.extra["step"] == 4 and ck.extra["epoch"] == 1 and ck.extra["sample_in_epoch"] == 4
+    resumed = train(cfg_b, resume="auto")
+    _assert_same_weights(_weights(straight), _weights(resumed))
+    # The lr schedule came back too, and the log holds each step once.
+    la, lb = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert [r["step"] for r in lb] == [r["step"] for r in la] == list(range(1, 8))
+    assert [r["lr"] for r in lb] == [r["lr"] for r in la]
+    assert la[1]["lr"] > la[-1]["lr"]
+    np.testing.assert_allclose([r["loss"] for r in lb], [r["loss"] for r in la], rtol=1e-4)
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+from posefix.config import load_config
+from posefix.train import train
+cfg = load_config("tiny_cpu", sys.argv[2:])
+kill_at = int(sys.argv[1])
+def cb(s):
+    if s.step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final checkpoint
+train(cfg, resume="auto", callback=cb)
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_weights(shared_data: Path, tmp_path: Path) -> None:
+    common = ["optim.batch_size=4", "data.repeat=2", "optim.epochs=4", "optim.lr_steps=[2]",
+              "run.checkpoint_every=2", "optim.max_steps=6", "model.deconv_channels=16"]
+    # 12 samples / batch 4 = 3 steps per epoch: checkpoints at steps 2, 3 (epoch end) and 4.
+    cfg_b = _tiny(shared_data, tmp_path / "b", *common)
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT)
+    args = [f"data.train=[{{ann: {cfg_b.data.train[0].ann}, image_files: "
+            f"[000000000785.jpg, 000000197388.jpg]}}]", "data.val=[]",
+            f"run.out_dir={tmp_path / 'b'}", "run.progress=false", "run.val_every=0",
+            "data.workers=1", "run.log_every=1", *common]
+    proc = subprocess.run([sys.executable, str(script), "5", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (tmp_path / "b" / "final.pt").exists()
+    assert load_checkpoint(tmp_path / "b" / "last.pt").extra["step"] == 4
+    resumed = train(cfg_b, resume="auto")
+    straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
+    _assert_same_weights(_weights(straight), _weights(resumed))
+
+
+_DDP_SCRIPT = """
+import sys, torch
+from posefix.config import load_config
+from posefix.train import train
+cfg = load_config("tiny_cpu", sys.argv[1:])
+out = cfg.run.out_dir
+def cb(s):
+    if s.step == s.total_steps:
+        # Parameters (BatchNorm statistics are per process until the end of training).
+        state = {k: v.detach() for k, v in s.model.named_parameters()}
+        torch.save({"state": state, "loss": s.loss}, f"{out}/rank{s.rank}.pt")
+train(cfg, resume="no", callback=cb)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_on_gloo_end_with_identical_weights(shared_data: Path,
+                                                          tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    coco = shared_data / "coco" / "test_coco.json"
+    args = [f"data.train=[{{ann: {coco}}}]", "data.val=[]", f"run.out_dir={out}",
+            "run.progress=false", "run.val_every=0", "data.workers=0", "run.log_every=1",
+            "optim.batch_size=2", "optim.max_steps=3", "model.deconv_channels=16",
+            "run.checkpoint_every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert np.isfinite(r0["loss"]) and r0["loss"] == r1["loss"]  # all-reduced mean
+    _assert_same_weights(r0["state"], r1["state"])
+    # Rank 0 wrote the checkpoints, holding those weights; and training moved them.
+    final = load_checkpoint(out / "final.pt").model.state_dict()
+    _assert_same_weights({k: final[k] for k in r0["state"]}, r0["state"])
+    torch.manual_seed(0)  # the run's seed: the same initial weights as train() built
+    init = dict(build_model(load_config("tiny_cpu", args).model, 17).named_parameters())
+    assert all(not torch.allclose(init[k], r0["state"][k]) for k in ("backbone.conv1.weight",
+                                                                      "final.weight"))
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
+    ck = load_checkpoint(out / "last.pt")
+    # Each of the 2 processes took 3 batches of 2 crops of epoch 0.
+    assert (ck.extra["world_size"], ck.extra["step"], ck.extra["epoch"],
+            ck.extra["sample_in_epoch"]) == (2, 3, 0, 6)
+
+
+def test_bad_setups_fail_clearly(shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(_tiny(shared_data, tmp_path / "x", "optim.batch_size=64", "data.repeat=1"),
+              resume="no")
+    with pytest.raises(ConfigError, match="data.train"):
+        train(_tiny(shared_data, tmp_path / "y", "data.train=[]"), resume="no")
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        train(_tiny(shared_data, tmp_path / "z"), resume=str(tmp_path / "nothing.pt"))
