@@ -227,3 +227,22 @@ def test_pretrained_errors_name_the_file(tmp_path: Path, resnet18_file: tuple[Pa
                partial)
     with pytest.raises(ConfigError, match="partial.pth.*missing"):
         build_model(_cfg(pretrained=str(partial)), K)
+
+
+def test_pose_skip_starts_as_identity_and_is_off_by_default() -> None:
+    from posefix.config import ModelConfig
+    from posefix.model import build_model
+
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48)), 5)
+    assert plain.pose_skip is None
+    net = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), pose_skip=30.0), 5)
+    net.eval()
+    pose = torch.tensor([[[10.0, 12.0, 1.0], [24.0, 30.0, 1.0], [36.0, 50.0, 1.0],
+                          [20.0, 40.0, 1.0], [5.0, 5.0, 0.0]]])
+    coords, _ = net.predict(torch.zeros(1, 3, 64, 48), pose)
+    err = (coords[0, :4] - pose[0, :4, :2]).abs().max()
+    assert err < 2.0, err  # within half a heatmap cell (stride 4)
+    # The untrained plain network knows nothing of the input pose's positions.
+    coords_plain, _ = plain.eval().predict(torch.zeros(1, 3, 64, 48), pose)
+    assert (coords_plain[0, :4] - pose[0, :4, :2]).abs().max() > 3.0

@@ -46,6 +46,10 @@ class ModelConfig:
     num_deconv: int = 3
     input_sigma: float = 7.0  # Gaussian sigma in px of the input-pose heatmaps at 256x192
     pretrained: str | None = None  # local torchvision ResNet state-dict file
+    # posefix extension, off in the paper's recipes: add the input pose, drawn at heatmap
+    # resolution and scaled by a learned per-keypoint weight starting at this value, to the
+    # output logits, so that a small model starts as the identity and learns corrections.
+    pose_skip: float | None = None
 
 
 @dataclass

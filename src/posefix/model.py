@@ -23,6 +23,7 @@ from .heatmaps import (
     default_input_sigma,
     heatmap_confidence,
     heatmap_to_pixels,
+    pixels_to_heatmap,
     render_gaussians,
     soft_argmax,
 )
@@ -131,6 +132,11 @@ class PoseFixNet(nn.Module):
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(in_ch, self.num_keypoints, kernel_size=1)
         self._init_head()
+        # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
+        self.pose_skip = (
+            nn.Parameter(torch.full((self.num_keypoints,), float(cfg.pose_skip)))
+            if cfg.pose_skip is not None else None
+        )
         if cfg.pretrained:
             load_pretrained_backbone(self, cfg.pretrained)
 
@@ -169,7 +175,13 @@ class PoseFixNet(nn.Module):
         x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
         x = self.final(self.deconv(x))
         hh, ww = self.heatmap_size
-        return x[:, :, :hh, :ww]
+        x = x[:, :, :hh, :ww]
+        if self.pose_skip is not None:
+            cells = torch.cat([pixels_to_heatmap(input_pose[..., :2].float(), self.stride),
+                               input_pose[..., 2:3].float()], dim=-1)
+            prior = render_gaussians(cells, hh, ww, self.input_sigma / self.stride)
+            x = x + self.pose_skip.view(1, -1, 1, 1).to(x.dtype) * prior.to(x.dtype)
+        return x
 
     def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Logits -> (coords (B, K, 2) in input pixels, confidence (B, K)).
