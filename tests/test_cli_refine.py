@@ -85,7 +85,8 @@ def test_refine_real_results(name: str, trained_checkpoint: Path, coco_dir: Path
     assert len(refined) == s["detections_out"] == len(inputs) - s["suppressed_nms"]
     assert s["refined"] + s["unchanged_no_keypoints"] == len(inputs)
     assert np.all((refined.keypoints[..., 2] >= 0) & (refined.keypoints[..., 2] <= 1))
-    assert set(refined.scores.round(6)) <= set(inputs.scores.round(6))  # input scores kept
+    assert s["score"] == "heatmap"  # the default: input score x mean keypoint confidence
+    assert np.all((refined.scores > 0) & (refined.scores <= inputs.scores.max()))
     # The report's "before" is the input's own evaluation.
     ev = run("evaluate", "--gt", gt, "--results", results, "--json")
     assert ev.returncode == 0, ev.stderr
@@ -109,7 +110,7 @@ def test_duplicates_are_suppressed_by_oks_nms(trained_checkpoint: Path, coco_dir
     doubled.write_text(json.dumps(entries + copies))
     gt = coco_dir / "test_coco.json"
     r = refine_cli(trained_checkpoint, coco_dir, doubled, tmp_path / "a.json", "--gt", gt,
-                   "--json")
+                   "--json", "--score", "input")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["suppressed_nms"] == len(entries)
     kept = json.loads((tmp_path / "a.json").read_text())

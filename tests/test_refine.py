@@ -96,7 +96,8 @@ def test_identity_network_returns_input_keypoints(flip: bool, box: str) -> None:
     dets = random_dets(rng, 9, 210, 150, [3, 3, 5, 3, 5, 5, 3, 7, 7])
     dets.boxes[::2] = [[20, 10, 90, 120]]  # half with a bbox; the others fall back
     out, counts = refine_detections(dets, lambda i: img, identity, SPEC, input_size=INPUT,
-                                    flip=flip, box=box, nms=0, workers=0, batch_size=4)
+                                    flip=flip, box=box, nms=0, workers=0, batch_size=4,
+                                    score="input")
     assert counts.refined == 9 and counts.detections_out == 9
     np.testing.assert_array_equal(out.image_ids, dets.image_ids)
     assert np.abs(out.keypoints[..., :2] - dets.keypoints[..., :2]).max() < 0.01
@@ -179,7 +180,7 @@ def test_oks_nms_per_image_and_order_kept() -> None:
     dets.keypoints[3] = dets.keypoints[2]  # same pose as 2 but on image 1: kept
     dets.scores[3] = 0.2
     out, counts = refine_detections(dets, lambda i: img, identity, SPEC, input_size=INPUT,
-                                    nms=0.9, workers=0)
+                                    nms=0.9, workers=0, score="input")
     assert counts.suppressed_nms == 2 and len(out) == 3
     np.testing.assert_array_equal(out.image_ids, [1, 1, 2])
     np.testing.assert_allclose(out.scores, [0.9, 0.2, 0.8])
