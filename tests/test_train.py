@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 COCO_NAMES = ("nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder "
               "left_elbow right_elbow left_wrist right_wrist left_hip right_hip left_knee "
               "right_knee left_ankle right_ankle").split()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on a small shared CPU, spinning thread teams cost far more than the
+    parallelism gives (the subprocesses get OMP_NUM_THREADS=1 likewise)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _tiny(shared: Path, out: Path, *extra: str) -> Config:
@@ -145,7 +156,8 @@ def test_sigkilled_run_resumes_to_the_same_weights(shared_data: Path, tmp_path: 
             f"run.out_dir={tmp_path / 'b'}", "run.progress=false", "run.val_every=0",
             "data.workers=1", "run.log_every=1", *common]
     proc = subprocess.run([sys.executable, str(script), "5", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (tmp_path / "b" / "final.pt").exists()
     assert load_checkpoint(tmp_path / "b" / "last.pt").extra["step"] == 4

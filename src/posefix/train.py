@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import math
 import os
 import time
@@ -127,7 +128,8 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend=backend, **kwargs)
+        # Generous: the other ranks wait while rank 0 validates and writes checkpoints.
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=2), **kwargs)
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
@@ -308,6 +310,8 @@ def validate(model: PoseFixNet, dataset: PoseFixDataset, *, batch_size: int = 32
         a_in = float(evaluate(gt, dets(inputs_a[sel, :, :2], inputs_a[sel, :, 2]))["AP"])
         a_out = float(evaluate(gt, dets(refined_a[sel], conf_a[sel]))["AP"])
         name = Path(gt.path).stem if gt.path else f"set{s}"
+        if f"{name}/AP_input" in out:
+            name = f"{name}#{s}"
         out[f"{name}/AP_input"], out[f"{name}/AP_refined"] = a_in, a_out
         weights.append(n)
         ap_in.append(a_in)
