@@ -301,3 +301,13 @@ def test_build_dataset_from_config(shared_data: Path) -> None:
     _check_sample(train[(0, 0)], size=cfg.model.input_size)
     with pytest.raises(ValueError, match="split"):
         build_dataset(cfg, "test")
+
+
+def test_image_size_read_from_the_file_when_the_json_lacks_it(tmp_path: Path) -> None:
+    ann_path = _synthetic_set(tmp_path)
+    ann = json.loads(ann_path.read_text())
+    del ann["images"][0]["width"], ann["images"][0]["height"]
+    ann["annotations"][0]["bbox"] = [150.0, 200.0, 100.0, 100.0]  # past the 200x240 image
+    ann_path.write_text(json.dumps(ann))
+    table = load_persons([DatasetConfig(ann=str(ann_path))], "coco17")
+    np.testing.assert_allclose(table.boxes[0], [150.0, 200.0, 49.0, 39.0])

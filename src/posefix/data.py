@@ -119,19 +119,20 @@ class PersonTable:
 
 
 def _image_sizes(gt: GroundTruth, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Width and height of each image id, read from the file where the JSON lacks them."""
-    w = np.zeros(len(image_ids))
-    h = np.zeros(len(image_ids))
-    for i, img in enumerate(image_ids):
+    """Width and height of the image of each entry of ``image_ids``, read from the file
+    where the JSON lacks them."""
+    uniq, inverse = np.unique(image_ids, return_inverse=True)
+    size = np.zeros((len(uniq), 2))
+    for i, img in enumerate(uniq):
         info = gt.images[int(img)]
         if info.width > 0 and info.height > 0:
-            w[i], h[i] = info.width, info.height
+            size[i] = info.width, info.height
         else:
             from PIL import Image
 
             with Image.open(gt.image_path(int(img))) as im:
-                w[i], h[i] = im.size
-    return w, h
+                size[i] = im.size
+    return size[inverse, 0], size[inverse, 1]
 
 
 def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
