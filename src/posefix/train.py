@@ -16,9 +16,9 @@ Several machines (here 2 x 8 GPUs; run on every machine, node_rank 0 and 1)::
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=10.0.0.1 \\
         --master_port=29500 -m posefix.cli train r50_256x192 run.out_dir=/shared/runs/r50
 
-``run.out_dir`` must be on storage that the machines share if a run is to resume on
-another set of machines; rank 0 writes the checkpoints. Processes talk over NCCL on CUDA
-and gloo on the CPU. A killed run restarts from its latest checkpoint with the same
+Every machine must see ``run.out_dir`` (shared storage): rank 0 writes the checkpoints
+and every process resumes from them (processes that find different checkpoints stop with
+an error). Processes talk over NCCL on CUDA and gloo on the CPU. A killed run restarts from its latest checkpoint with the same
 command (``--resume auto``, the default) and reaches the same state as an uninterrupted
 run: samples are a pure function of ``(seed, epoch, index)``
 (:mod:`posefix.data`) and the checkpoint holds the model, optimizer, scheduler, gradient
@@ -28,6 +28,13 @@ Files in ``run.out_dir``: ``last.pt`` (training state, every ``run.checkpoint_ev
 steps and at each epoch end), ``final.pt`` (weights + config + spec: what
 ``posefix refine --checkpoint`` loads), ``log.csv`` / ``val.csv`` (or ``tb/`` with
 ``run.log=tensorboard``) and ``config.yaml``.
+
+The tests check this on the CPU (weights equal within float tolerance after a SIGKILL and
+resume); on CUDA, cuDNN's autotuned kernels (``cudnn.benchmark``) are not bitwise
+deterministic, so resumed and uninterrupted runs agree only as closely as two
+uninterrupted runs do.
+On a small shared CPU, ``OMP_NUM_THREADS=1`` can be much faster than torch's default thread
+team (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -454,6 +461,12 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
 
     model: nn.Module = net
     if info.distributed:
+        starts: list[Any] = [None] * info.world_size
+        dist.all_gather_object(starts, (step, str(resume_path)))
+        if len({st for st, _ in starts}) > 1:
+            raise RuntimeError(
+                f"processes resume from different steps {starts}: every machine must see "
+                f"the same run.out_dir (shared storage) or get the same --resume file")
         model = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
 
