@@ -222,3 +222,17 @@ def test_bad_setups_fail_clearly(shared_data: Path, tmp_path: Path) -> None:
         train(_tiny(shared_data, tmp_path / "y", "data.train=[]"), resume="no")
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         train(_tiny(shared_data, tmp_path / "z"), resume=str(tmp_path / "nothing.pt"))
+
+
+def test_tensorboard_logging_or_csv_fallback(shared_data: Path, tmp_path: Path) -> None:
+    cfg = _tiny(shared_data, tmp_path / "tb", "run.log=tensorboard", "optim.max_steps=1",
+                "optim.batch_size=2", "model.deconv_channels=16", "run.checkpoint_every=0")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.warns(UserWarning, match="tensorboard"):
+            train(cfg, resume="no")
+        assert [r["step"] for r in _log(tmp_path / "tb")] == [1]
+    else:
+        train(cfg, resume="no")
+        assert any((tmp_path / "tb" / "tb").iterdir())
