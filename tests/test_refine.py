@@ -451,3 +451,35 @@ def test_streaming_crops_are_not_all_held() -> None:
     assert kinds.index("batch") < 10 and kinds[-1] == "batch"
     assert max(n for k, n in events if k == "batch") == 8
     assert sum(n for k, n in events if k == "batch") == 200
+
+
+def test_workers_survive_a_busy_parent(tmp_path: Path) -> None:
+    # Loader workers are forked from a process whose OpenCV and torch thread pools have
+    # been used (as after a first refinement); they must not deadlock. Run in a child
+    # process so that a hang fails the test instead of stalling the suite.
+    script = tmp_path / "busy.py"
+    script.write_text(
+        "import time, cv2, numpy as np, torch\n"
+        "from posefix.io import Detections\n"
+        "from posefix.refine import refine\n"
+        "big = np.zeros((1500, 1500, 3), np.uint8)\n"
+        "for _ in range(3):\n"
+        "    cv2.warpAffine(big, np.eye(2, 3), (1200, 1200))\n"
+        "    torch.ones(512, 512) @ torch.ones(512, 512)\n"
+        "time.sleep(1)\n"
+        "img = np.zeros((80, 80, 3), np.uint8)\n"
+        "kp = np.tile(np.array([[[20.0, 30.0, 1.0]]]), (12, 17, 1))\n"
+        "kp[:, :, :2] += np.arange(17)[None, :, None]\n"
+        "d = Detections(np.arange(12), kp, np.ones(12), np.full((12, 4), np.nan),\n"
+        "               np.ones(12, dtype=np.int64))\n"
+        "out = refine(d, {i: 'img.png' for i in range(12)}, lambda x, p: (p[..., :2],\n"
+        "             torch.ones(p.shape[:2])), 'coco17', input_size=(64, 48), workers=2)\n"
+        "print(len(out))\n")
+    Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "img.png")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "12"

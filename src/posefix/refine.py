@@ -624,16 +624,11 @@ def _iterate(dataset: _CropDataset, workers: int) -> Iterator[dict[str, Any]]:
         return (dataset[i] for i in range(len(dataset)))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=min(workers, len(dataset)),
-        collate_fn=_collate, prefetch_factor=2, worker_init_fn=_worker_init)
+        collate_fn=_collate, prefetch_factor=2)
+    # The DataLoader gives each worker one torch thread. Workers must not reconfigure
+    # OpenCV's thread pool (cv2.setNumThreads): in a forked child whose parent has used
+    # that pool, tearing it down waits forever on the parent's threads.
     return iter(loader)
-
-
-def _worker_init(worker_id: int) -> None:
-    """One thread per loader process: the processes are the parallelism."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def refine(
