@@ -190,13 +190,15 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="refine the embedded sample with the shipped model")
     p.add_argument("--out", default="posefix-demo", help="output folder")
+    p.add_argument("--checkpoint", default=None,
+                   help="a trained checkpoint (default: the model shipped in the package)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(out=a.out)
+    run_demo(out=a.out, checkpoint=a.checkpoint)
     return 0
 
 
