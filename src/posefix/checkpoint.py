@@ -14,9 +14,7 @@ tuples, strings, numbers), so :func:`load_checkpoint` reads it with
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
-from .io import InputError
+from .io import InputError, atomic_write
 from .model import PoseFixNet, build_model
 from .spec import KeypointSpec, SpecError
 
@@ -132,18 +130,7 @@ def save_checkpoint(
         "half": bool(half),
         "extra": extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f), binary=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"

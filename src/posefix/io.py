@@ -12,10 +12,10 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from .spec import KeypointSpec, load_spec
 
 __all__ = [
     "Detections",
+    "atomic_write",
     "GroundTruth",
     "ImageInfo",
     "InputError",
@@ -244,14 +245,20 @@ def read_json(path: str | Path) -> Any:
         ) from None
 
 
-def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *,
+                 binary: bool = False) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
+
+    Nothing is left half-written: on any error the temporary file is removed and ``path``
+    keeps its old content (or stays absent).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
+                       ) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -259,6 +266,11 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> Path:
+    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+    return atomic_write(path, lambda f: json.dump(obj, f, indent=indent))
 
 
 def resolve_image_path(root: str | Path, file_name: str, source: str | Path | None = None,

@@ -14,8 +14,6 @@ synthesized inputs a refiner trains on resemble that estimator's mistakes.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import yaml
 
 from .config import ConfigError
+from .io import atomic_write, write_json_atomic
 from .spec import KeypointSpec
 from .taxonomy import ABSENT, ERROR_TYPES, GOOD
 
@@ -349,24 +348,11 @@ def save_profile(profile: ErrorProfile, path: str | Path) -> Path:
     path = Path(path)
     data = profile.to_dict()
     if path.suffix.lower() == ".json":
-        from .io import write_json_atomic
-
         return write_json_atomic(path, data, indent=1)
     header = ("# posefix error profile (format: see posefix/profiles/default.yaml). Rates "
               "are\n# probabilities of each error type; good = 1 - the others.\n")
     text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(text))
 
 
 # --------------------------------------------------------------------------- fitting
