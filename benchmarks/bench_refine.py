@@ -144,9 +144,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--compare-scores", default=None, metavar="CHECKPOINT",
                     help="measure the AP of --score input and heatmap instead")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.compare_scores:
         rows = compare_scores(Path(a.compare_scores), a.workers, a.device)
         print(f"{'set':<8} {'images':<9} {'input':<24} {'before':>6} {'input':>6} "

@@ -85,8 +85,8 @@ def test_refine_real_results(name: str, trained_checkpoint: Path, coco_dir: Path
     assert len(refined) == s["detections_out"] == len(inputs) - s["suppressed_nms"]
     assert s["refined"] + s["unchanged_no_keypoints"] == len(inputs)
     assert np.all((refined.keypoints[..., 2] >= 0) & (refined.keypoints[..., 2] <= 1))
-    assert s["score"] == "heatmap"  # the default: input score x mean keypoint confidence
-    assert np.all((refined.scores > 0) & (refined.scores <= inputs.scores.max()))
+    assert s["score"] == "input"  # the default: input person scores kept
+    assert set(refined.scores.round(6)) <= set(inputs.scores.round(6))
     # The report's "before" is the input's own evaluation.
     ev = run("evaluate", "--gt", gt, "--results", results, "--json")
     assert ev.returncode == 0, ev.stderr
@@ -116,9 +116,14 @@ def test_duplicates_are_suppressed_by_oks_nms(trained_checkpoint: Path, coco_dir
     kept = json.loads((tmp_path / "a.json").read_text())
     assert sorted(e["score"] for e in kept) == sorted(e["score"] for e in entries)
     r = refine_cli(trained_checkpoint, coco_dir, doubled, tmp_path / "b.json", "--gt", gt,
-                   "--nms", "0")
+                   "--nms", "0", "--score", "heatmap")
     assert r.returncode == 0, r.stderr
-    assert len(json.loads((tmp_path / "b.json").read_text())) == 2 * len(entries)
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert len(out) == 2 * len(entries)
+    # Rescored: the input score times the mean keypoint confidence written beside it.
+    for e, o in zip(entries + copies, out, strict=True):
+        assert o["score"] == pytest.approx(e["score"] * np.mean(o["keypoints"][2::3]),
+                                           abs=1e-4)
 
 
 def test_onnxruntime_backend_matches_torch(trained_checkpoint: Path, coco_dir: Path,

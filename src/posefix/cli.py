@@ -109,9 +109,9 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", choices=["pose", "bbox"], default="pose",
                    help="crop from the input pose's extent (default) or from its bbox")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
-    p.add_argument("--score", choices=["input", "heatmap"], default="heatmap",
-                   help="'heatmap' (default): input score x mean keypoint confidence; "
-                        "'input': keep the input score")
+    p.add_argument("--score", choices=["input", "heatmap"], default="input",
+                   help="'input' (default): keep the input person score; 'heatmap': input "
+                        "score x mean keypoint confidence of the refined pose")
     p.add_argument("--nms", type=float, default=0.9, help="OKS-NMS threshold (<=0 disables)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)

@@ -18,9 +18,9 @@ For each detected person:
 4. **Uncrop.** Coordinates go back to the image with the inverse affine matrix; the
    keypoint score column becomes the network's per-keypoint confidence.
 5. **OKS-NMS** per image (threshold 0.9, crop areas, the spec's used keypoints), as the
-   reference does, ordered by the output score: the input score times the mean keypoint
-   confidence (``score="heatmap"``, the default: it measured the higher AP) or the input
-   person score unchanged (``score="input"``).
+   reference does, ordered by the output score: the input person score unchanged
+   (``score="input"``, the default: it measured the higher AP) or the input score times the
+   mean keypoint confidence of the refined pose (``score="heatmap"``).
 
 Detections that cannot be refined keep their input keypoints and score, stay in the output,
 take no part in the NMS and are counted: no keypoint inside the image (all zero or outside),
@@ -93,10 +93,11 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Output person score unless told otherwise: the input score times the mean keypoint
-#: confidence gave the higher AP on the real estimators' outputs of ../shared/data
-#: (``python benchmarks/bench_refine.py --compare-scores CKPT``; benchmarks/RESULTS.md).
-DEFAULT_SCORE = "heatmap"
+#: Output person score unless told otherwise. Keeping the input score gave the higher AP
+#: with the shipped demo model on the held-out images of ../shared/data (rescoring never
+#: won there); ``python benchmarks/bench_refine.py --compare-scores CKPT`` measures it
+#: (benchmarks/RESULTS.md, section "posefix refine").
+DEFAULT_SCORE = "input"
 
 _EXIF_ORIENTATION = 0x0112
 _BOX_ENLARGE = 1.2
@@ -664,8 +665,8 @@ def refine(
         padding: box padding (default: the checkpoint's ``data.bbox_padding``, else 1.25).
         box: crop from the input pose (``"pose"``, the reference) or the ``bbox``.
         flip: flip test.
-        score: ``"heatmap"`` (default) multiplies the input person score by the mean
-            keypoint confidence of the refined pose; ``"input"`` keeps it.
+        score: ``"input"`` (default) keeps the input person score; ``"heatmap"``
+            multiplies it by the mean keypoint confidence of the refined pose.
         nms: OKS-NMS threshold per image; ``<= 0`` disables it.
         batch_size: crops per forward pass (doubled by the flip test).
         workers: image loading and cropping processes (0: in this process).
