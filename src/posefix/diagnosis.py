@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from .evaluate import evaluate, load_evaluation_inputs, match_detections
+from .geometry import paired_box_iou
 from .io import Detections, GroundTruth
 from .similarity import keypoint_similarity
 from .spec import KeypointSpec
@@ -165,14 +166,6 @@ def _same_image_pairs(image_ids: np.ndarray, gt_image_ids: np.ndarray
     return i, order[pos]
 
 
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise IoU of boxes ``x, y, w, h`` (the same rule as geometry.box_iou)."""
-    lo = np.maximum(a[:, :2], b[:, :2])
-    hi = np.minimum(a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    union = a[:, 2:].prod(-1) + b[:, 2:].prod(-1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
 
 def overlap_counts(gt: GroundTruth, iou: float = OVERLAP_IOU) -> np.ndarray:
     """(N,) for each ground-truth person, the number of *other* non-crowd persons of its
@@ -181,7 +174,7 @@ def overlap_counts(gt: GroundTruth, iou: float = OVERLAP_IOU) -> np.ndarray:
     i, j = _same_image_pairs(gt.image_ids, gt.image_ids)
     keep = (i != j) & candidate[j]
     i, j = i[keep], j[keep]
-    hit = _pair_iou(gt.boxes[i], gt.boxes[j]) >= iou
+    hit = paired_box_iou(gt.boxes[i], gt.boxes[j]) >= iou
     return np.bincount(i[hit], minlength=len(gt)).astype(np.int64)
 
 

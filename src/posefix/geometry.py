@@ -20,6 +20,7 @@ __all__ = [
     "fix_aspect",
     "flip_keypoints",
     "invert_affine",
+    "paired_box_iou",
     "sanitize_boxes",
     "warp_crop",
 ]
@@ -125,15 +126,22 @@ def warp_crop(image: np.ndarray, m: np.ndarray, out_size: tuple[int, int]) -> np
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
+def paired_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes ``x, y, w, h`` paired elementwise (arrays broadcast, last axis 4)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    lo = np.maximum(a[..., :2], b[..., :2])
+    hi = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
+    inter = np.clip(hi - lo, 0, None).prod(-1)
+    union = a[..., 2:].prod(-1) + b[..., 2:].prod(-1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (A, B) of boxes ``x, y, w, h``."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, :2] + a[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    union = a[:, 2:].prod(-1)[:, None] + b[:, 2:].prod(-1)[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return paired_box_iou(a[:, None], b[None])
 
 
 def flip_keypoints(keypoints: np.ndarray, width: float, spec: KeypointSpec) -> np.ndarray:

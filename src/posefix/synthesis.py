@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import box_from_keypoints
+from .geometry import box_from_keypoints, paired_box_iou
 from .io import Detections, GroundTruth, load_ground_truth, load_results, write_json_atomic
 from .profile import ErrorProfile, load_profile
 from .spec import KeypointSpec, load_spec
@@ -329,7 +329,7 @@ def overlap_index(gt: GroundTruth, rows: np.ndarray | None = None, iou: float = 
     ib = cand[ib]
     keep = ib != rows[ia]
     ia, ib = ia[keep], ib[keep]
-    ov = _paired_iou(gt.boxes[rows[ia]], gt.boxes[ib]) >= iou
+    ov = paired_box_iou(gt.boxes[rows[ia]], gt.boxes[ib]) >= iou
     ia, ib = ia[ov], ib[ov]
     counts = np.bincount(ia, minlength=len(rows))
     out = np.full((len(rows), int(counts.max(initial=0))), -1, dtype=np.int64)
@@ -370,7 +370,7 @@ def estimates_for(gt: GroundTruth, detections: Detections, rows: np.ndarray | No
     if not len(ia):
         return out
     a, b = gt.boxes[rows[ia]], boxes[ib]
-    pair_iou = _paired_iou(a, b)
+    pair_iou = paired_box_iou(a, b)
     # Best detection per person: sort pairs by (person, -IoU) and take each person's first.
     order = np.lexsort((-pair_iou, ia))
     ia, ib, pair_iou = ia[order], ib[order], pair_iou[order]
@@ -380,14 +380,6 @@ def estimates_for(gt: GroundTruth, detections: Detections, rows: np.ndarray | No
     out[ia[take], :, 2] = 1.0
     return out
 
-
-def _paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes a[i], b[i] (x, y, w, h)."""
-    lo = np.maximum(a[:, :2], b[:, :2])
-    hi = np.minimum(a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    union = a[:, 2:].prod(-1) + b[:, 2:].prod(-1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 # --------------------------------------------------------------------------- files
