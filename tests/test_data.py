@@ -138,6 +138,25 @@ def test_ignored_keypoints_are_never_targets(shared_data: Path) -> None:
     assert any(ds[(0, i)]["target_valid"].numpy()[[1, 2]].any() for i in range(len(table)))
 
 
+def test_ignore_keypoints_per_dataset(shared_data: Path) -> None:
+    from posefix.config import ConfigError
+
+    ds = _ds(shared_data, "aic")
+    full = load_persons([ds], "coco17")
+    hips = [COCO17.index("left_hip"), COCO17.index("right_hip")]
+    assert (full.keypoints[:, hips, 2] > 0).any()
+    ds.ignore_keypoints = ["left_hip", "right_hip"]
+    table = load_persons([ds], "coco17")
+    assert (table.keypoints[:, hips, 2] == 0).all()
+    others = [i for i in range(17) if i not in hips]
+    np.testing.assert_array_equal(table.keypoints[:, others], full.keypoints[:, others])
+    sample = _dataset(table)[(0, 0)]
+    assert not sample["target_valid"].numpy()[hips].any()
+    ds.ignore_keypoints = ["left_hipp"]
+    with pytest.raises(ConfigError, match="test_aic.json.*left_hipp"):
+        load_persons([ds], "coco17")
+
+
 def test_crowd_keypointless_and_split(shared_data: Path) -> None:
     coco = _ds(shared_data, "coco")
     table = load_persons([coco], "coco17")

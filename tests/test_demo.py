@@ -25,7 +25,7 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ResNet-18 refiner at 64x48 (the pipeline, not the model, is tested)."""
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(64, 48),
-                                   deconv_channels=32, pose_skip=10.0))
+                                   deconv_channels=32, pose_skip=1.0))
     spec = load_spec("coco17")
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     return save_checkpoint(path, model=build_model(cfg.model, spec.num_keypoints), config=cfg,

@@ -13,6 +13,8 @@ from posefix.heatmaps import (
     default_input_sigma,
     heatmap_confidence,
     heatmap_to_pixels,
+    local_soft_argmax,
+    log_gaussian_prior,
     pixels_to_heatmap,
     render_gaussians,
     soft_argmax,
@@ -149,3 +151,38 @@ def test_render_is_batched_on_device_dtype() -> None:
     hm = render_gaussians(pts, 5, 5, 1.0)
     assert hm.dtype == torch.float64 and hm.device == pts.device
     assert hm[0, 0, 2, 3].item() == pytest.approx(math.exp(-0.5))
+
+
+def test_log_gaussian_prior_decodes_to_its_keypoint_with_a_low_floor() -> None:
+    pts = torch.tensor([[[7.3, 9.8, 1.0], [3.0, 4.5, 1.0], [12.6, 2.4, 1.0], [5.0, 5.0, 0.0]]])
+    h, w = 24, 18
+    prior = log_gaussian_prior(pts, h, w, sigma=1.25)
+    assert prior.shape == (1, 4, h, w)
+    # A softmax of the prior is the sampled Gaussian: soft-argmax returns the keypoint, unlike
+    # a Gaussian bump added to zero logits, which leaks mass towards the map's centre.
+    err = (soft_argmax(prior)[0, :3] - pts[0, :3, :2]).abs()
+    assert err[0].max() < 1e-4, err  # 6 sigma from every border
+    assert err.max() < 0.05, err  # 2 sigma from a border: the truncated tail pulls inwards
+    bump = soft_argmax(10.0 * render_gaussians(pts, h, w, 1.25))[0, :3]
+    assert (bump - pts[0, :3, :2]).abs().max() > 0.05
+    # Peak 0 at the keypoint, a floor of log(h * w) + 10 far away, flat for a missing one.
+    assert prior[0, 0].max() <= 0 and prior[0, 0].max() > -0.2
+    assert math.isclose(float(prior[0, 0].min()), -(math.log(h * w) + 10.0), rel_tol=1e-4)
+    assert torch.count_nonzero(prior[0, 3]) == 0
+    with pytest.raises(ValueError, match="shape"):
+        log_gaussian_prior(pts[0], h, w, 1.0)
+
+
+def test_local_soft_argmax_decodes_the_main_mode_only() -> None:
+    h, w = 20, 16
+    main = log_gaussian_prior(torch.tensor([[[4.3, 5.6, 1.0]]]), h, w, sigma=1.0)
+    second = log_gaussian_prior(torch.tensor([[[12.0, 16.0, 1.0]]]), h, w, sigma=1.0)
+    logits = torch.logaddexp(main, second + math.log(0.25))  # 80% / 20% mixture
+    glob = soft_argmax(logits)[0, 0]
+    local = local_soft_argmax(logits, radius=3)[0, 0]
+    assert (glob - torch.tensor([4.3, 5.6])).abs().max() > 1.0  # dragged towards the second
+    assert (local - torch.tensor([4.3, 5.6])).abs().max() < 0.01, local
+    # Unimodal maps decode as with the global soft-argmax (radius 3 sigma).
+    np.testing.assert_allclose(local_soft_argmax(main, 3), soft_argmax(main), atol=3e-3)
+    with pytest.raises(ValueError, match="radius"):
+        local_soft_argmax(logits, 0)

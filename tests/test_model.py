@@ -236,13 +236,30 @@ def test_pose_skip_starts_as_identity_and_is_off_by_default() -> None:
     torch.manual_seed(0)
     plain = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48)), 5)
     assert plain.pose_skip is None
-    net = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), pose_skip=30.0), 5)
+    net = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), pose_skip=1.0), 5)
     net.eval()
     pose = torch.tensor([[[10.0, 12.0, 1.0], [24.0, 30.0, 1.0], [36.0, 50.0, 1.0],
                           [20.0, 40.0, 1.0], [5.0, 5.0, 0.0]]])
     coords, _ = net.predict(torch.zeros(1, 3, 64, 48), pose)
     err = (coords[0, :4] - pose[0, :4, :2]).abs().max()
-    assert err < 2.0, err  # within half a heatmap cell (stride 4)
+    assert err < 0.05, err  # near-exact at the start (stride 4: 1/80 of a heatmap cell)
     # The untrained plain network knows nothing of the input pose's positions.
     coords_plain, _ = plain.eval().predict(torch.zeros(1, 3, 64, 48), pose)
     assert (coords_plain[0, :4] - pose[0, :4, :2]).abs().max() > 3.0
+
+
+def test_decode_radius_decodes_locally_and_is_checked() -> None:
+    from posefix.config import ConfigError, ModelConfig
+    from posefix.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), decode_radius=2), 3)
+    logits = torch.full((1, 3, 16, 12), -20.0)
+    logits[0, :, 3, 2] = 0.0  # main mode at cell (2, 3) ...
+    logits[0, :, 12, 9] = -0.5  # ... and a second one far away
+    coords, _ = net.decode(logits)
+    assert torch.allclose(coords[0], torch.tensor([[2 * 4 + 1.5, 3 * 4 + 1.5]] * 3))
+    net.decode_radius = None  # the paper's global soft-argmax is dragged to the second mode
+    assert (net.decode(logits)[0][0] - coords[0]).abs().max() > 5.0
+    with pytest.raises(ConfigError, match="decode_radius"):
+        build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), decode_radius=0), 3)

@@ -46,10 +46,15 @@ class ModelConfig:
     num_deconv: int = 3
     input_sigma: float = 7.0  # Gaussian sigma in px of the input-pose heatmaps at 256x192
     pretrained: str | None = None  # local torchvision ResNet state-dict file
-    # posefix extension, off in the paper's recipes: add the input pose, drawn at heatmap
-    # resolution and scaled by a learned per-keypoint weight starting at this value, to the
-    # output logits, so that a small model starts as the identity and learns corrections.
+    # posefix extension, off in the paper's recipes: add the log of a Gaussian prior around
+    # the input pose (heatmaps.log_gaussian_prior), scaled by a learned per-keypoint weight
+    # starting at this value (1.0: exactly the input-pose sigma), to the output logits, so
+    # that a small model starts as the exact identity and learns corrections as evidence.
     pose_skip: float | None = None
+    # posefix extension, off in the paper's recipes: decode each heatmap with a soft-argmax
+    # within this many cells of its argmax (heatmaps.local_soft_argmax) instead of over the
+    # whole map, so that a second mode does not drag the keypoint off the main one.
+    decode_radius: int | None = None
 
 
 @dataclass
@@ -61,6 +66,9 @@ class DatasetConfig:
     results: str | None = None  # an estimator's results on this set, for unlabelled keypoints
     image_files: list[str] | None = None  # restrict to these image file names (a split)
     spec: str | None = None  # the file's keypoint layout (default: from its categories)
+    # keypoints (names in the model's layout) whose definition in this set differs from the
+    # model's (e.g. the hips of AIC or PoseTrack vs COCO): treated as unlabelled in training
+    ignore_keypoints: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -168,6 +168,12 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
         in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
         gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
         kp = convert_layout(gt.keypoints, gt.spec, spec)
+        for name in ds.ignore_keypoints:
+            try:
+                kp[:, spec.index(name), 2] = 0
+            except (KeyError, ValueError) as e:
+                raise ConfigError(f"{ds.ann}: ignore_keypoints: {name!r} is not a keypoint of "
+                                  f"{spec.name}") from e
         converted = GroundTruth(
             spec=spec, images=gt.images, image_ids=gt.image_ids, ann_ids=gt.ann_ids,
             keypoints=kp, boxes=gt.boxes, areas=gt.areas, iscrowd=gt.iscrowd, path=gt.path,

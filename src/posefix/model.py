@@ -23,6 +23,8 @@ from .heatmaps import (
     default_input_sigma,
     heatmap_confidence,
     heatmap_to_pixels,
+    local_soft_argmax,
+    log_gaussian_prior,
     pixels_to_heatmap,
     render_gaussians,
     soft_argmax,
@@ -98,6 +100,8 @@ class PoseFixNet(nn.Module):
             raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
         if not 1 <= cfg.num_deconv <= 5:
             raise ConfigError(f"model.num_deconv: must be 1..5, got {cfg.num_deconv}")
+        if cfg.decode_radius is not None and cfg.decode_radius < 1:
+            raise ConfigError(f"model.decode_radius: must be >= 1 cell, got {cfg.decode_radius}")
         h, w = (int(v) for v in cfg.input_size)
         self.stride = 2 ** (5 - cfg.num_deconv)
         if h <= 0 or w <= 0 or h % self.stride or w % self.stride:
@@ -108,6 +112,7 @@ class PoseFixNet(nn.Module):
         self.heatmap_size = (h // self.stride, w // self.stride)
         self.input_sigma = default_input_sigma(self.input_size, cfg.input_sigma)
         self.backbone_name = cfg.backbone
+        self.decode_radius = cfg.decode_radius
         # Inputs whose sides are not multiples of 32 are zero-padded at the bottom and right,
         # which keeps the pixel grid, and the output is cropped back to heatmap_size.
         self._pad = ((-w) % _BACKBONE_STRIDE, (-h) % _BACKBONE_STRIDE)
@@ -179,16 +184,19 @@ class PoseFixNet(nn.Module):
         if self.pose_skip is not None:
             cells = torch.cat([pixels_to_heatmap(input_pose[..., :2].float(), self.stride),
                                input_pose[..., 2:3].float()], dim=-1)
-            prior = render_gaussians(cells, hh, ww, self.input_sigma / self.stride)
+            prior = log_gaussian_prior(cells, hh, ww, self.input_sigma / self.stride)
             x = x + self.pose_skip.view(1, -1, 1, 1).to(x.dtype) * prior.to(x.dtype)
         return x
 
     def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Logits -> (coords (B, K, 2) in input pixels, confidence (B, K)).
 
-        Soft-argmax in heatmap cells, mapped with ``pixel = (cell + 0.5) * stride - 0.5``.
+        Soft-argmax in heatmap cells (over the whole map, or within ``decode_radius`` cells of
+        its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``.
         """
-        coords = heatmap_to_pixels(soft_argmax(logits), self.stride)
+        cells = (soft_argmax(logits) if self.decode_radius is None
+                 else local_soft_argmax(logits, self.decode_radius))
+        coords = heatmap_to_pixels(cells, self.stride)
         return coords, heatmap_confidence(logits)
 
     @torch.no_grad()
