@@ -320,6 +320,14 @@ def test_build_dataset_from_config(shared_data: Path) -> None:
     _check_sample(train[(0, 0)], size=cfg.model.input_size)
     with pytest.raises(ValueError, match="split"):
         build_dataset(cfg, "test")
+    assert train.crop_from == "gt" and val.crop_from == "pose"
+    cfg = load_config("tiny_cpu", [
+        f"data.train=[{{ann: {shared_data}/coco/test_coco.json}}]", "data.crop_from=pose"])
+    assert build_dataset(cfg, "train").crop_from == "pose"
+    from posefix.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.crop_from"):
+        load_config("tiny_cpu", ["data.crop_from=box"])
 
 
 def test_image_size_read_from_the_file_when_the_json_lacks_it(tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ class DataConfig:
     rotation_factor: float = 40.0
     rotation_prob: float = 0.6
     flip: bool = True
+    # training crops around the ground-truth box (gt, as the reference) or around the
+    # synthesized input pose (pose, as refinement crops); validation always uses the pose
+    crop_from: str = "gt"
     overlap_iou: float = 0.1  # other persons overlapping by this IoU feed swap errors
     workers: int = 2  # DataLoader worker processes per training process
     repeat: int = 1  # passes over the training set per epoch (for tiny sets)
@@ -95,6 +98,8 @@ class DataConfig:
                self.scale_factor)
         _check(self.rotation_factor >= 0, "data.rotation_factor", "must be >= 0",
                self.rotation_factor)
+        _check(self.crop_from in ("gt", "pose"), "data.crop_from", "must be gt or pose",
+               self.crop_from)
         _check(0 <= self.rotation_prob <= 1, "data.rotation_prob", "must be in [0, 1]",
                self.rotation_prob)
         _check(0 <= self.overlap_iou <= 1, "data.overlap_iou", "must be in [0, 1]",

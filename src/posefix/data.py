@@ -386,7 +386,8 @@ def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None =
         table, cfg.model.input_size, train=split == "train", seed=cfg.run.seed,
         profile=d.profile, bbox_padding=d.bbox_padding, scale_factor=d.scale_factor,
         rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip,
-        repeat=d.repeat, cache_images=d.cache_images, **options,
+        repeat=d.repeat, cache_images=d.cache_images,
+        **{"crop_from": d.crop_from if split == "train" else "pose", **options},
     )
 
 
