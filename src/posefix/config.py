@@ -268,10 +268,15 @@ def config_to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
+def builtin_names(folder: str) -> list[str]:
+    """Names of the built-in YAML files in a package folder (``configs``, ``specs``...)."""
+    files = resources.files("posefix").joinpath(folder).iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
 def available_configs() -> list[str]:
     """Names of the built-in training configs."""
-    files = resources.files("posefix").joinpath("configs").iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+    return builtin_names("configs")
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:

@@ -63,7 +63,7 @@ import numpy as np
 
 from .evaluate import evaluate, load_evaluation_inputs, match_detections
 from .geometry import paired_box_iou
-from .io import Detections, GroundTruth
+from .io import Detections, GroundTruth, same_image_pairs
 from .similarity import keypoint_similarity
 from .spec import KeypointSpec
 from .taxonomy import (
@@ -153,25 +153,11 @@ class Diagnosis:
         return np.bincount(lab, minlength=len(ERROR_TYPES))
 
 
-def _same_image_pairs(image_ids: np.ndarray, gt_image_ids: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """All (i, g): ``i`` indexes ``image_ids``, ``g`` a ground-truth row of the same image."""
-    order = np.argsort(gt_image_ids, kind="stable")
-    sorted_ids = gt_image_ids[order]
-    lo = np.searchsorted(sorted_ids, image_ids, side="left")
-    hi = np.searchsorted(sorted_ids, image_ids, side="right")
-    n = hi - lo
-    i = np.repeat(np.arange(len(image_ids)), n)
-    pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-    return i, order[pos]
-
-
-
 def overlap_counts(gt: GroundTruth, iou: float = OVERLAP_IOU) -> np.ndarray:
     """(N,) for each ground-truth person, the number of *other* non-crowd persons of its
     image with at least one labelled keypoint whose box IoU with its box is >= ``iou``."""
     candidate = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
-    i, j = _same_image_pairs(gt.image_ids, gt.image_ids)
+    i, j = same_image_pairs(gt.image_ids, gt.image_ids)
     keep = (i != j) & candidate[j]
     i, j = i[keep], j[keep]
     hit = paired_box_iou(gt.boxes[i], gt.boxes[j]) >= iou
@@ -221,7 +207,7 @@ def classify_keypoints(
 
     # Other persons of the image: best KS with their same or partner keypoint.
     P = len(det_index)
-    p, o = _same_image_pairs(gt.image_ids[gt_index], gt.image_ids)
+    p, o = same_image_pairs(gt.image_ids[gt_index], gt.image_ids)
     keep = o != gt_index[p]
     p, o = p[keep], o[keep]
     ks_same = keypoint_similarity(det_kp[p], gt.keypoints[o], gt.areas[o], sig)

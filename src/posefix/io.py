@@ -32,6 +32,7 @@ __all__ = [
     "load_results",
     "read_json",
     "resolve_image_path",
+    "same_image_pairs",
     "write_json_atomic",
 ]
 
@@ -532,3 +533,17 @@ def convert_mpii(path: str | Path, spec: KeypointSpec | str = "mpii16") -> dict[
                         "keypoints": list(spec.keypoints),
                         "skeleton": [[a + 1, b + 1] for a, b in spec.skeleton]}],
     }
+
+
+def same_image_pairs(img_a: np.ndarray, img_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All index pairs (i, j) with ``img_a[i] == img_b[j]``, grouped by i, j ascending."""
+    img_a, img_b = np.asarray(img_a), np.asarray(img_b)
+    order = np.argsort(img_b, kind="stable")
+    sorted_b = img_b[order]
+    lo = np.searchsorted(sorted_b, img_a, side="left")
+    hi = np.searchsorted(sorted_b, img_a, side="right")
+    counts = hi - lo
+    ia = np.repeat(np.arange(len(img_a)), counts)
+    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    ib = order[np.repeat(lo, counts) + offset]
+    return ia, ib

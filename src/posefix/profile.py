@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import ConfigError
+from .config import ConfigError, builtin_names
 from .io import atomic_write, write_json_atomic
 from .spec import KeypointSpec
 from .taxonomy import ABSENT, ERROR_TYPES, GOOD
@@ -317,8 +317,7 @@ def _compact(table: np.ndarray) -> Any:
 
 def available_profiles() -> list[str]:
     """Names of the built-in profiles (``posefix/profiles/*.yaml``)."""
-    files = resources.files("posefix").joinpath("profiles").iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+    return builtin_names("profiles")
 
 
 def load_profile(name_or_path: str | Path | ErrorProfile) -> ErrorProfile:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .config import builtin_names
+
 __all__ = ["KeypointSpec", "SpecError", "available_specs", "load_spec"]
 
 # Name aliases accepted by :func:`load_spec`.
@@ -200,8 +202,7 @@ class KeypointSpec:
 
 def available_specs() -> list[str]:
     """Names of the built-in keypoint specs."""
-    files = resources.files("posefix").joinpath("specs").iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+    return builtin_names("specs")
 
 
 def load_spec(name_or_path: str | Path | KeypointSpec) -> KeypointSpec:

@@ -43,7 +43,14 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import box_from_keypoints, paired_box_iou
-from .io import Detections, GroundTruth, load_ground_truth, load_results, write_json_atomic
+from .io import (
+    Detections,
+    GroundTruth,
+    load_ground_truth,
+    load_results,
+    same_image_pairs,
+    write_json_atomic,
+)
 from .profile import ErrorProfile, load_profile
 from .spec import KeypointSpec, load_spec
 from .taxonomy import ABSENT, GOOD, INVERSION, JITTER, KS_GOOD, KS_JITTER, KS_MISS, MISS, SWAP
@@ -298,20 +305,6 @@ _E_FLOOR = _by_type({GOOD: 0.0, JITTER: 0.0, INVERSION: _E_JITTER, SWAP: _E_JITT
 
 
 # --------------------------------------------------------------------------- neighbours
-def _same_image_pairs(img_a: np.ndarray, img_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs (i, j) with ``img_a[i] == img_b[j]``, grouped by i, j ascending."""
-    img_a, img_b = np.asarray(img_a), np.asarray(img_b)
-    order = np.argsort(img_b, kind="stable")
-    sorted_b = img_b[order]
-    lo = np.searchsorted(sorted_b, img_a, side="left")
-    hi = np.searchsorted(sorted_b, img_a, side="right")
-    counts = hi - lo
-    ia = np.repeat(np.arange(len(img_a)), counts)
-    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    ib = order[np.repeat(lo, counts) + offset]
-    return ia, ib
-
-
 def _rows(gt: GroundTruth, rows: np.ndarray | None) -> np.ndarray:
     return np.arange(len(gt)) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
 
@@ -325,7 +318,7 @@ def overlap_index(gt: GroundTruth, rows: np.ndarray | None = None, iou: float = 
     rows = _rows(gt, rows)
     eligible = ~gt.iscrowd & ((gt.keypoints[..., 2] > 0) & gt.spec.used_mask).any(1)
     cand = np.flatnonzero(eligible)
-    ia, ib = _same_image_pairs(gt.image_ids[rows], gt.image_ids[cand])
+    ia, ib = same_image_pairs(gt.image_ids[rows], gt.image_ids[cand])
     ib = cand[ib]
     keep = ib != rows[ia]
     ia, ib = ia[keep], ib[keep]
@@ -366,7 +359,7 @@ def estimates_for(gt: GroundTruth, detections: Detections, rows: np.ndarray | No
     missing = ~np.isfinite(boxes).all(1)
     if missing.any():
         boxes[missing] = box_from_keypoints(dets.keypoints[missing], enlarge=1.0, min_size=1.0)
-    ia, ib = _same_image_pairs(gt.image_ids[rows], dets.image_ids)
+    ia, ib = same_image_pairs(gt.image_ids[rows], dets.image_ids)
     if not len(ia):
         return out
     a, b = gt.boxes[rows[ia]], boxes[ib]
