@@ -88,6 +88,31 @@ def test_two_deconvs_give_stride_8() -> None:
     assert net.stride == 8
 
 
+@pytest.mark.parametrize(("stages", "deconvs", "channels"), [(2, 1, 128), (3, 2, 256),
+                                                            (1, 1, 64)])
+def test_fewer_backbone_stages(stages: int, deconvs: int, channels: int,
+                               resnet18_file: tuple[Path, dict]) -> None:
+    net = build_model(_cfg(backbone_stages=stages, num_deconv=deconvs), K).eval()
+    expected_stride = 2 ** (stages + 1 - deconvs)
+    assert net.stride == expected_stride
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, *SIZE), _pose(1))
+    assert out.shape == (1, K, SIZE[0] // expected_stride, SIZE[1] // expected_stride)
+    assert net.deconv[0].in_channels == channels
+    keys = net.backbone.state_dict().keys()
+    assert not any(k.startswith(f"layer{stages + 1}.") for k in keys)
+    assert any(k.startswith(f"layer{stages}.") for k in keys)
+    # A full pretrained ResNet file loads into the stages kept.
+    path, state = resnet18_file
+    pre = build_model(_cfg(backbone_stages=stages, num_deconv=deconvs, pretrained=str(path)), K)
+    torch.testing.assert_close(pre.backbone.state_dict()["layer1.0.conv1.weight"],
+                               state["layer1.0.conv1.weight"])
+    with pytest.raises(ConfigError, match="num_deconv"):
+        build_model(_cfg(backbone_stages=stages, num_deconv=stages + 2), K)
+    with pytest.raises(ConfigError, match="backbone_stages"):
+        build_model(_cfg(backbone_stages=5), K)
+
+
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="resnet7"):
         build_model(_cfg(backbone="resnet7"), K)

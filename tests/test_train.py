@@ -19,7 +19,7 @@ from posefix.checkpoint import load_checkpoint
 from posefix.config import Config, ConfigError, load_config
 from posefix.data import build_dataset
 from posefix.model import build_model
-from posefix.train import TrainState, train, validate
+from posefix.train import TrainState, ema_update, train, validate
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_NAMES = ("nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder "
@@ -128,6 +128,46 @@ def test_resume_in_process_reaches_the_same_state(shared_data: Path, tmp_path: P
     assert [r["lr"] for r in lb] == [r["lr"] for r in la]
     assert la[1]["lr"] > la[-1]["lr"]
     np.testing.assert_allclose([r["loss"] for r in lb], [r["loss"] for r in la], rtol=1e-4)
+
+
+def test_ema_update_moves_floats_and_copies_counters() -> None:
+    ema, net = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+        net.running_mean.fill_(2.0)
+    net.num_batches_tracked.fill_(7)
+    ema_update(ema, net, decay=0.75)
+    torch.testing.assert_close(ema.weight, torch.full((2,), 1.5))  # 0.75 * 1 + 0.25 * 3
+    torch.testing.assert_close(ema.running_mean, torch.full((2,), 0.5))
+    assert int(ema.num_batches_tracked) == 7
+
+
+def test_ema_and_photometric_runs_resume_exactly(shared_data: Path, tmp_path: Path) -> None:
+    # The averaged weights travel in last.pt and final.pt holds them, not the raw weights;
+    # the photometric draws are part of each sample's pure function of (seed, epoch, index).
+    common = ("optim.batch_size=2", "data.repeat=2", "optim.epochs=2", "optim.max_steps=5",
+              "run.checkpoint_every=2", "model.deconv_channels=16", "optim.ema_decay=0.9",
+              "data.color_jitter=0.4", "data.blur_prob=0.5", "data.gray_prob=0.5",
+              "data.erase_prob=0.5")
+    straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
+    raw = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert "ema" in raw.extra
+    _assert_same_weights(_weights(straight), raw.extra["ema"])
+    differs = [k for k, v in raw.model.state_dict().items()
+               if v.dtype.is_floating_point and not torch.equal(v, raw.extra["ema"][k])]
+    assert differs
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(s: TrainState) -> None:
+        if s.step == 3:
+            raise Stop
+
+    cfg_b = _tiny(shared_data, tmp_path / "b", *common)
+    with pytest.raises(Stop):
+        train(cfg_b, resume="no", callback=stop_at_3)
+    _assert_same_weights(_weights(straight), _weights(train(cfg_b, resume="auto")))
 
 
 _KILL_SCRIPT = """

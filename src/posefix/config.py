@@ -46,6 +46,9 @@ class ModelConfig:
     num_deconv: int = 3
     input_sigma: float = 7.0  # Gaussian sigma in px of the input-pose heatmaps at 256x192
     pretrained: str | None = None  # local torchvision ResNet state-dict file
+    # ResNet stages kept (1-4; the paper: 4). Fewer stages: a smaller receptive field and
+    # output stride 2 ** (stages + 1), so fewer deconvolutions reach the heatmap stride
+    backbone_stages: int = 4
     # posefix extension, off in the paper's recipes: add the log of a Gaussian prior around
     # the input pose (heatmaps.log_gaussian_prior), scaled by a learned per-keypoint weight
     # starting at this value (1.0: exactly the input-pose sigma), to the output logits, so
@@ -87,6 +90,18 @@ class DataConfig:
     # training crops around the ground-truth box (gt, as the reference) or around the
     # synthesized input pose (pose, as refinement crops); validation always uses the pose
     crop_from: str = "gt"
+    # photometric augmentation and occlusion of training crops (posefix.augment; off in the
+    # paper's recipes): colour jitter strength, and the probabilities of a Gaussian blur,
+    # grayscale and one random-noise rectangle
+    color_jitter: float = 0.0
+    blur_prob: float = 0.0
+    gray_prob: float = 0.0
+    erase_prob: float = 0.0
+    # smooth random elastic warp of training crops and their keypoints (posefix.augment;
+    # off in the paper's recipes): displacement std as a fraction of the crop height, and
+    # the probability of warping a crop
+    elastic: float = 0.0
+    elastic_prob: float = 1.0
     overlap_iou: float = 0.1  # other persons overlapping by this IoU feed swap errors
     workers: int = 2  # DataLoader worker processes per training process
     repeat: int = 1  # passes over the training set per epoch (for tiny sets)
@@ -100,6 +115,12 @@ class DataConfig:
                self.rotation_factor)
         _check(self.crop_from in ("gt", "pose"), "data.crop_from", "must be gt or pose",
                self.crop_from)
+        _check(0 <= self.color_jitter < 1, "data.color_jitter", "must be in [0, 1)",
+               self.color_jitter)
+        _check(0 <= self.elastic < 0.25, "data.elastic", "must be in [0, 0.25)", self.elastic)
+        for name in ("blur_prob", "gray_prob", "erase_prob", "elastic_prob"):
+            _check(0 <= getattr(self, name) <= 1, f"data.{name}", "must be in [0, 1]",
+                   getattr(self, name))
         _check(0 <= self.rotation_prob <= 1, "data.rotation_prob", "must be in [0, 1]",
                self.rotation_prob)
         _check(0 <= self.overlap_iou <= 1, "data.overlap_iou", "must be in [0, 1]",
@@ -123,6 +144,10 @@ class OptimConfig:
     amp: bool = False  # mixed precision (autocast; GradScaler for float16 on CUDA)
     amp_dtype: str = "float16"  # float16 or bfloat16 (bfloat16 also on CPU)
     max_steps: int | None = None  # stop after this many optimizer steps (tiny runs)
+    # exponential moving average of the weights (timm's ModelEmaV2 idea; off in the paper's
+    # recipes): validation and final.pt use the averaged weights; decay warms up as
+    # min(ema_decay, (1 + step) / (10 + step))
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be positive", self.lr)
@@ -133,6 +158,8 @@ class OptimConfig:
         _check(self.accumulate >= 1, "optim.accumulate", "must be >= 1", self.accumulate)
         _check(self.amp_dtype in ("float16", "bfloat16"), "optim.amp_dtype",
                "must be float16 or bfloat16", self.amp_dtype)
+        _check(self.ema_decay is None or 0 < self.ema_decay < 1, "optim.ema_decay",
+               "must be in (0, 1) or null", self.ema_decay)
         _check(self.max_steps is None or self.max_steps >= 1, "optim.max_steps",
                "must be >= 1 or null", self.max_steps)
 

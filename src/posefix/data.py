@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from .augment import Elastic, Photometric
 from .config import Config, ConfigError, DatasetConfig
 from .geometry import (
     apply_affine,
@@ -248,7 +249,9 @@ class PoseFixDataset(Dataset):
 
     Training samples (``train=True``) are augmented and keyed by ``(epoch, index)``;
     validation samples are not augmented and their input depends on ``(seed, index)``
-    only. ``crop_from``: ``gt`` crops around the ground-truth box, ``pose`` around the
+    only. ``photometric`` (training only) changes the crop's appearance
+    (:class:`posefix.augment.Photometric`) and ``elastic`` (training only) bends the crop and
+    its keypoints (:class:`posefix.augment.Elastic`). ``crop_from``: ``gt`` crops around the ground-truth box, ``pose`` around the
     input pose's extent as :mod:`posefix.refine` does; ``auto``: gt for training, pose
     for validation (a pose with fewer than two keypoints falls back to the gt box).
     """
@@ -258,7 +261,8 @@ class PoseFixDataset(Dataset):
         profile: Any = "default", bbox_padding: float = 1.25, scale_factor: float = 0.3,
         rotation_factor: float = 40.0, rotation_prob: float = 0.6, flip: bool = True,
         repeat: int = 1, cache_images: int = 0, float_images: bool = False,
-        crop_from: str = "auto",
+        crop_from: str = "auto", photometric: Photometric | None = None,
+        elastic: Elastic | None = None,
     ) -> None:
         if crop_from not in ("auto", "gt", "pose"):
             raise ValueError(f"crop_from must be auto, gt or pose, got {crop_from!r}")
@@ -277,6 +281,8 @@ class PoseFixDataset(Dataset):
         self.cache_images = int(cache_images)
         self.float_images = bool(float_images)
         self.crop_from = ("gt" if train else "pose") if crop_from == "auto" else crop_from
+        self.photometric = photometric if train and photometric is not None else Photometric()
+        self.elastic = elastic if train and elastic is not None else Elastic()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         h, w = self.input_size
         self.centers, self.sizes = fix_aspect(table.boxes, w / h, bbox_padding)
@@ -338,9 +344,10 @@ class PoseFixDataset(Dataset):
             m = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
 
         crop = warp_crop(self._image(int(t.image_index[row])), m, self.input_size)
-        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-
         pts = apply_affine(np.stack([gt[:, :2], pose[:, :2]]), np.stack([m, m]))
+        crop, pts = self.elastic(crop, pts, rng)
+        crop = self.photometric(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), rng)
+
         inside = ((pts[..., 0] >= 0) & (pts[..., 0] < w) & (pts[..., 1] >= 0)
                   & (pts[..., 1] < h))
         target_valid = (gt[:, 2] > 0) & inside[0] & self.spec.used_mask
@@ -387,6 +394,8 @@ def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None =
         profile=d.profile, bbox_padding=d.bbox_padding, scale_factor=d.scale_factor,
         rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip,
         repeat=d.repeat, cache_images=d.cache_images,
+        photometric=Photometric(d.color_jitter, d.blur_prob, d.gray_prob, d.erase_prob),
+        elastic=Elastic(d.elastic, d.elastic_prob),
         **{"crop_from": d.crop_from if split == "train" else "pose", **options},
     )
 

@@ -51,7 +51,6 @@ BACKBONES: dict[str, int] = {  # torchvision ResNet -> channels of its last stag
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-_BACKBONE_STRIDE = 32
 
 
 def normalize(images: Tensor | np.ndarray, *, channels_last: bool = False) -> Tensor:
@@ -98,12 +97,17 @@ class PoseFixNet(nn.Module):
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
-        if not 1 <= cfg.num_deconv <= 5:
-            raise ConfigError(f"model.num_deconv: must be 1..5, got {cfg.num_deconv}")
+        stages = int(cfg.backbone_stages)
+        if not 1 <= stages <= 4:
+            raise ConfigError(f"model.backbone_stages: must be 1..4, got {stages}")
+        if not 1 <= cfg.num_deconv <= stages + 1:
+            raise ConfigError(f"model.num_deconv: must be 1..{stages + 1} with "
+                              f"{stages} backbone stages, got {cfg.num_deconv}")
         if cfg.decode_radius is not None and cfg.decode_radius < 1:
             raise ConfigError(f"model.decode_radius: must be >= 1 cell, got {cfg.decode_radius}")
         h, w = (int(v) for v in cfg.input_size)
-        self.stride = 2 ** (5 - cfg.num_deconv)
+        self.stride = 2 ** (stages + 1 - cfg.num_deconv)
+        self.backbone_stages = stages
         if h <= 0 or w <= 0 or h % self.stride or w % self.stride:
             raise ConfigError(f"model.input_size: {h}x{w} must be positive multiples of the "
                               f"heatmap stride {self.stride}")
@@ -115,17 +119,20 @@ class PoseFixNet(nn.Module):
         self.decode_radius = cfg.decode_radius
         # Inputs whose sides are not multiples of 32 are zero-padded at the bottom and right,
         # which keeps the pixel grid, and the output is cropped back to heatmap_size.
-        self._pad = ((-w) % _BACKBONE_STRIDE, (-h) % _BACKBONE_STRIDE)
+        out_stride = 2 ** (stages + 1)
+        self._pad = ((-w) % out_stride, (-h) % out_stride)
 
         backbone = _resnet(cfg.backbone)
         backbone.conv1 = nn.Conv2d(3 + self.num_keypoints, 64, kernel_size=7, stride=2,
                                    padding=3, bias=False)
         nn.init.kaiming_normal_(backbone.conv1.weight, mode="fan_out", nonlinearity="relu")
         backbone.fc = nn.Identity()  # no classifier: its keys stay out of the state dict
+        for i in range(stages + 1, 5):  # stages not kept: out of the state dict too
+            setattr(backbone, f"layer{i}", nn.Identity())
         self.backbone = backbone
 
         layers: list[nn.Module] = []
-        in_ch = BACKBONES[cfg.backbone]
+        in_ch = BACKBONES[cfg.backbone] // 2 ** (4 - stages)
         for _ in range(cfg.num_deconv):
             layers += [
                 nn.ConvTranspose2d(in_ch, cfg.deconv_channels, kernel_size=4, stride=2,
@@ -185,7 +192,8 @@ class PoseFixNet(nn.Module):
             cells = torch.cat([pixels_to_heatmap(input_pose[..., :2].float(), self.stride),
                                input_pose[..., 2:3].float()], dim=-1)
             prior = log_gaussian_prior(cells, hh, ww, self.input_sigma / self.stride)
-            x = x + self.pose_skip.view(1, -1, 1, 1).to(x.dtype) * prior.to(x.dtype)
+            # in float32 even under autocast: bfloat16 would round the prior's slope
+            x = x.float() + self.pose_skip.view(1, -1, 1, 1).float() * prior.float()
         return x
 
     def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -213,7 +221,8 @@ def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
 def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
     """Load a local torchvision ResNet state-dict file into ``net``'s backbone.
 
-    Every backbone key must be present with its shape (``fc.*`` is ignored). The file's
+    Every backbone key must be present with its shape (``fc.*`` and the stages beyond
+    ``model.backbone_stages`` are ignored). The file's
     3-channel ``conv1`` fills the RGB filters; the K input-pose channels start at zero,
     so the pretrained network initially sees the image as it did in pretraining.
     """
@@ -230,7 +239,8 @@ def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"model.pretrained: {path}: expected a dict of tensors "
                           "(a torchvision ResNet state_dict)")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    dropped = ("fc.", *(f"layer{i}." for i in range(net.backbone_stages + 1, 5)))
+    state = {k: v for k, v in state.items() if not k.startswith(dropped)}
     own = net.backbone.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -22,10 +22,11 @@ an error). Processes talk over NCCL on CUDA and gloo on the CPU. A killed run re
 command (``--resume auto``, the default) and reaches the same state as an uninterrupted
 run: samples are a pure function of ``(seed, epoch, index)``
 (:mod:`posefix.data`) and the checkpoint holds the model, optimizer, scheduler, gradient
-scaler, step, epoch, position within the epoch and RNG states.
+scaler, step, epoch, position within the epoch and RNG states (and the weights' moving
+average with ``optim.ema_decay``).
 
 Files in ``run.out_dir``: ``last.pt`` (training state, every ``run.checkpoint_every``
-steps and at each epoch end), ``final.pt`` (weights + config + spec: what
+steps and at each epoch end), ``final.pt`` (weights, the moving average with ``optim.ema_decay``, + config + spec: what
 ``posefix refine --checkpoint`` loads), ``log.csv`` / ``val.csv`` (or ``tb/`` with
 ``run.log=tensorboard``) and ``config.yaml``.
 
@@ -40,6 +41,7 @@ team (see benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import datetime
 import math
@@ -362,6 +364,17 @@ def _rng_plain(state: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- training
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Move ``ema``'s floating-point parameters and buffers towards ``model``'s by
+    ``1 - decay``; other buffers (BatchNorm's batch counter) are copied."""
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+        if e.dtype.is_floating_point:
+            e.lerp_(m.detach(), 1.0 - decay)
+        else:
+            e.copy_(m)
+
+
 def _lr_milestones(cfg: Config, steps_per_epoch: int) -> list[int]:
     return [int(m) * steps_per_epoch for m in cfg.optim.lr_steps]
 
@@ -424,6 +437,10 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16
                                   and device.type == "cuda")
 
+    ema: PoseFixNet | None = None
+    if cfg.optim.ema_decay is not None:
+        ema = copy.deepcopy(net).eval().requires_grad_(False)
+
     step, epoch, sample_in_epoch = 0, 0, 0
     resume_path = _find_resume(resume, out_dir)
     if resume_path is not None:
@@ -437,6 +454,8 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
                 tuple(cfg.model.input_size):
             raise ConfigError(f"--resume {resume_path}: its model/spec differ from the config")
         net.load_state_dict(ck.model.state_dict())
+        if ema is not None:
+            ema.load_state_dict(ex["ema"] if "ema" in ex else net.state_dict())
         optimizer.load_state_dict(ex["optimizer"])
         sched = dict(ex["scheduler"])
         sched["milestones"] = Counter(_lr_milestones(cfg, steps_per_epoch))
@@ -485,6 +504,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
             "step": step, "epoch": epoch, "sample_in_epoch": sample_in_epoch,
             "steps_per_epoch": steps_per_epoch, "world_size": info.world_size,
             "crops_per_step": crops_per_step, "rng": _rng_tensors(capture_rng_state()),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
         }
 
     saved_at = -1
@@ -507,7 +527,8 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     def run_validation() -> None:
         nonlocal val_metrics
         if val_ds is not None and info.is_main:
-            val_metrics = validate(net, val_ds, batch_size=bs, workers=min(cfg.data.workers, 2),
+            val_metrics = validate(ema if ema is not None else net, val_ds, batch_size=bs,
+                                   workers=min(cfg.data.workers, 2),
                                    device=device, amp_dtype=amp_dtype)
             if val_metrics:
                 logger.write("val", {"step": step, "epoch": epoch, **val_metrics})
@@ -544,6 +565,8 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema_update(ema, net, min(cfg.optim.ema_decay, (1.0 + step) / (10.0 + step)))
             step += 1
             sample_in_epoch += crops_per_step
             steps_since_log += 1
@@ -594,7 +617,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     logger.close()
     final = out_dir / "final.pt"
     if info.is_main:
-        save_checkpoint(final, model=net, config=cfg, spec=spec,
+        save_checkpoint(final, model=ema if ema is not None else net, config=cfg, spec=spec,
                         extra={"step": step, "epoch": epoch, "val": dict(val_metrics)})
     if info.distributed:
         dist.barrier()
