@@ -301,6 +301,10 @@ def test_convert_mpii(shared_data: Path, tmp_path: Path) -> None:
     gt = load_ground_truth(path, image_root=src.parent)
     assert gt.spec.name == "mpii16" and len(gt) == 5
     assert all(gt.image_path(i).is_file() for i in gt.images)
+    direct = load_ground_truth(src)  # the list form itself loads, converted on the fly
+    assert direct.spec.name == "mpii16" and len(direct) == 5
+    np.testing.assert_array_equal(direct.keypoints, gt.keypoints)
+    assert all(direct.image_path(i).is_file() for i in direct.images)
     bad = tmp_path / "bad_mpii.json"
     raw[3]["joints"] = raw[3]["joints"][:15]
     bad.write_text(json.dumps(raw))

@@ -318,7 +318,8 @@ def load_ground_truth(
     spec: KeypointSpec | str | None = None,
     image_root: str | Path | None = None,
 ) -> GroundTruth:
-    """Load a COCO keypoint annotation file.
+    """Load a COCO keypoint annotation file (or mmpose's MPII JSON list form, converted
+    with :func:`convert_mpii`).
 
     Args:
         path: the annotation JSON.
@@ -328,6 +329,9 @@ def load_ground_truth(
     """
     path = Path(path)
     data = read_json(path)
+    if isinstance(data, list):  # mmpose's MPII list form: converted on the fly
+        spec = spec if spec is not None else "mpii16"
+        data = convert_mpii(path, spec)
     if not isinstance(data, dict):
         raise InputError(path, "a COCO annotation file must be a JSON object")
     for key in ("images", "annotations"):
