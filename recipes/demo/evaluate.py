@@ -3,7 +3,9 @@
 Inputs, none of them seen in training: poses synthesized from the held-out ground truth
 (fixed seed), and two real estimators' outputs that PoseFix never trains on (MediaPipe
 BlazePose on ground-truth and on detector boxes; MoveNet MultiPose, bottom-up). Prints a
-markdown table of AP before/after refinement and the keypoint errors before/after.
+markdown table of AP before/after refinement, the mean OKS of the detections matched to a
+person (a finer measure than AP on a few persons: it does not jump with thresholds and
+ranking) and the keypoint errors before/after.
 
     .venv/bin/python recipes/demo/evaluate.py [--checkpoint CKPT] [--out DIR]
 """
@@ -14,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from posefix.io import read_json, write_json_atomic
+from posefix.diagnosis import classify_keypoints
+from posefix.io import load_ground_truth, load_results, read_json, write_json_atomic
 from posefix.refine import refine_files
 from posefix.synthesis import synthesize_file
 
@@ -37,6 +40,12 @@ def _subset(dataset: str, tmp: Path) -> tuple[Path, set[int]]:
     return write_json_atomic(tmp / f"{dataset}_held_out.json", data), ids
 
 
+def _mean_oks(gt: Path, results: Path) -> float:
+    """Mean OKS of the detections matched to a ground-truth person (coco-analyze matching)."""
+    truth = load_ground_truth(gt)
+    return float(classify_keypoints(truth, load_results(results, truth.spec)).oks.mean())
+
+
 def main() -> None:
     """Refine every held-out input and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -55,20 +64,21 @@ def main() -> None:
             inputs[name.removesuffix(".json")] = write_json_atomic(
                 out / f"{dataset}_{name}", dets)
         for label, path in inputs.items():
+            refined = out / f"{dataset}_{Path(path).stem}_refined.json"
             s = refine_files(checkpoint=args.checkpoint, images=DATA / dataset, results=path,
-                             out=out / f"{dataset}_{Path(path).stem}_refined.json", gt=gt,
-                             workers=0, progress=False)
+                             out=refined, gt=gt, workers=0, progress=False)
             rows.append({"dataset": dataset, "input": label,
                          "ap_before": s["ap_before"]["AP"], "ap_after": s["ap_after"]["AP"],
+                         "oks_before": _mean_oks(gt, path), "oks_after": _mean_oks(gt, refined),
                          "errors_before": s["errors_before"], "errors_after": s["errors_after"]})
     write_json_atomic(out / "results.json", rows, indent=2)
-    print("| held-out images | input | AP before | AP after | " +
+    print("| held-out images | input | AP before | AP after | mean OKS before -> after | " +
           " | ".join(f"{t} before -> after" for t in TYPES) + " |")
-    print("| --- | --- | --- | --- | " + " | ".join("---" for _ in TYPES) + " |")
+    print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in TYPES) + " |")
     for r in rows:
         errs = " | ".join(f"{r['errors_before'][t]} -> {r['errors_after'][t]}" for t in TYPES)
         print(f"| {r['dataset']} | {r['input']} | {r['ap_before']:.3f} | {r['ap_after']:.3f} | "
-              f"{errs} |")
+              f"{r['oks_before']:.3f} -> {r['oks_after']:.3f} | {errs} |")
     print(json.dumps({"written": str(out / "results.json")}))
 
 
