@@ -95,6 +95,8 @@ def test_refine_real_results(name: str, trained_checkpoint: Path, coco_dir: Path
     assert s["ap_after"]["AP"] == pytest.approx(json.loads(ev.stdout)["AP"], abs=1e-9)
     for key in ("errors_before", "errors_after"):
         assert set(s[key]) == {"good", "jitter", "inversion", "swap", "miss"}
+    for key in ("mean_oks_before", "mean_oks_after"):
+        assert 0.1 <= s[key] <= 1.0  # matched at OKS >= 0.1
     assert "before" in s["text"] and "fixed" in s["text"]
     if name == "blazepose_gtboxes.json":
         assert s["ap_before"]["AP"] == pytest.approx(0.532, abs=5e-4)  # ../shared/README.md

@@ -16,8 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from posefix.diagnosis import classify_keypoints
-from posefix.io import load_ground_truth, load_results, read_json, write_json_atomic
+from posefix.io import read_json, write_json_atomic
 from posefix.refine import refine_files
 from posefix.synthesis import synthesize_file
 
@@ -38,12 +37,6 @@ def _subset(dataset: str, tmp: Path) -> tuple[Path, set[int]]:
     data["images"] = [i for i in data["images"] if i["id"] in ids]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
     return write_json_atomic(tmp / f"{dataset}_held_out.json", data), ids
-
-
-def _mean_oks(gt: Path, results: Path) -> float:
-    """Mean OKS of the detections matched to a ground-truth person (coco-analyze matching)."""
-    truth = load_ground_truth(gt)
-    return float(classify_keypoints(truth, load_results(results, truth.spec)).oks.mean())
 
 
 def main() -> None:
@@ -69,7 +62,7 @@ def main() -> None:
                              out=refined, gt=gt, workers=0, progress=False)
             rows.append({"dataset": dataset, "input": label,
                          "ap_before": s["ap_before"]["AP"], "ap_after": s["ap_after"]["AP"],
-                         "oks_before": _mean_oks(gt, path), "oks_after": _mean_oks(gt, refined),
+                         "oks_before": s["mean_oks_before"], "oks_after": s["mean_oks_after"],
                          "errors_before": s["errors_before"], "errors_after": s["errors_after"]})
     write_json_atomic(out / "results.json", rows, indent=2)
     print("| held-out images | input | AP before | AP after | mean OKS before -> after | " +

@@ -771,8 +771,9 @@ def refine_files(
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
-        ``errors_before``/``errors_after``/``error_changes`` with ``gt``, and ``text``
-        (a readable report).
+        ``errors_before``/``errors_after``/``error_changes`` and
+        ``mean_oks_before``/``mean_oks_after`` (of the detections matched to a person) with
+        ``gt``, and ``text`` (a readable report).
     """
     import sys
 
@@ -863,6 +864,9 @@ def _compare(truth: GroundTruth, before: Detections, after: Detections) -> dict[
     out["errors_after"] = counts(diag_a)
     out["matched_before"] = int(len(gb))
     out["matched_after"] = int(len(ga))
+    # Mean OKS of the matched detections: finer than AP when there are few persons.
+    out["mean_oks_before"] = float(np.mean(diag_b.oks)) if len(gb) else float("nan")
+    out["mean_oks_after"] = float(np.mean(diag_a.oks)) if len(ga) else float("nan")
     out["error_changes"] = {
         "persons_compared": int(len(common)),
         "types": list(ERROR_TYPES),
