@@ -330,8 +330,8 @@ def load_ground_truth(
     path = Path(path)
     data = read_json(path)
     if isinstance(data, list):  # mmpose's MPII list form: converted on the fly
-        spec = spec if spec is not None else "mpii16"
-        data = convert_mpii(path, spec)
+        spec = load_spec(spec if spec is not None else "mpii16")
+        data = _mpii_to_coco(data, path, spec)
     if not isinstance(data, dict):
         raise InputError(path, "a COCO annotation file must be a JSON object")
     for key in ("images", "annotations"):
@@ -488,9 +488,12 @@ def convert_mpii(path: str | Path, spec: KeypointSpec | str = "mpii16") -> dict[
     labelled joints' extent when larger; the area is the box area (MPII has no masks).
     """
     path = Path(path)
-    spec = load_spec(spec)
+    return _mpii_to_coco(read_json(path), path, load_spec(spec))
+
+
+def _mpii_to_coco(data: Any, path: Path, spec: KeypointSpec) -> dict[str, Any]:
+    """:func:`convert_mpii` of the already-read JSON ``data`` of ``path``."""
     K = spec.num_keypoints
-    data = read_json(path)
     if not isinstance(data, list):
         raise InputError(path, "the MPII form is a JSON list of entries")
     images: dict[str, int] = {}
