@@ -61,6 +61,21 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+class _Stop(Exception):
+    """Raised by a training callback to interrupt a run in process."""
+
+
+def _interrupt_at(cfg: Config, step: int) -> None:
+    """Train ``cfg`` from scratch and interrupt it (no final checkpoint) at ``step``."""
+
+    def stop(s: TrainState) -> None:
+        if s.step == step:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(cfg, resume="no", callback=stop)
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_refines_inputs(shared_data: Path, tmp_path: Path) -> None:
     # An error profile where most keypoints are wrong, so that "refined beats input" means
@@ -107,17 +122,8 @@ def test_resume_in_process_reaches_the_same_state(shared_data: Path, tmp_path: P
               "optim.lr_steps=[1]", "run.checkpoint_every=2", "optim.max_steps=7",
               "model.deconv_channels=16")
     straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_5(s: TrainState) -> None:
-        if s.step == 5:
-            raise Stop
-
     cfg_b = _tiny(shared_data, tmp_path / "b", *common)
-    with pytest.raises(Stop):
-        train(cfg_b, resume="no", callback=stop_at_5)
+    _interrupt_at(cfg_b, 5)
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ck.extra["step"] == 4 and ck.extra["epoch"] == 1 and ck.extra["sample_in_epoch"] == 4
     resumed = train(cfg_b, resume="auto")
@@ -156,17 +162,8 @@ def test_ema_and_photometric_runs_resume_exactly(shared_data: Path, tmp_path: Pa
     differs = [k for k, v in raw.model.state_dict().items()
                if v.dtype.is_floating_point and not torch.equal(v, raw.extra["ema"][k])]
     assert differs
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_3(s: TrainState) -> None:
-        if s.step == 3:
-            raise Stop
-
     cfg_b = _tiny(shared_data, tmp_path / "b", *common)
-    with pytest.raises(Stop):
-        train(cfg_b, resume="no", callback=stop_at_3)
+    _interrupt_at(cfg_b, 3)
     _assert_same_weights(_weights(straight), _weights(train(cfg_b, resume="auto")))
 
 

@@ -56,9 +56,8 @@ class Photometric:
         img = image.astype(np.float32)
         if self.color:
             b, c, s = rng.uniform(1 - self.color, 1 + self.color, size=3)
-            gray = img @ _GRAY
-            img = img * b
-            img = (img - gray.mean() * b) * c + gray.mean() * b
+            mean = float((img @ _GRAY).mean()) * b  # the brightened image's mean luma
+            img = (img * b - mean) * c + mean
             g = (img @ _GRAY)[..., None]
             img = g + (img - g) * s
         if self.gray_prob and rng.random() < self.gray_prob:
