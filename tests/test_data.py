@@ -338,3 +338,20 @@ def test_image_size_read_from_the_file_when_the_json_lacks_it(tmp_path: Path) ->
     ann_path.write_text(json.dumps(ann))
     table = load_persons([DatasetConfig(ann=str(ann_path))], "coco17")
     np.testing.assert_allclose(table.boxes[0], [150.0, 200.0, 49.0, 39.0])
+
+
+def test_split_field_restricts_a_set(shared_data: Path) -> None:
+    lsp = str(shared_data / "lsp" / "lsp14.json")
+    train = load_persons([DatasetConfig(ann=lsp, split="train")], "coco17")
+    test = load_persons([DatasetConfig(ann=lsp, split="test")], "coco17")
+    assert len(train) == 1000 and len(test) == 800
+    assert train.image_ids.max() == 1000 and test.image_ids.min() == 1001
+    assert set(train.gts[0].images) == set(range(1, 1001))
+    # LSP's 12 body joints land on COCO's by name; the face stays unlabelled
+    assert (train.keypoints[:, :5, 2] == 0).all() and (train.keypoints[:, 5:, 2] > 0).mean() > 0.9
+    both = load_persons([DatasetConfig(ann=lsp, split="train",
+                                       image_files=["images/im0001.jpg", "images/im1001.jpg"])],
+                        "coco17")
+    assert both.image_ids.tolist() == [1]  # the file list within the split
+    with pytest.raises(InputError, match="lsp14.json.*split 'val'"):
+        load_persons([DatasetConfig(ann=lsp, split="val")], "coco17")

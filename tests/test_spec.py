@@ -131,3 +131,23 @@ def test_unknown_spec_name(tmp_path: Path) -> None:
         load_spec("coco18")
     with pytest.raises(SpecError, match="not a file"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_lsp_and_parse_layouts_are_read_from_their_files_and_map_to_coco(
+        shared_data: Path) -> None:
+    from posefix.io import load_ground_truth
+
+    coco = load_spec("coco17")
+    for name, alias, path, extra in (
+            ("lsp14", "lsp", "lsp/lsp14.json", ["neck", "head_top"]),
+            ("parse14", "parse", "parse/parse14.json", ["head_bottom", "head_top"])):
+        spec = load_spec(alias)
+        assert spec.name == name and spec.num_keypoints == 14
+        gt = load_ground_truth(shared_data / path)  # spec inferred from the categories
+        assert gt.spec == spec
+        m = coco.mapping_from(spec)
+        shared = [coco.keypoints[i] for i in np.flatnonzero(m >= 0)]
+        assert len(shared) == 12 and not any(n in shared for n in extra)
+        assert all(coco.keypoints[i] == spec.keypoints[m[i]] for i in np.flatnonzero(m >= 0))
+        assert set(coco.keypoints) - set(shared) == {"nose", "left_eye", "right_eye",
+                                                     "left_ear", "right_ear"}

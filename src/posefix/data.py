@@ -158,6 +158,11 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
             raise ConfigError(f"{ds.ann}: layout {gt.spec.name} shares no keypoint name with "
                               f"{spec.name}")
         images = gt.images
+        if ds.split is not None:
+            images = {k: v for k, v in images.items() if v.split == ds.split}
+            if not images:
+                raise InputError(ds.ann, f"no image has split {ds.split!r}",
+                                 field_name="images.split")
         if ds.image_files is not None:
             by_name = {im.file_name: im.id for im in gt.images.values()}
             unknown = sorted(set(ds.image_files) - set(by_name))
@@ -165,7 +170,7 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
                 raise InputError(ds.ann, f"image_files not in this set: {unknown[:5]}",
                                  field_name="images")
             keep_ids = {by_name[f] for f in ds.image_files}
-            images = {k: v for k, v in gt.images.items() if k in keep_ids}
+            images = {k: v for k, v in images.items() if k in keep_ids}
         in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
         gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
         kp = convert_layout(gt.keypoints, gt.spec, spec)

@@ -61,6 +61,7 @@ class ImageInfo:
     file_name: str
     width: int
     height: int
+    split: str | None = None  # the file's own ``images[].split`` (e.g. LSP's train/test)
 
 
 @dataclass
@@ -347,8 +348,9 @@ def load_ground_truth(
     images: dict[int, ImageInfo] = {}
     for i, im in enumerate(data["images"]):
         try:
+            split = im.get("split")
             info = ImageInfo(int(im["id"]), str(im["file_name"]), int(im.get("width", 0)),
-                             int(im.get("height", 0)))
+                             int(im.get("height", 0)), None if split is None else str(split))
         except KeyError as e:
             raise InputError(path, "missing field", i, f"images.{e.args[0]}") from None
         images[info.id] = info

@@ -27,6 +27,8 @@ _ALIASES = {
     "crowdpose": "crowdpose14",
     "aic": "aic14",
     "mpii": "mpii16",
+    "lsp": "lsp14",
+    "parse": "parse14",
 }
 
 
