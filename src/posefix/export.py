@@ -46,8 +46,8 @@ class RefinerModule(nn.Module):
 
     def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Run the network and decode its heatmaps."""
-        logits = self.net(images, input_pose)
-        coords, confidence = self.net.decode(logits)
+        logits, error_logits = self.net(images, input_pose, with_error=True)
+        coords, confidence = self.net.decode(logits, input_pose, error_logits)
         return coords, confidence, logits
 
 

