@@ -22,7 +22,7 @@ REPORT_KEYS = {
     "spec", "oks_threshold", "num_images", "num_ground_truth", "num_detections", "matched",
     "unmatched_detections", "background_false_positives", "duplicates", "missed_ground_truth",
     "matched_to_ignored", "beyond_max_dets", "keypoints", "detections_with", "per_keypoint",
-    "per_group", "ap", "ap_if_fixed", "gt", "results", "skipped_unknown_image",
+    "per_group", "ap", "ap_if_fixed", "pr_breakdown", "gt", "results", "skipped_unknown_image",
 }
 
 
@@ -96,3 +96,50 @@ def test_bad_input_exits_2_naming_the_file(coco_dir: Path, tmp_path: Path) -> No
     path.write_text(json.dumps(res))
     out = run("analyze", "--gt", coco_dir / "test_coco.json", "--results", path, "--strict")
     assert out.returncode == 2 and f"{path}: entry 0: field 'image_id'" in out.stderr
+
+
+def lsp_test_split(shared_data: Path, out: Path) -> Path:
+    """LSP's test split of coco17.json (face keypoints unlabelled) as its own file."""
+    gt = load_ground_truth(shared_data / "lsp" / "coco17.json")
+    test = [im["id"] for im in json.loads((shared_data / "lsp" / "coco17.json").read_text())[
+        "images"] if im.get("split") == "test"]
+    sub = gt.subset(np.flatnonzero(np.isin(gt.image_ids, test)), image_ids=test)
+    out.write_text(json.dumps(sub.to_coco()))
+    return out
+
+
+def test_report_figures_show_the_json_numbers(shared_data: Path, tmp_path: Path) -> None:
+    gt = lsp_test_split(shared_data, tmp_path / "lsp_test.json")
+    results = shared_data / "lsp" / "posenet_gtboxes.json"
+    out = run("analyze", "--gt", gt, "--results", results, "--json", "--report",
+              tmp_path / "report")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    index = tmp_path / "report" / "index.html"
+    assert set(report) == REPORT_KEYS | {"report"} and report["report"] == str(index)
+    assert index.is_file() and report["num_ground_truth"] == 800
+    drawn = json.loads((tmp_path / "report" / "figures.json").read_text())
+    for oks, stat in (("0.50", "AP50"), ("0.75", "AP75")):
+        legend = drawn[f"pr_oks{oks[2:]}"]["posenet_gtboxes"]
+        assert legend["ap"] == report["pr_breakdown"][oks]  # the areas drawn, to the bit
+        assert legend["legend"][0] == f"[{report['ap'][stat]:.3f}] as is"
+        assert legend["ap"]["original"] == report["ap"][stat]
+        assert legend["ap"]["jitter"] == report["ap_if_fixed"]["cumulative"][-1][stat]
+    for name in ("pr_oks50.png", "pr_oks75.png", "error_types.png", "oks_histogram.png",
+                 "size.png", "report.md", "report.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000
+    # The text report says where the report is; the same numbers as --json.
+    out = run("analyze", "--gt", gt, "--results", results, "--report", tmp_path / "again")
+    assert out.returncode == 0, out.stderr
+    assert f"report written to {tmp_path / 'again' / 'index.html'}" in out.stdout
+    assert "+ no false negatives" in out.stdout
+    again = json.loads((tmp_path / "again" / "figures.json").read_text())
+    assert again["pr_oks75"] == drawn["pr_oks75"] and "posenet_gtboxes" in drawn["size"]
+
+
+def test_report_into_a_file_exits_2(coco_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    out = run("analyze", "--gt", coco_dir / "test_coco.json", "--results",
+              coco_dir / "blazepose_gtboxes.json", "--report", tmp_path / "taken")
+    assert out.returncode == 2 and "not a folder" in out.stderr
+    assert (tmp_path / "taken").read_text() == "x"

@@ -195,6 +195,58 @@ def test_bad_input(trained_checkpoint: Path, coco_dir: Path, tmp_path: Path) -> 
     assert r.returncode == 2 and "bad.json" in r.stderr and "keypoints" in r.stderr
 
 
+def test_refine_report(trained_checkpoint: Path, coco_dir: Path, tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    gt = coco_dir / "test_coco.json"
+    results = coco_dir / "blazepose_gtboxes.json"
+    out, root = tmp_path / "refined.json", tmp_path / "report"
+    r = refine_cli(trained_checkpoint, coco_dir, results, out, "--gt", gt, "--json",
+                   "--report", root)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["report"] == str(root / "index.html")
+    report = json.loads((root / "report.json").read_text())
+    drawn = json.loads((root / "figures.json").read_text())
+    # The report draws the summary's numbers (--json): one computation.
+    for key in ("ap_before", "ap_after", "error_changes", "mean_oks_before", "mean_oks_after"):
+        assert report["comparison"][key] == s[key]
+    ch = s["error_changes"]
+    assert drawn["transitions"]["matrix"] == ch["transitions"]
+    assert np.sum([ch["per_keypoint"][k] for k in ch["per_keypoint"]], axis=0).tolist() == \
+        ch["transitions"]
+    # Each side's curves are its own `posefix analyze` (the refined file is rounded to 1e-4 px).
+    for label, path, tol in (("input", results, 0.0), ("refined", out, 1e-6)):
+        a = run("analyze", "--gt", gt, "--results", path, "--json")
+        assert a.returncode == 0, a.stderr
+        breakdown = json.loads(a.stdout)["pr_breakdown"]
+        for oks in ("0.50", "0.75"):
+            assert drawn[f"pr_oks{oks[2:]}"][label]["ap"] == pytest.approx(breakdown[oks],
+                                                                           abs=tol)
+    links: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            links.extend(v for k, v in attrs if k in ("href", "src") and v)
+
+    Links().feed((root / "index.html").read_text(encoding="utf-8"))
+    assert {"pr_oks50.png", "pr_oks75.png", "error_types.png", "oks_histogram.png",
+            "size.png", "transitions.png"} <= set(links)
+    for link in links:
+        assert "://" not in link and not link.startswith("/") and (root / link).is_file()
+    for e in drawn["examples"]:
+        assert e["drawn"] and e["png"] in links
+        assert (e["oks_change"] > 0) == (e["kind"] == "best")
+
+
+def test_report_needs_gt(coco_dir: Path, tmp_path: Path) -> None:
+    r = run("refine", "--checkpoint", tmp_path / "unused.pt", "--images", coco_dir,
+            "--results", coco_dir / "blazepose_gtboxes.json", "--out", tmp_path / "o.json",
+            "--image-list", coco_dir / "test_coco.json", "--report", tmp_path / "report")
+    assert r.returncode == 2 and "pass --gt" in r.stderr
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "report").exists()
+
+
 def test_visualize_cli(coco_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "vis"
     r = run("visualize", "--images", coco_dir, "--gt", coco_dir / "test_coco.json",

@@ -43,6 +43,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fit-profile", default=None, metavar="OUT",
                    help="also fit an error profile to these results and write it to OUT")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write figures, report.md and index.html into DIR")
     p.set_defaults(func=_cmd_analyze)
 
 
@@ -50,7 +52,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     from .diagnosis import analyze_files, format_report
 
     report = analyze_files(a.gt, a.results, spec=a.spec, strict=a.strict,
-                           fit_profile_out=a.fit_profile)
+                           fit_profile_out=a.fit_profile, report_dir=a.report)
     _print_json(report) if a.json else print(format_report(report))
     return 0
 
@@ -126,6 +128,9 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                         "gives (else applies it)")
     p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="with --gt: write before/after figures, report.md and index.html "
+                        "into DIR")
     p.set_defaults(func=_cmd_refine)
 
 
@@ -137,8 +142,11 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
         onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
+        report=a.report,
     )
     _print_json(summary) if a.json else print(summary.get("text", ""))
+    if "report" in summary and not a.json:
+        print(f"report written to {summary['report']}")
     return 0
 
 

@@ -20,10 +20,13 @@ Unlabelled ground-truth keypoints (v = 0, and the spec's ``ignore``) are ``ABSEN
 Where this differs from coco-analyze (``COCOanalyze._find_kpt_errors``):
 
 1. coco-analyze takes the arg-max of KS over all candidates (own, own partner, every other
-   person's same and partner keypoint) and labels by which wins; here the own keypoint
-   decides first, so a keypoint with own KS in [0.5, 0.85) is jitter even when another
-   candidate is closer (coco-analyze: inversion or swap), and a keypoint with own KS >=
-   0.85 is always good.
+   person's same and partner keypoint) and labels by which wins; here the candidates are
+   checked in a fixed order: the own keypoint first, so a keypoint with own KS in
+   [0.5, 0.85) is jitter even when another candidate is closer (coco-analyze: inversion or
+   swap), and a keypoint with own KS >= 0.85 is always good; then the own partner
+   (inversion) before the other persons (swap), so a keypoint within KS 0.5 of both its
+   partner and another person's keypoint is an inversion here even where the other person's
+   is closer (coco-analyze: swap).
 2. coco-analyze's good needs KS > 0.85 strictly while its jitter needs KS < 0.85, leaving
    KS == 0.85 unlabelled; here good is KS >= 0.85.
 3. coco-analyze matches with its "all" area range [32^2, 1e5^2] (small persons become
@@ -37,16 +40,26 @@ Where this differs from coco-analyze (``COCOanalyze._find_kpt_errors``):
    truth, then the whole file is re-evaluated with :func:`posefix.evaluate.evaluate`
    (COCO AP .50:.95, all three area ranges), where coco-analyze reports AP per OKS
    threshold. As coco-analyze, we report each type fixed alone (its "AP improvement") and
-   the cumulative fixes in its order miss, swap, inversion, jitter (its stacked
-   precision-recall curves), plus the AP without background false positives. Score errors
-   (coco-analyze's optimal rescoring) are not analysed.
+   the cumulative fixes in its order miss, swap, inversion, jitter, plus the AP without
+   background false positives. Score errors (coco-analyze's optimal rescoring) are not
+   analysed. The precision-recall breakdown (:func:`run_analysis`, ``posefix analyze
+   --report``) is coco-analyze's stacked curves per OKS threshold: the results as they are,
+   the cumulative fixes, then (all four fixed) every detection unmatched at that threshold
+   ignored ("without background false positives", as coco-analyze counts them), then also
+   every ground truth unmatched at that threshold ignored ("without false negatives").
 5. Unmatched detections are split into background false positives (OKS below the
    threshold with every ground truth of the image: they never match at any evaluation
    threshold, so removing them cannot lower AP unless it lets a detection beyond ``maxDets``
    move up)
    and duplicates (near a person a better-scoring detection took); coco-analyze counts
-   every unmatched detection as a background false positive and measures its impact by
-   ignoring them at a single OKS threshold.
+   every unmatched detection as a background false positive and measures their impact by
+   ignoring, at each OKS threshold, every detection unmatched at that threshold (the
+   breakdown's ``background_fp`` step; the tables' "no background false positives" removes
+   only the detections below ``oks_threshold`` with every person, at every threshold).
+   Missed persons (false negatives) here are the counted ground truths (not crowd, with a
+   labelled keypoint) that no detection matched at OKS ``oks_threshold`` (0.1);
+   coco-analyze counts, at each threshold .50:.95, every annotation unmatched at that
+   threshold, including persons without labelled keypoints.
 6. ``num_overlap`` (for error profiles) counts the other non-crowd persons *with at least
    one labelled keypoint* whose box IoU with the person's box is >= 0.1 (the persons a
    swap can come from, as :mod:`posefix.data` counts them); coco-analyze has no such
@@ -61,7 +74,14 @@ from typing import Any
 
 import numpy as np
 
-from .evaluate import evaluate, load_evaluation_inputs, match_detections
+from .evaluate import (
+    PRCurves,
+    accumulate,
+    evaluate,
+    load_evaluation_inputs,
+    match_detections,
+    summarize,
+)
 from .geometry import paired_box_iou
 from .io import Detections, GroundTruth, same_image_pairs
 from .similarity import keypoint_similarity
@@ -81,13 +101,19 @@ from .taxonomy import (
 __all__ = [
     "DEFAULT_OKS_THRESHOLD",
     "OVERLAP_IOU",
+    "PR_STEPS",
+    "PR_STEP_LABELS",
+    "PR_THRESHOLDS",
+    "Analysis",
     "Diagnosis",
     "analyze",
     "analyze_files",
     "classify_keypoints",
     "fix_errors",
+    "format_pr_breakdown",
     "format_report",
     "overlap_counts",
+    "run_analysis",
 ]
 
 #: coco-analyze's ``oksLocThrs``: matches below it are background false positives.
@@ -96,6 +122,11 @@ DEFAULT_OKS_THRESHOLD = 0.1
 OVERLAP_IOU = 0.1
 #: The order in which coco-analyze corrects error types cumulatively.
 _FIX_ORDER = ("miss", "swap", "inversion", "jitter")
+#: The curves of the precision-recall breakdown, in stacking order: as is, each error type
+#: fixed cumulatively, then without background false positives, then without false negatives.
+PR_STEPS: tuple[str, ...] = ("original", *_FIX_ORDER, "background_fp", "false_negatives")
+#: The OKS thresholds the breakdown is reported at (``pr_breakdown`` of :func:`analyze`).
+PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.75)
 
 
 @dataclass
@@ -270,14 +301,37 @@ def _ap_entry(stats: dict[str, float], base: float) -> dict[str, float]:
             "AR": stats["AR"], "gain": stats["AP"] - base}
 
 
-def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OKS_THRESHOLD,
-            diagnosis: Diagnosis | None = None) -> dict[str, Any]:
-    """Error report of a set of detections: the keypoint error breakdown overall, per
-    keypoint and per body group, background false positives and missed persons, and the
-    AP gained by correcting each error type (see the module docstring)."""
+@dataclass
+class Analysis:
+    """An :func:`analyze` report with what it was computed from.
+
+    Attributes:
+        report: the :func:`analyze` report (JSON-ready).
+        diagnosis: the keypoint labels (:func:`classify_keypoints`).
+        curves: :data:`PR_STEPS` -> precision-recall curves (all OKS thresholds and area
+            ranges) from which ``report["ap"]``, ``report["ap_if_fixed"]["cumulative"]``
+            and ``report["pr_breakdown"]`` were summarized.
+    """
+
+    report: dict[str, Any]
+    diagnosis: Diagnosis
+    curves: dict[str, PRCurves]
+
+
+def _threshold_key(oks: float) -> str:
+    return f"{oks:.2f}"
+
+
+def run_analysis(gt: GroundTruth, dets: Detections,
+                 oks_threshold: float = DEFAULT_OKS_THRESHOLD,
+                 diagnosis: Diagnosis | None = None) -> Analysis:
+    """:func:`analyze`, keeping the diagnosis and the precision-recall curves of the
+    breakdown (the results as they are, each error type fixed cumulatively, then without
+    background false positives and without false negatives; see the module docstring)."""
     d = diagnosis if diagnosis is not None else classify_keypoints(gt, dets, oks_threshold)
     spec = gt.spec
-    base = evaluate(gt, dets)
+    curves: dict[str, PRCurves] = {"original": accumulate(match_detections(gt, dets))}
+    base = summarize(curves["original"])
     labels = d.labels
     per_kp = {name: _breakdown(labels[:, k]) for k, name in enumerate(spec.keypoints)}
     groups = dict(spec.groups)
@@ -287,19 +341,25 @@ def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OK
     per_group = {g: _breakdown(labels[:, list(idx)]) for g, idx in groups.items()}
     with_type = (labels[..., None] == np.arange(len(ERROR_TYPES))).any(1).sum(0)
 
-    alone = {t: _ap_entry(evaluate(gt, fix_errors(gt, dets, d, [t])), base["AP"])
-             for t in _FIX_ORDER}
-    cumulative = [{"fixed": [_FIX_ORDER[0]], **alone[_FIX_ORDER[0]]}]
-    for i in range(2, len(_FIX_ORDER) + 1):
+    cumulative = []
+    for i in range(1, len(_FIX_ORDER) + 1):
         fixed = _FIX_ORDER[:i]
-        entry = _ap_entry(evaluate(gt, fix_errors(gt, dets, d, fixed)), base["AP"])
-        cumulative.append({"fixed": list(fixed), **entry})
+        mt = match_detections(gt, fix_errors(gt, dets, d, fixed))
+        curves[fixed[-1]] = accumulate(mt)
+        cumulative.append({"fixed": list(fixed),
+                           **_ap_entry(summarize(curves[fixed[-1]]), base["AP"])})
+    # The first cumulative step is the first type fixed alone.
+    alone = {t: _ap_entry(evaluate(gt, fix_errors(gt, dets, d, [t])), base["AP"])
+             if i else {k: v for k, v in cumulative[0].items() if k != "fixed"}
+             for i, t in enumerate(_FIX_ORDER)}
+    curves["background_fp"] = accumulate(mt, ignore_unmatched=True)
+    curves["false_negatives"] = accumulate(mt, ignore_unmatched=True, ignore_missed=True)
     keep = np.ones(len(dets), dtype=bool)
     keep[d.background_det_index] = False
     no_bg = _ap_entry(evaluate(gt, dets.select(keep)), base["AP"])
 
     counted = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
-    return {
+    report = {
         "spec": spec.name,
         "oks_threshold": d.oks_threshold,
         "num_images": len(gt.images),
@@ -322,20 +382,44 @@ def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OK
             "cumulative": cumulative,
             "background_false_positives": no_bg,
         },
+        # AP (area under each curve, area range "all") of the precision-recall breakdown.
+        "pr_breakdown": {
+            _threshold_key(t): {step: curves[step].ap(t) for step in PR_STEPS}
+            for t in PR_THRESHOLDS
+        },
     }
+    return Analysis(report=report, diagnosis=d, curves=curves)
+
+
+def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OKS_THRESHOLD,
+            diagnosis: Diagnosis | None = None) -> dict[str, Any]:
+    """Error report of a set of detections: the keypoint error breakdown overall, per
+    keypoint and per body group, background false positives and missed persons, the
+    AP gained by correcting each error type, and the AP at OKS .50 and .75 of the
+    precision-recall breakdown (``pr_breakdown``; see the module docstring)."""
+    return run_analysis(gt, dets, oks_threshold, diagnosis).report
 
 
 def analyze_files(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
     strict: bool = False, fit_profile_out: str | Path | None = None,
+    report_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """:func:`analyze` a results file against an annotation file; optionally fit an error
-    profile (:func:`posefix.profile.fit_profile`) and write it to ``fit_profile_out``."""
+    profile (:func:`posefix.profile.fit_profile`) and write it to ``fit_profile_out``, and
+    write the figures, ``report.md`` and ``index.html`` into ``report_dir``
+    (:func:`posefix.report.write_analysis_report`; its path is then ``report["report"]``)."""
     gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict)
     d = classify_keypoints(gt, dets)
-    report = analyze(gt, dets, diagnosis=d)
+    analysis = run_analysis(gt, dets, diagnosis=d)
+    report = analysis.report
     report.update({"gt": str(gt_path), "results": str(results_path),
                    "skipped_unknown_image": n_unknown})
+    if report_dir is not None:
+        from .report import write_analysis_report
+
+        written = write_analysis_report(gt, dets, report_dir, analysis=analysis)
+        report["report"] = str(written["index"])
     if fit_profile_out is not None:
         from .profile import fit_profile, save_profile
 
@@ -343,6 +427,30 @@ def analyze_files(
                               swap_possible=d.swap_possible)
         report["profile"] = str(save_profile(profile, fit_profile_out))
     return report
+
+
+#: Readable names of the :data:`PR_STEPS`, as the tables and figures show them.
+PR_STEP_LABELS: dict[str, str] = {
+    "original": "as is",
+    "miss": "miss fixed",
+    "swap": "+ swap fixed",
+    "inversion": "+ inversion fixed",
+    "jitter": "+ jitter fixed",
+    "background_fp": "+ no background FP",
+    "false_negatives": "+ no false negatives",
+}
+
+
+def format_pr_breakdown(breakdown: dict[str, dict[str, float]]) -> list[str]:
+    """Table lines of an :func:`analyze` report's ``pr_breakdown``."""
+    keys = list(breakdown)
+    head = (f"{'AP at OKS, fixed cumulatively':<34} "
+            + " ".join(f"{'OKS ' + k:>9}" for k in keys))
+    out = [head, "-" * len(head)]
+    for step in PR_STEPS:
+        out.append(f"{PR_STEP_LABELS[step]:<34} "
+                   + " ".join(f"{breakdown[k][step]:9.3f}" for k in keys))
+    return out
 
 
 def _pct(x: float) -> str:
@@ -401,6 +509,12 @@ def format_report(report: dict[str, Any]) -> str:
     for e in fixes["cumulative"][1:]:
         lines.append(row(" + ".join(e["fixed"]), e))
     lines.append(row("no background false positives", fixes["background_false_positives"]))
+    if "pr_breakdown" in r:
+        lines.append("")
+        lines += format_pr_breakdown(r["pr_breakdown"])
+    if "report" in r:
+        lines.append("")
+        lines.append(f"report written to {r['report']}")
     if "profile" in r:
         lines.append("")
         lines.append(f"error profile written to {r['profile']}")

@@ -25,6 +25,10 @@ meant to agree with pycocotools exactly. It reproduces COCOeval's rules and quir
 * precision is interpolated at the 101 recall points of ``accumulate``; a statistic whose
   area range has no non-ignored ground truth is -1.
 
+The precision-recall curves themselves (:func:`precision_recall`, :class:`PRCurves`) are
+what :func:`evaluate` summarizes; the diagnosis's precision-recall breakdown and its figures
+(:mod:`posefix.report`) draw the same arrays.
+
 Detections of other categories than 1 (person) are not evaluated, as COCOeval skips
 categories absent from the ground truth; detections on images the ground truth does not list
 are dropped by :func:`evaluate` (pycocotools refuses the whole file), and counted, or
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +55,16 @@ __all__ = [
     "RECALL_THRESHOLDS",
     "STAT_NAMES",
     "Matching",
+    "PRCurves",
+    "accumulate",
     "coco_oks",
     "evaluate",
     "evaluate_files",
     "format_stats",
     "load_evaluation_inputs",
     "match_detections",
+    "precision_recall",
+    "summarize",
 ]
 
 #: COCOeval's keypoint OKS thresholds .50:.05:.95 (the same linspace, so ``.75`` is found).
@@ -293,8 +301,62 @@ def match_detections(
     )
 
 
-def _accumulate(mt: Matching) -> tuple[np.ndarray, np.ndarray]:
-    """COCOeval.accumulate: precision (T, R, A) and recall (T, A), -1 where undefined."""
+@dataclass
+class PRCurves:
+    """COCOeval's accumulated precision-recall curves: what every AP and AR comes from.
+
+    Attributes:
+        precision: (T, R, A) interpolated precision at :data:`RECALL_THRESHOLDS` for each
+            OKS threshold and area range (COCOeval's ``eval['precision']`` for the person
+            category and ``maxDets``), -1 where no ground truth counts.
+        recall: (T, A) final recall, -1 where no ground truth counts.
+        oks_thresholds: (T,) the OKS thresholds (:data:`OKS_THRESHOLDS`).
+        area_ranges: the area range names (keys of :data:`AREA_RANGES`).
+    """
+
+    precision: np.ndarray
+    recall: np.ndarray
+    oks_thresholds: np.ndarray = field(default_factory=lambda: OKS_THRESHOLDS.copy())
+    area_ranges: tuple[str, ...] = tuple(AREA_RANGES)
+
+    def _index(self, oks: float, area: str) -> tuple[int, int]:
+        hit = np.flatnonzero(np.isclose(self.oks_thresholds, oks, rtol=0, atol=1e-9))
+        if len(hit) == 0:
+            raise ValueError(f"OKS threshold {oks} is not one of {self.oks_thresholds.tolist()}")
+        return int(hit[0]), self.area_ranges.index(area)
+
+    def curve(self, oks: float, area: str = "all") -> np.ndarray:
+        """(R,) precision at :data:`RECALL_THRESHOLDS` for one OKS threshold (-1: undefined)."""
+        t, a = self._index(oks, area)
+        return self.precision[t, :, a]
+
+    def ap(self, oks: float | None = None, area: str = "all") -> float:
+        """AP: the mean precision over the recall points (the area under :meth:`curve`),
+        averaged over all thresholds where ``oks`` is None; -1 where undefined."""
+        a = self.area_ranges.index(area)
+        values = self.precision[:, :, a]
+        if oks is not None:
+            values = values[self._index(oks, area)[0]]
+        return _mean_defined(values)
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """COCOeval.summarize's mean of the entries > -1 (-1 where there are none)."""
+    s = values[values > -1]
+    return -1.0 if len(s) == 0 else float(np.mean(s))
+
+
+def accumulate(mt: Matching, *, ignore_unmatched: bool = False,
+               ignore_missed: bool = False) -> PRCurves:
+    """COCOeval.accumulate: the precision-recall curves of a :class:`Matching`.
+
+    Args:
+        mt: the matching (:func:`match_detections`).
+        ignore_unmatched: ignore, at each OKS threshold, every detection not matched at that
+            threshold (coco-analyze's curve without background false positives).
+        ignore_missed: ignore, at each OKS threshold, every ground truth no detection matched
+            at that threshold (coco-analyze's curve without false negatives).
+    """
     A, T, N = mt.det_ignore.shape
     Rn = len(RECALL_THRESHOLDS)
     precision = -np.ones((T, Rn, A))
@@ -302,56 +364,67 @@ def _accumulate(mt: Matching) -> tuple[np.ndarray, np.ndarray]:
     inds = np.argsort(-mt.scores, kind="mergesort")
     ig = mt.det_ignore[..., inds]
     dtm = mt.counted[..., inds]
+    if ignore_unmatched:
+        ig = ig | ~dtm
     tps = dtm & ~ig
     fps = ~dtm & ~ig
     tp_sum = np.cumsum(tps, axis=-1).astype(dtype=float)
     fp_sum = np.cumsum(fps, axis=-1).astype(dtype=float)
-    npig = (~mt.gt_ignore).sum(-1)
+    if ignore_missed:  # each counted ground truth is matched by at most one detection
+        npig = tps.sum(-1)  # A, T
+    else:
+        npig = np.broadcast_to((~mt.gt_ignore).sum(-1)[:, None], (A, T))
     for a in range(A):
-        if npig[a] == 0:
-            continue
-        rc = tp_sum[a] / npig[a]  # T, N
-        pr = tp_sum[a] / (fp_sum[a] + tp_sum[a] + _EPS)
-        recall[:, a] = rc[:, -1] if N else 0
-        # Precision envelope: running maximum from the right.
-        env = np.maximum.accumulate(pr[:, ::-1], axis=-1)[:, ::-1]
         for t in range(T):
-            pos = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+            if npig[a, t] == 0:
+                continue
+            rc = tp_sum[a, t] / npig[a, t]  # N
+            pr = tp_sum[a, t] / (fp_sum[a, t] + tp_sum[a, t] + _EPS)
+            recall[t, a] = rc[-1] if N else 0
+            # Precision envelope: running maximum from the right.
+            env = np.maximum.accumulate(pr[::-1])[::-1]
+            pos = np.searchsorted(rc, RECALL_THRESHOLDS, side="left")
             q = np.zeros(Rn)
             inside = pos < N
-            q[inside] = env[t, pos[inside]]
+            q[inside] = env[pos[inside]]
             precision[t, :, a] = q
-    return precision, recall
+    return PRCurves(precision=precision, recall=recall, oks_thresholds=OKS_THRESHOLDS.copy(),
+                    area_ranges=tuple(AREA_RANGES))
 
 
-def _summarize(values: np.ndarray, thresholds: np.ndarray, thr: float | None) -> float:
-    s = values
-    if thr is not None:
-        s = s[np.where(thr == thresholds)[0]]
-    s = s[s > -1]
-    return -1.0 if len(s) == 0 else float(np.mean(s))
+def precision_recall(gt: GroundTruth, dets: Detections) -> PRCurves:
+    """COCOeval's precision-recall curves of a set of detections (all OKS thresholds and
+    area ranges): the one computation behind :func:`evaluate`'s numbers."""
+    return accumulate(match_detections(gt, dets))
+
+
+def summarize(curves: PRCurves) -> dict[str, float]:
+    """COCOeval.summarize: the :data:`STAT_NAMES` statistics of precision-recall curves."""
+    def rec(oks: float | None, area: str) -> float:
+        a = curves.area_ranges.index(area)
+        values = curves.recall[:, a]
+        if oks is not None:
+            values = values[curves._index(oks, area)[0]]
+        return _mean_defined(np.atleast_1d(values))
+
+    return {
+        "AP": curves.ap(None, "all"),
+        "AP50": curves.ap(.5, "all"),
+        "AP75": curves.ap(.75, "all"),
+        "APm": curves.ap(None, "medium"),
+        "APl": curves.ap(None, "large"),
+        "AR": rec(None, "all"),
+        "AR50": rec(.5, "all"),
+        "AR75": rec(.75, "all"),
+        "ARm": rec(None, "medium"),
+        "ARl": rec(None, "large"),
+    }
 
 
 def evaluate(gt: GroundTruth, dets: Detections) -> dict[str, float]:
     """COCO keypoint AP/AR (``COCOeval`` 'keypoints', the spec's sigmas), keyed by
     :data:`STAT_NAMES`; -1 where no ground truth counts (as COCOeval)."""
-    mt = match_detections(gt, dets)
-    precision, recall = _accumulate(mt)
-    a_all, a_med, a_large = 0, 1, 2
-    th = OKS_THRESHOLDS
-    stats = {
-        "AP": _summarize(precision[:, :, a_all], th, None),
-        "AP50": _summarize(precision[:, :, a_all], th, .5),
-        "AP75": _summarize(precision[:, :, a_all], th, .75),
-        "APm": _summarize(precision[:, :, a_med], th, None),
-        "APl": _summarize(precision[:, :, a_large], th, None),
-        "AR": _summarize(recall[:, a_all], th, None),
-        "AR50": _summarize(recall[:, a_all], th, .5),
-        "AR75": _summarize(recall[:, a_all], th, .75),
-        "ARm": _summarize(recall[:, a_med], th, None),
-        "ARl": _summarize(recall[:, a_large], th, None),
-    }
-    return stats
+    return summarize(precision_recall(gt, dets))
 
 
 def load_evaluation_inputs(

@@ -745,6 +745,7 @@ def refine_files(
     *,
     exif: str = "auto",
     progress: bool | None = None,
+    report: str | Path | None = None,
 ) -> dict[str, Any]:
     """Refine a COCO keypoint results file into another (``posefix refine``).
 
@@ -768,6 +769,8 @@ def refine_files(
         strict: detections of images not in the image list are an error (default:
             skipped with a warning).
         progress: progress bar (default: when stderr is a terminal).
+        report: with ``gt``, write the before/after figures, ``report.md`` and
+            ``index.html`` into this folder (:func:`posefix.report.write_refine_report`).
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -785,6 +788,8 @@ def refine_files(
                              "choose another --out")
     if out_p.is_dir():
         raise InputError(out_p, "is a folder; --out must be a file path")
+    if report is not None and gt is None:
+        raise InputError(Path(report), "a report needs the ground truth: pass --gt")
     if image_list is None and gt is None:
         raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
                          "--image-list (a COCO JSON with 'images': id, file_name)")
@@ -832,6 +837,11 @@ def refine_files(
     }
     if truth is not None:
         summary.update(_compare(truth, dets, refined))
+    if report is not None:
+        from .report import write_refine_report
+
+        summary["report"] = str(write_refine_report(
+            truth, dets, refined, report, images=paths, summary=summary, exif=exif)["index"])
     summary["text"] = format_summary(summary)
     return summary
 
@@ -854,11 +864,12 @@ def _compare(truth: GroundTruth, before: Detections, after: Detections) -> dict[
     # Keypoints of ground-truth persons matched both before and after: type transitions.
     gb, ga = np.asarray(diag_b.gt_index), np.asarray(diag_a.gt_index)
     common, ib, ia = np.intersect1d(gb, ga, assume_unique=True, return_indices=True)
-    lb = np.asarray(diag_b.labels)[ib].reshape(-1)
-    la = np.asarray(diag_a.labels)[ia].reshape(-1)
+    lb, la = np.asarray(diag_b.labels)[ib], np.asarray(diag_a.labels)[ia]  # persons, K
+    kp = np.broadcast_to(np.arange(lb.shape[1]), lb.shape)
     both = (lb >= 0) & (la >= 0)
-    trans = np.zeros((n, n), dtype=np.int64)
-    np.add.at(trans, (lb[both], la[both]), 1)
+    per_kp = np.zeros((lb.shape[1], n, n), dtype=np.int64)  # [keypoint][before][after]
+    np.add.at(per_kp, (kp[both], lb[both], la[both]), 1)
+    trans = per_kp.sum(0)
     good = ERROR_TYPES.index("good")
     out["errors_before"] = counts(diag_b)
     out["errors_after"] = counts(diag_a)
@@ -871,6 +882,7 @@ def _compare(truth: GroundTruth, before: Detections, after: Detections) -> dict[
         "persons_compared": int(len(common)),
         "types": list(ERROR_TYPES),
         "transitions": trans.tolist(),  # [before type][after type], keypoint counts
+        "per_keypoint": {name: per_kp[k].tolist() for k, name in enumerate(truth.spec.keypoints)},
         "fixed": {t: int(trans[c, good]) for c, t in enumerate(ERROR_TYPES) if c != good},
         "made": {t: int(trans[good, c]) for c, t in enumerate(ERROR_TYPES) if c != good},
     }

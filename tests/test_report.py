@@ -1,0 +1,245 @@
+"""posefix.report: the figures, report.md and index.html of a diagnosis, on real data."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from posefix import report as report_mod
+from posefix.diagnosis import PR_STEPS, classify_keypoints, fix_errors, run_analysis
+from posefix.evaluate import RECALL_THRESHOLDS, evaluate
+from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
+from posefix.refine import _compare
+from posefix.report import PALETTE, write_analysis_report, write_refine_report
+from posefix.taxonomy import ERROR_TYPES
+
+FIGURES = ("pr_oks50.png", "pr_oks75.png", "error_types.png", "oks_histogram.png", "size.png")
+
+
+@pytest.fixture(scope="module")
+def lsp_test(shared_data: Path) -> tuple[GroundTruth, Detections]:
+    """LSP's test split in the COCO-17 layout (face unlabelled) and PoseNet's results."""
+    path = shared_data / "lsp" / "coco17.json"
+    test = {im["id"] for im in json.loads(path.read_text())["images"]
+            if im.get("split") == "test"}
+    full = load_ground_truth(path)
+    gt = full.subset(np.flatnonzero(np.isin(full.image_ids, list(test))), image_ids=test)
+    dets = load_results(shared_data / "lsp" / "posenet_gtboxes.json", gt.spec)
+    assert len(gt) == len(gt.images) == 800
+    return gt, dets
+
+
+@pytest.fixture(scope="module")
+def lsp_report(lsp_test: tuple[GroundTruth, Detections],
+               tmp_path_factory: pytest.TempPathFactory) -> dict:
+    gt, dets = lsp_test
+    return write_analysis_report(gt, dets, tmp_path_factory.mktemp("lsp") / "report")
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.links += [v for k, v in attrs if k in ("href", "src") and v is not None]
+
+
+def check_links(index: Path) -> list[str]:
+    """Every href/src of the page is relative and names an existing file; returns them."""
+    parser = _Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    assert parser.links
+    for link in parser.links:
+        u = urlparse(link)
+        assert not u.scheme and not u.netloc and not link.startswith("/"), link
+        assert (index.parent / u.path).is_file(), link
+    return parser.links
+
+
+def check_png(path: Path) -> None:
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= 300 and im.height >= 200
+
+
+def test_every_figure_written_and_linked(lsp_report: dict) -> None:
+    root = lsp_report["index"].parent
+    assert lsp_report["index"] == root / "index.html"
+    for name in ("report.md", "report.json", "figures.json"):
+        assert (root / name).is_file()
+    assert sorted(lsp_report["figures"]) == sorted(FIGURES)
+    for name in FIGURES:
+        check_png(root / name)
+    links = check_links(root / "index.html")
+    assert set(FIGURES) | {"report.md", "report.json", "figures.json"} <= set(links)
+    md = (root / "report.md").read_text(encoding="utf-8")
+    for name in FIGURES:
+        assert f"]({name})" in md
+    assert json.loads((root / "report.json").read_text()) == json.loads(
+        json.dumps(lsp_report["analysis"]))
+
+
+def test_legend_areas_are_the_reported_ap(lsp_test: tuple[GroundTruth, Detections],
+                                          lsp_report: dict) -> None:
+    gt, dets = lsp_test
+    r = lsp_report["analysis"]
+    base = evaluate(gt, dets)
+    fixed = evaluate(gt, fix_errors(gt, dets, classify_keypoints(gt, dets),
+                                    ["miss", "swap", "inversion", "jitter"]))
+    for oks, stat in ((0.5, "AP50"), (0.75, "AP75")):
+        drawn = lsp_report["drawn"][f"pr_oks{round(100 * oks)}"]["results"]
+        key = f"{oks:.2f}"
+        assert drawn["ap"] == r["pr_breakdown"][key]
+        assert drawn["ap"]["original"] == r["ap"][stat] == base[stat]
+        for entry in r["ap_if_fixed"]["cumulative"]:
+            assert drawn["ap"][entry["fixed"][-1]] == entry[stat]
+        assert drawn["ap"]["jitter"] == fixed[stat]
+        for step, text in zip(PR_STEPS, drawn["legend"], strict=True):
+            assert text.startswith(f"[{drawn['ap'][step]:.3f}]")
+        # Every unmatched detection ignored: precision 1 up to the recall of the fixed results.
+        recall = fixed[f"AR{stat[2:]}"]
+        assert drawn["ap"]["background_fp"] == pytest.approx(
+            np.mean(RECALL_THRESHOLDS <= recall + 1e-12), abs=1e-9)
+        assert drawn["ap"]["false_negatives"] == pytest.approx(1.0, abs=1e-9)
+        curve = [drawn["ap"][s] for s in PR_STEPS]
+        assert curve[0] < curve[1] and curve == sorted(curve)  # PoseNet: misses fixed gain
+    # On LSP the curves differ between thresholds.
+    assert r["pr_breakdown"]["0.50"]["original"] > r["pr_breakdown"]["0.75"]["original"]
+
+
+def test_error_types_and_size_numbers_are_the_reports(lsp_report: dict) -> None:
+    r = lsp_report["analysis"]
+    shares = lsp_report["drawn"]["error_types"]["results"]
+    for kp in ("nose", "left_eye", "right_ear"):  # LSP has no face keypoints
+        assert r["per_keypoint"][kp]["labelled"] == 0 and sum(shares[kp].values()) == 0
+    for name, b in [("all keypoints", r["keypoints"]), ("left_knee", r["per_keypoint"]["left_knee"]),
+                    ("group: lower_body", r["per_group"]["lower_body"])]:
+        assert sum(shares[name].values()) == pytest.approx(100)
+        for t in ERROR_TYPES:
+            assert shares[name][t] == pytest.approx(100 * b["rates"][t])
+    size = lsp_report["drawn"]["size"]["results"]
+    assert sum(size["persons_missed"]) == r["missed_ground_truth"] > 0
+    assert sum(size["persons_found"]) + r["missed_ground_truth"] == r["num_ground_truth"]
+    assert sum(size["background_fp"]) == r["background_false_positives"]
+    assert sum(size["duplicates"]) == r["duplicates"]
+    assert sum(size["detections_matched"]) == r["matched"]
+    assert size["ap_by_area"] == {"all": r["ap"]["AP"], "medium": r["ap"]["APm"],
+                                  "large": r["ap"]["APl"]}
+    hist = lsp_report["drawn"]["oks_histogram"]["results"]
+    assert sum(hist["counts"]) == hist["n"] == r["matched"]
+
+
+def test_crowdpose14_with_duplicates_and_background(shared_data: Path, tmp_path: Path) -> None:
+    gt = load_ground_truth(shared_data / "crowdpose" / "test_crowdpose.json")
+    assert gt.spec.num_keypoints == 14
+    rows = np.flatnonzero(gt.num_labelled > 0)
+    rng = np.random.default_rng(0)
+    kp = gt.keypoints[rows].copy()
+    kp[..., :2] += rng.normal(0, 3, kp[..., :2].shape)
+    kp[..., 2] = 1
+    dup = kp[:1].copy()  # a lower-scoring copy of the first person: a duplicate
+    far = kp[:1].copy()
+    far[..., :2] += 5000  # nowhere near anyone: a background false positive
+    dets = Detections(
+        image_ids=np.concatenate([gt.image_ids[rows], gt.image_ids[rows[:1]].repeat(2)]),
+        keypoints=np.concatenate([kp, dup, far]),
+        scores=np.concatenate([np.linspace(0.9, 0.5, len(rows)), [0.2, 0.1]]),
+        boxes=np.full((len(rows) + 2, 4), np.nan),
+        category_ids=np.ones(len(rows) + 2, dtype=np.int64))
+    out = write_analysis_report(gt, dets, tmp_path / "crowdpose")
+    r = out["analysis"]
+    assert r["spec"] == "crowdpose14" and r["duplicates"] == 1
+    assert r["background_false_positives"] == 1
+    size = out["drawn"]["size"]["results"]
+    assert sum(size["duplicates"]) == 1 and sum(size["background_fp"]) == 1
+    assert set(out["drawn"]["error_types"]["results"]) >= set(gt.spec.keypoints)
+    for oks in ("0.50", "0.75"):
+        assert out["drawn"][f"pr_oks{oks[2:]}"]["results"]["ap"] == r["pr_breakdown"][oks]
+    for name in FIGURES:
+        check_png(tmp_path / "crowdpose" / name)
+    check_links(out["index"])
+
+
+def test_a_failed_rerun_leaves_no_complete_report(lsp_test: tuple[GroundTruth, Detections],
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    gt, dets = lsp_test
+    gt, dets = gt.subset(np.arange(40)), dets.select(np.isin(dets.image_ids, gt.image_ids[:40]))
+    out = tmp_path / "report"
+    write_analysis_report(gt, dets, out)
+    assert (out / "index.html").is_file()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_mod, "_fig_oks", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_analysis_report(gt, dets, out)
+    for name in ("index.html", "report.md", "report.json", "figures.json"):
+        assert not (out / name).exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError):
+        write_analysis_report(gt, dets, tmp_path / "file")
+
+
+def test_refine_report(coco_dir: Path, tmp_path: Path) -> None:
+    gt = load_ground_truth(coco_dir / "test_coco.json")
+    before = load_results(coco_dir / "movenet_multipose.json", gt.spec)
+    diag = classify_keypoints(gt, before)
+    after = fix_errors(gt, before, diag, ["jitter", "inversion"])
+    # Make one image worse: shift its persons' keypoints by a tenth of their size.
+    worse = int(gt.image_ids[diag.gt_index[0]])
+    sel = after.image_ids == worse
+    after.keypoints[sel, :, 0] += 0.1 * np.sqrt(gt.areas[diag.gt_index[0]])
+    summary = _compare(gt, before, after)
+    out = write_refine_report(gt, before, after, tmp_path / "refine", summary=summary)
+    root = tmp_path / "refine"
+    for name in (*FIGURES, "transitions.png"):
+        check_png(root / name)
+    check_links(out["index"])
+
+    # The same numbers as refine's summary (--json) and as each side's own analysis.
+    ch = summary["error_changes"]
+    drawn = out["drawn"]["transitions"]
+    assert drawn["matrix"].tolist() == ch["transitions"]
+    per_kp = np.array([ch["per_keypoint"][k] for k in gt.spec.keypoints])
+    assert per_kp.sum(0).tolist() == ch["transitions"]
+    j, i, g = (ERROR_TYPES.index(t) for t in ("jitter", "inversion", "good"))
+    assert sum(drawn["fixed"][k]["jitter"] for k in gt.spec.keypoints) == ch["fixed"]["jitter"]
+    assert ch["fixed"]["jitter"] == per_kp[:, j, g].sum() > 0
+    assert per_kp[:, i, g].sum() > 0 and per_kp[:, j, j].sum() == 0  # no jitter stays jitter
+    comp = out["analysis"]["comparison"]
+    assert comp["ap_before"] == evaluate(gt, before) and comp["ap_after"] == evaluate(gt, after)
+    for label, dets in (("input", before), ("refined", after)):
+        a = run_analysis(gt, dets).report
+        assert out["analysis"][label]["pr_breakdown"] == a["pr_breakdown"]
+        for oks in ("0.50", "0.75"):
+            assert out["drawn"][f"pr_oks{oks[2:]}"][label]["ap"] == a["pr_breakdown"][oks]
+    hist = out["drawn"]["oks_histogram"]
+    assert hist["input"]["mean"] == pytest.approx(summary["mean_oks_before"])
+    assert hist["refined"]["mean"] == pytest.approx(summary["mean_oks_after"])
+
+    # Examples: the improved images first, the worsened image among the worst, all drawn.
+    ex = out["drawn"]["examples"]
+    best = [e for e in ex if e["kind"] == "best"]
+    worst = [e for e in ex if e["kind"] == "worst"]
+    assert best and all(e["oks_change"] > 0 for e in best)
+    assert [e["image_id"] for e in worst] == [worse] and worst[0]["oks_change"] < 0
+    for e in ex:
+        assert e["drawn"]
+        check_png(root / e["png"])
+    assert "examples/worst_1.png" in check_links(out["index"])
+
+
+def test_palette_covers_every_type_and_step() -> None:
+    assert set(ERROR_TYPES) <= set(PALETTE)
+    assert set(PR_STEPS) - {"original"} <= set(PALETTE)
+    steps = [PALETTE[s] for s in PR_STEPS]
+    assert len(set(steps)) == len(steps)
