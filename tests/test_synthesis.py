@@ -416,3 +416,59 @@ def test_synthesize_file(tmp_path: Path, coco_dir: Path, coco_gt: GroundTruth) -
                             trainset_results=coco_dir / "blazepose_gtboxes.json")
     assert again.read_bytes() == out.read_bytes()
     assert not list(tmp_path.glob(".*tmp"))  # atomic write left nothing behind
+
+
+def test_correlated_errors_group_inversions_and_misses_per_person(coco_gt: GroundTruth) -> None:
+    kp = np.repeat(coco_gt.keypoints[coco_gt.num_labelled >= 12], 300, axis=0)
+    area = np.repeat(coco_gt.areas[coco_gt.num_labelled >= 12], 300)
+    spec = coco_gt.spec
+    base = load_profile("default")
+    plain = synthesize(kp, area, spec, base, 0)
+    # the default profile has no correlated errors, and drawing none leaves the stream as it was
+    assert not any(base.correlated.values())
+    data = base.to_dict()
+    assert "correlated" not in data
+    for kind in ("person_inversion", "group_inversion", "person_miss"):
+        data["correlated"] = {kind: 0.2}
+        profile = ErrorProfile.from_dict(data)
+        poses, types = synthesize(kp, area, spec, profile, 0)
+        assert np.all((types != ABSENT) == (poses[..., 2] > 0))
+        code = MISS if kind == "person_miss" else INVERSION
+        n_code = (types == code).sum(1)
+        n_code_plain = (plain[1] == code).sum(1)
+        if kind == "group_inversion":  # a body group: both sides of its pairs together
+            lower = [spec.index(n) for n in ("left_knee", "right_knee", "left_ankle",
+                                             "right_ankle")]
+            n_code = 4 * (types[:, lower] == INVERSION).all(1)
+            n_code_plain = 4 * (plain[1][:, lower] == INVERSION).all(1)
+        many = 8 if kind != "group_inversion" else 4
+        # about a fifth of the persons (or of their lower bodies) are now wrong as a whole
+        share = (n_code >= many).mean()
+        assert 0.12 < share < 0.22, (kind, share)
+        assert (n_code_plain >= many).mean() < 0.02
+        # the recorded types are still what the positions say (coco-analyze's rule)
+        got = argmax_classify(poses, kp, area, np.zeros((len(kp), 0, *kp.shape[1:])),
+                              np.zeros((len(kp), 0)), spec)
+        assert np.array_equal(got, types)
+    assert ErrorProfile.from_dict(data) == ErrorProfile.from_dict(data)
+    assert ErrorProfile.from_dict(data) != base
+
+
+@pytest.mark.parametrize(("value", "needle"), [({"person_flip": 0.1}, "unknown key"),
+                                               ({"person_miss": 1.5}, "probability"),
+                                               ("0.1", "mapping")])
+def test_correlated_errors_are_checked(value: object, needle: str) -> None:
+    from posefix.profile import ProfileError
+
+    data = load_profile("default").to_dict()
+    data["correlated"] = value
+    with pytest.raises(ProfileError, match=needle):
+        ErrorProfile.from_dict(data, source="mine.yaml")
+
+
+def test_demo_recipe_profile_loads_with_the_default_rates() -> None:
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "profile.yaml"
+    profile = load_profile(recipe)
+    default = load_profile("default")
+    np.testing.assert_array_equal(profile.rates, default.rates)
+    assert all(0 < v < 0.1 for v in profile.correlated.values())

@@ -39,6 +39,7 @@ __all__ = [
     "build_model",
     "error_head_loss",
     "first_conv_key",
+    "heatmap_evidence",
     "load_pretrained_backbone",
     "normalize",
 ]
@@ -136,8 +137,10 @@ class InputErrorHead(nn.Module):
     """Per input keypoint, the logit of "this input keypoint is a gross error" (a posefix
     extension: ``model.error_head``).
 
-    Reads the head's features at the input keypoint (bilinear, in heatmap cells) and the
-    backbone's globally pooled features, adds a learned embedding of the keypoint type, and
+    Reads the head's features at the input keypoint (bilinear, in heatmap cells), the
+    backbone's globally pooled features, and what the predicted heatmap says of the input
+    (:func:`heatmap_evidence`: its log-probability at the input, its peak, and how far its
+    soft-argmax lies from the input), adds a learned embedding of the keypoint type, and
     maps them through one hidden layer to a logit. Trained with binary cross-entropy on the
     synthesized error types (:func:`error_head_loss`).
     """
@@ -147,22 +150,39 @@ class InputErrorHead(nn.Module):
         super().__init__()
         self.local = nn.Linear(feature_channels, hidden)
         self.context = nn.Linear(context_channels, hidden)
+        self.evidence = nn.Linear(3, hidden)
         self.keypoint = nn.Parameter(torch.zeros(num_keypoints, hidden))
         self.out = nn.Linear(hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, -2.0)  # p = 0.12 before training
 
-    def forward(self, features: Tensor, context: Tensor, cells: Tensor) -> Tensor:
-        """Logits (B, K) from head features (B, C, h, w), backbone output (B, C', h', w')
-        and the input keypoints (B, K, 2) in cells of ``features``."""
+    def forward(self, features: Tensor, context: Tensor, cells: Tensor, logits: Tensor
+                ) -> Tensor:
+        """Logits (B, K) from head features (B, C, h, w), backbone output (B, C', h', w'),
+        the input keypoints (B, K, 2) in cells of ``features`` and the heatmap logits
+        (B, K, h, w) (read, not trained through)."""
         h, w = features.shape[-2:]
         size = torch.tensor([w, h], device=cells.device, dtype=torch.float32)
         grid = ((cells.float() + 0.5) / size * 2 - 1).unsqueeze(2)  # (B, K, 1, 2)
         local = F.grid_sample(features.float(), grid, align_corners=False,
                               padding_mode="border")[..., 0].transpose(1, 2)  # (B, K, C)
         ctx = self.context(context.float().mean((2, 3)))
-        hidden = F.relu(self.local(local) + ctx.unsqueeze(1) + self.keypoint)
+        hidden = F.relu(self.local(local) + ctx.unsqueeze(1) + self.keypoint
+                        + self.evidence(heatmap_evidence(logits.detach(), cells)))
         return self.out(hidden)[..., 0]
+
+
+def heatmap_evidence(logits: Tensor, cells: Tensor) -> Tensor:
+    """What heatmaps say of given points: (B, K, 3) of the log-probability (softmax over
+    the map) at the point's nearest cell, the map's highest log-probability, and the
+    distance from the point to the map's soft-argmax in units of 4 cells."""
+    b, k, h, w = logits.shape
+    lp = torch.log_softmax(logits.float().reshape(b, k, h * w), dim=-1)
+    ix = cells[..., 0].round().clamp(0, w - 1).long()
+    iy = cells[..., 1].round().clamp(0, h - 1).long()
+    at = lp.gather(-1, (iy * w + ix).unsqueeze(-1))[..., 0]
+    dist = (soft_argmax(logits.float()) - cells.float()).norm(dim=-1) / 4
+    return torch.stack([at, lp.amax(-1), dist], dim=-1)
 
 
 def error_head_loss(error_logits: Tensor, types: Tensor, input_valid: Tensor) -> Tensor:
@@ -298,7 +318,7 @@ class PoseFixNet(nn.Module):
             return x
         if self.error_head is None:
             return x, None
-        return x, self.error_head(features[:, :, :hh, :ww], context, cells)
+        return x, self.error_head(features[:, :, :hh, :ww], context, cells, x)
 
     def decode(self, logits: Tensor, input_pose: Tensor | None = None,
                error_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,7 @@ from .spec import KeypointSpec
 from .taxonomy import ABSENT, ERROR_TYPES, GOOD
 
 __all__ = [
+    "CORRELATED",
     "ErrorProfile",
     "ProfileError",
     "available_profiles",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 _NT = len(ERROR_TYPES)
+#: Kinds of correlated errors (:attr:`ErrorProfile.correlated`).
+CORRELATED: tuple[str, ...] = ("person_inversion", "group_inversion", "person_miss")
 # Types given in a file; good is the remainder.
 _ERROR_ONLY = tuple(t for t in ERROR_TYPES if t != "good")
 
@@ -64,6 +67,14 @@ class ErrorProfile:
         description: free text.
         samples: (G, L, O) number of keypoints each bin was measured on (fitted profiles),
             or None.
+        correlated: probabilities of errors that real estimators make for several keypoints
+            at once (a posefix extension; all 0 in the paper's profile): ``person_inversion``
+            (per person: every keypoint with a labelled left/right partner is inverted, a
+            person mistaken for its mirror image), ``group_inversion`` (per person and spec
+            body group: the group's left/right keypoints inverted together, e.g. crossed
+            legs), ``person_miss`` (per person: every keypoint a miss, an estimator that
+            failed on the person). The chosen keypoints take that type where it can be made,
+            else a type drawn from the per-keypoint rates.
     """
 
     name: str
@@ -76,6 +87,7 @@ class ErrorProfile:
     default_group: str = ""
     description: str = ""
     samples: np.ndarray | None = None
+    correlated: dict[str, float] = field(default_factory=dict)
     _groups_of: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +129,17 @@ class ErrorProfile:
             if target not in self.group_names:
                 raise ProfileError(f"{where}: fallback group {target!r} is not one of "
                                    f"{list(self.group_names)}")
+        unknown = set(self.correlated) - set(CORRELATED)
+        if unknown:
+            raise ProfileError(f"{where}: 'correlated' has unknown key(s) {sorted(unknown)}; "
+                               f"expected {', '.join(CORRELATED)}")
+        for key, value in self.correlated.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= 1:
+                raise ProfileError(f"{where}: 'correlated.{key}' must be a probability, "
+                                   f"got {value!r}")
+        object.__setattr__(self, "correlated",
+                           {k: float(self.correlated.get(k, 0.0)) for k in CORRELATED})
         if self.samples is not None:
             s = np.asarray(self.samples, dtype=np.int64)
             if s.shape != (G, L, NO):
@@ -132,6 +155,7 @@ class ErrorProfile:
                 and self.group_names == other.group_names
                 and self.group_keypoints == other.group_keypoints
                 and self.fallback == other.fallback and self.default_group == other.default_group
+                and self.correlated == other.correlated
                 and np.array_equal(self.rates, other.rates))
 
     __hash__ = None  # type: ignore[assignment]
@@ -190,7 +214,7 @@ class ErrorProfile:
             if self.samples is not None:
                 entry["samples"] = self.samples[gi].tolist()
             groups[g] = entry
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "labelled_bins": list(self.labelled_bins),
@@ -199,6 +223,9 @@ class ErrorProfile:
             "fallback": dict(self.fallback),
             "default_group": self.default_group,
         }
+        if any(self.correlated.values()):
+            out["correlated"] = dict(self.correlated)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> ErrorProfile:
@@ -261,6 +288,9 @@ class ErrorProfile:
                           ("default_group", default_group)]:
             if target not in names:
                 raise ProfileError(f"{source}: field '{k}' names unknown group {target!r}")
+        correlated = data.get("correlated") or {}
+        if not isinstance(correlated, dict):
+            raise ProfileError(f"{source}: field 'correlated' must be a mapping")
         try:
             return cls(
                 name=str(data["name"]),
@@ -273,6 +303,7 @@ class ErrorProfile:
                 default_group=default_group,
                 description=str(data.get("description") or ""),
                 samples=np.stack(samples).round().astype(np.int64) if has_samples else None,
+                correlated=dict(correlated),
             )
         except ProfileError as e:
             raise ProfileError(f"{source}: {e}") from None

@@ -125,6 +125,8 @@ def synthesize(
     other_lab = (others[..., 2] > 0) & used
     num_overlap = other_lab.any(-1).sum(1)
     probs = profile.probabilities(spec, lab.sum(1), num_overlap)
+    if any(profile.correlated.values()):
+        probs = _correlated(probs, profile.correlated, spec, lab, rng)
 
     poses = np.zeros((N, K, 3))
     types = np.full((N, K), ABSENT, dtype=np.int8)
@@ -172,6 +174,29 @@ def synthesize(
         poses[fill, :2] = est[fill, :2]
         poses[fill, 2] = 1.0
     return poses, types
+
+
+def _correlated(probs: np.ndarray, rates: dict[str, float], spec: KeypointSpec,
+                lab: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Type probabilities (N, K, 5) with the profile's correlated errors drawn per person:
+    the chosen keypoints' rows become (almost) one-hot on inversion or miss; the small
+    remainder keeps the per-keypoint rates for where that type cannot be made."""
+    N, K = lab.shape
+    groups = [np.asarray(idx, dtype=np.int64) for idx in spec.groups.values()]
+    u = rng.random((N, 2 + len(groups)))
+    miss = (u[:, 0] < rates["person_miss"])[:, None] & lab
+    invert = np.broadcast_to((u[:, 1] < rates["person_inversion"])[:, None], (N, K)).copy()
+    for g, idx in enumerate(groups):
+        invert[:, idx] |= (u[:, 2 + g] < rates["group_inversion"])[:, None]
+    partner = spec.partner_index
+    has = partner >= 0
+    invert &= lab & has[None] & lab[:, np.where(has, partner, 0)] & ~miss
+    out = probs.copy()
+    for mask, code in ((invert, INVERSION), (miss, MISS)):
+        onehot = np.zeros(5)
+        onehot[code] = 1.0
+        out[mask] = 1e-3 * probs[mask] + (1 - 1e-3) * onehot
+    return out
 
 
 class _Sampler:
