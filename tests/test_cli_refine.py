@@ -193,6 +193,11 @@ def test_bad_input(trained_checkpoint: Path, coco_dir: Path, tmp_path: Path) -> 
     bad.write_text('[{"image_id": 785, "category_id": 1, "score": 1.0, "keypoints": [1, 2]}]')
     r = refine_cli(trained_checkpoint, imgs, bad, tmp_path / "o4.json", "--gt", gt)
     assert r.returncode == 2 and "bad.json" in r.stderr and "keypoints" in r.stderr
+    # An error gate needs a network with an error head (the tiny one has none).
+    r = refine_cli(trained_checkpoint, coco_dir, results, tmp_path / "o5.json", "--gt", gt,
+                   "--error-gate", "0.5")
+    assert r.returncode == 2 and "no error head" in r.stderr
+    assert not (tmp_path / "o5.json").exists()
 
 
 def test_refine_report(trained_checkpoint: Path, coco_dir: Path, tmp_path: Path) -> None:

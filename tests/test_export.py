@@ -136,3 +136,65 @@ def test_cli_export(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["export", "--checkpoint", str(bad), "--onnx", str(tmp_path / "b.onnx")]) == 2
     assert "bad.pt" in capsys.readouterr().err
     assert not (tmp_path / "b.onnx").exists()
+
+
+# ------------------------------------------------------------------ MobileNetV2 + error gate
+@pytest.fixture(scope="module")
+def gated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MobileNetV2 refiner with an error head and gate, as the shipped demo model."""
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(backbone="mobilenet_v2", input_size=(H, W),
+                                   deconv_channels=32, pose_skip=3.0, error_head=True,
+                                   error_gate=0.5))
+    net = build_model(cfg.model, K)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in net.deconv.modules():
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.05)
+        net.final.weight.copy_(torch.randn(net.final.weight.shape, generator=gen) * 0.5)
+        net.error_head.out.weight.copy_(torch.randn(net.error_head.out.weight.shape,
+                                                    generator=gen) * 2.0)
+        net.error_head.keypoint.copy_(torch.randn(net.error_head.keypoint.shape,
+                                                  generator=gen))
+        for name, b in net.named_buffers():
+            if "running_var" in name:
+                b.uniform_(0.5, 2.0, generator=gen)
+    return save_checkpoint(tmp_path_factory.mktemp("gated") / "model.pt", model=net.eval(),
+                           config=cfg, spec=SPEC)
+
+
+def test_mobilenet_with_error_gate_onnx_matches_pytorch(gated_checkpoint: Path,
+                                                        tmp_path: Path) -> None:
+    net = ckpt_mod.load_checkpoint(gated_checkpoint).model
+    images, pose = _inputs(4, seed=7)
+    prob = net.input_error(torch.from_numpy(images), torch.from_numpy(pose)).numpy()
+    kept = (prob < 0.5) & (pose[..., 2] > 0)
+    assert 0.1 < kept.mean() < 0.9  # the gate keeps some inputs and refines others
+    assert np.abs(prob - 0.5).min() > 1e-3  # no decision on the edge
+    for gate, path in ((None, tmp_path / "gated.onnx"), (0.0, tmp_path / "ungated.onnx")):
+        exported = export_onnx(gated_checkpoint, path, error_gate=gate)
+        net.set_error_gate(0.5 if gate is None else gate)
+        coords, conf = OnnxRefiner(exported)(images, pose)
+        t_coords, t_conf = net.predict(torch.from_numpy(images), torch.from_numpy(pose))
+        assert np.abs(coords - t_coords.numpy()).max() < 0.01  # pixels
+        assert np.abs(conf - t_conf.numpy()).max() < 1e-4
+        at_input = np.abs(coords - pose[..., :2]).max(-1) < 1e-3
+        if gate is None:
+            np.testing.assert_array_equal(at_input[pose[..., 2] > 0], kept[pose[..., 2] > 0])
+        else:
+            assert not at_input.any()
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "gated.onnx")).metadata_props}
+    assert meta["posefix.backbone"] == "mobilenet_v2" and meta["posefix.error_gate"] == "0.5"
+
+
+def test_error_gate_needs_the_head(checkpoint: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from posefix.cli import main
+
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out),
+                 "--error-gate", "0.5"]) == 2
+    assert "no error head" in capsys.readouterr().err and not out.exists()

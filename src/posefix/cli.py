@@ -131,6 +131,10 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, metavar="DIR",
                    help="with --gt: write before/after figures, report.md and index.html "
                         "into DIR")
+    p.add_argument("--error-gate", type=float, default=None, metavar="P",
+                   help="keep each input keypoint unless the network's probability that it is "
+                        "a gross error is at least P (0: refine every keypoint; default: the "
+                        "checkpoint's model.error_gate)")
     p.set_defaults(func=_cmd_refine)
 
 
@@ -142,7 +146,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
         onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
-        report=a.report,
+        report=a.report, error_gate=a.error_gate,
     )
     _print_json(summary) if a.json else print(summary.get("text", ""))
     if "report" in summary and not a.json:
@@ -184,13 +188,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: demo model)")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--error-gate", type=float, default=None, metavar="P",
+                   help="fix the error gate in the exported graph (default: the checkpoint's)")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    print(f"wrote {export_onnx(a.checkpoint, a.onnx, opset=a.opset)}")
+    print(f"wrote {export_onnx(a.checkpoint, a.onnx, opset=a.opset, error_gate=a.error_gate)}")
     return 0
 
 

@@ -66,19 +66,24 @@ def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: 
         "posefix.input_sigma": repr(float(net.input_sigma)),
         "posefix.backbone": backbone,
         "posefix.bbox_padding": repr(float(bbox_padding)),
+        "posefix.error_gate": repr(net.error_gate),
     }
 
 
-def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int = 17) -> Path:
+def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int = 17,
+                error_gate: float | None = None) -> Path:
     """Export a checkpoint (None: the shipped demo model) to an ONNX file, atomically.
 
     Uses the TorchScript-based exporter (no ``onnxscript`` dependency), with a dynamic
-    batch axis. Returns ``onnx_path``.
+    batch axis. ``error_gate`` replaces the checkpoint's ``model.error_gate`` (it is part
+    of the exported graph; 0 refines every keypoint). Returns ``onnx_path``.
     """
     import onnx
 
     ckpt = load_checkpoint(default_checkpoint_path() if checkpoint is None else checkpoint)
     net = ckpt.model.float().cpu().eval()
+    if error_gate is not None:
+        net.set_error_gate(error_gate)
     wrapper = RefinerModule(net).eval()
     h, w = net.input_size
     k = net.num_keypoints

@@ -343,6 +343,16 @@ class PoseFixNet(nn.Module):
         logits, error_logits = self(images, input_pose, with_error=True)
         return self.decode(logits, input_pose, error_logits)
 
+    def set_error_gate(self, gate: float | None) -> None:
+        """Keep input keypoints whose error probability is below ``gate`` (None or 0: refine
+        every keypoint); needs the error head for any other value."""
+        if gate is not None and not 0 <= gate <= 1:
+            raise ConfigError(f"error gate: must be in [0, 1], got {gate}")
+        if gate and self.error_head is None:
+            raise ConfigError("error gate: this network has no error head "
+                              "(model.error_head: false)")
+        self.error_gate = gate or None
+
     @torch.no_grad()
     def input_error(self, images: Tensor, input_pose: Tensor) -> Tensor:
         """Probability (B, K) that each input keypoint is a gross error (needs the head)."""

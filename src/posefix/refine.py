@@ -698,8 +698,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _load_backend(checkpoint: str | Path | None, backend: str, onnx: str | Path | None,
-                  tmp: Path) -> tuple[Any, KeypointSpec, float | None, str]:
-    """(model object for :func:`refine`, spec, box padding, description)."""
+                  tmp: Path, error_gate: float | None = None,
+                  ) -> tuple[Any, KeypointSpec, float | None, str]:
+    """(model object for :func:`refine`, spec, box padding, description); ``error_gate``
+    replaces the checkpoint's."""
     from .checkpoint import default_checkpoint_path, load_checkpoint
 
     if backend not in ("torch", "onnxruntime"):
@@ -707,6 +709,8 @@ def _load_backend(checkpoint: str | Path | None, backend: str, onnx: str | Path 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if backend == "torch":
         ckpt = load_checkpoint(ckpt_path or default_checkpoint_path())
+        if error_gate is not None:
+            ckpt.model.set_error_gate(error_gate)
         return ckpt, ckpt.spec, float(ckpt.config.data.bbox_padding), f"torch {ckpt.path}"
     from .export import OnnxRefiner, export_onnx
 
@@ -716,7 +720,10 @@ def _load_backend(checkpoint: str | Path | None, backend: str, onnx: str | Path 
         ckpt = load_checkpoint(ckpt_path or default_checkpoint_path())
         padding, spec = float(ckpt.config.data.bbox_padding), ckpt.spec
         if onnx is None:
-            onnx = export_onnx(ckpt.path, tmp / "refiner.onnx")
+            onnx = export_onnx(ckpt.path, tmp / "refiner.onnx", error_gate=error_gate)
+        elif error_gate is not None:
+            raise InputError(onnx, "the error gate of an exported model is fixed; export "
+                             "again with posefix export --error-gate")
     runner = OnnxRefiner(onnx)
     spec = spec or runner.spec
     if spec is None:
@@ -746,6 +753,7 @@ def refine_files(
     exif: str = "auto",
     progress: bool | None = None,
     report: str | Path | None = None,
+    error_gate: float | None = None,
 ) -> dict[str, Any]:
     """Refine a COCO keypoint results file into another (``posefix refine``).
 
@@ -769,6 +777,9 @@ def refine_files(
         strict: detections of images not in the image list are an error (default:
             skipped with a warning).
         progress: progress bar (default: when stderr is a terminal).
+        error_gate: keep every input keypoint whose probability of being a gross error
+            (the network's error head) is below this; 0 refines every keypoint (default:
+            the checkpoint's ``model.error_gate``).
         report: with ``gt``, write the before/after figures, ``report.md`` and
             ``index.html`` into this folder (:func:`posefix.report.write_refine_report`).
 
@@ -799,7 +810,8 @@ def refine_files(
     list_path = Path(image_list if image_list is not None else gt)
 
     with tempfile.TemporaryDirectory(prefix="posefix-refine-") as tmp:
-        model, spec, padding, backend_desc = _load_backend(checkpoint, backend, onnx, Path(tmp))
+        model, spec, padding, backend_desc = _load_backend(checkpoint, backend, onnx, Path(tmp),
+                                                           error_gate)
         truth = load_ground_truth(gt, spec=spec, image_root=root) if gt is not None else None
         infos = load_image_list(image_list) if image_list is not None else dict(truth.images)
         dets = load_results(results_p, spec, image_ids=infos, strict=strict)
