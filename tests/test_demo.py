@@ -12,7 +12,7 @@ import torch
 
 from posefix.checkpoint import save_checkpoint
 from posefix.config import Config, ModelConfig
-from posefix.demo import SAMPLE_ESTIMATORS, sample_dir
+from posefix.demo import SAMPLE_ESTIMATORS, SAMPLE_PARTS, sample_dir
 from posefix.io import load_ground_truth, load_results
 from posefix.model import build_model
 from posefix.spec import load_spec
@@ -33,14 +33,21 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sample_is_complete_and_valid() -> None:
-    gt = load_ground_truth(sample_dir() / "annotations.json")
-    assert gt.spec.name == "coco17"
-    assert len(gt.images) == 3
-    for image_id in gt.images:
-        assert gt.image_path(image_id).is_file()
-    for file in SAMPLE_ESTIMATORS.values():
-        dets = load_results(sample_dir() / file, gt.spec, image_ids=gt.images, strict=True)
-        assert len(dets) > 0
+    sizes = {}
+    for folder in SAMPLE_PARTS.values():
+        gt = load_ground_truth(sample_dir() / folder / "annotations.json")
+        assert gt.spec.name == "coco17"
+        sizes[folder] = len(gt.images)
+        for image_id in gt.images:
+            assert gt.image_path(image_id).is_file()
+        for file in SAMPLE_ESTIMATORS.values():
+            dets = load_results(sample_dir() / folder / file, gt.spec, image_ids=gt.images,
+                                strict=True)
+            assert len(dets) > 0
+    assert sizes == {".": 3, "lsp": 40}
+    lsp = load_ground_truth(sample_dir() / "lsp" / "annotations.json")
+    # LSP test images only (never trained on), face unlabelled
+    assert min(lsp.images) >= 1001 and (lsp.keypoints[:, :5, 2] == 0).all()
 
 
 def test_demo_cli_writes_results_pictures_and_report(tmp_path: Path,
@@ -51,19 +58,22 @@ def test_demo_cli_writes_results_pictures_and_report(tmp_path: Path,
     assert proc.returncode == 0, proc.stderr
     assert str(out / "report.md") in proc.stdout
     report = json.loads((out / "report.json").read_text())
-    gt = load_ground_truth(sample_dir() / "annotations.json")
-    assert [r["estimator"] for r in report["rows"]] == list(SAMPLE_ESTIMATORS)
+    assert [(r["part"], r["estimator"]) for r in report["rows"]] == [
+        (p, e) for p in SAMPLE_PARTS for e in SAMPLE_ESTIMATORS]
     for row in report["rows"]:
+        folder = SAMPLE_PARTS[row["part"]]
+        gt = load_ground_truth(sample_dir() / folder / "annotations.json")
         refined = load_results(row["refined"], gt.spec, image_ids=gt.images, strict=True)
         assert 0 < len(refined)
         assert 0.0 <= row["ap_after"] <= 1.0
         # The input AP is the estimator's own, measured on the sample's ground truth.
         assert row["ap_before"] > 0.1
         assert sum(row["errors_before"].values()) > 0
-    pngs = sorted((out / "pictures").rglob("*.png"))
-    assert len(pngs) == len(SAMPLE_ESTIMATORS) * len(gt.images)
+        pngs = sorted((out / "pictures" / row["part"] / row["estimator"]).glob("*.png"))
+        assert len(pngs) == min(len(gt.images), 8)
     md = (out / "report.md").read_text()
-    assert "| blazepose |" in md and "| movenet |" in md
+    assert "| multi-person | blazepose |" in md and "| lsp | movenet |" in md
+    assert "mean of the 4 inputs" in md
 
 
 def test_demo_with_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
