@@ -38,9 +38,10 @@ import torch
 
 from posefix.checkpoint import load_checkpoint, save_checkpoint
 from posefix.config import load_config
+from posefix.crops import CropDataset, group_by_image
 from posefix.io import load_ground_truth, load_results
 from posefix.model import build_model
-from posefix.refine import Refiner, _CropDataset, _group_tasks, load_image_list, refine_files
+from posefix.refine import Refiner, load_image_list, refine_files
 from posefix.spec import load_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -85,10 +86,10 @@ def forward_only(ckpt_path: Path, results: Path, image_list: Path, batch_size: i
     refiner = Refiner(net.predict, net.input_size, spec, device, flip)
     infos = load_image_list(image_list)
     dets = load_results(results, spec, image_ids=infos)
-    order, tasks = _group_tasks(dets.image_ids, max(batch_size, 64))
+    order, tasks = group_by_image(dets.image_ids, max(batch_size, 64))
     d = dets.select(order)
     paths = {i: DATA / infos[i].file_name for i in infos}
-    ds = _CropDataset(tasks, d.keypoints, d.boxes, paths, {}, spec, net.input_size,
+    ds = CropDataset(tasks, d.keypoints, d.boxes, paths, {}, spec, net.input_size,
                       ckpt.config.data.bbox_padding, "pose", "auto")
     items = [ds[i] for i in range(len(ds))]
     crops = np.concatenate([it["crops"] for it in items])

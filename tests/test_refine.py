@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -483,3 +484,70 @@ def test_workers_survive_a_busy_parent(tmp_path: Path) -> None:
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "12"
+
+
+# --------------------------------------------------------------------------- stages alone
+def _chunk_of(n: int, image_id: int, last: bool, value: float) -> Any:
+    from posefix.crops import CropTask
+    from posefix.refine import Chunk
+
+    rows = np.arange(n) + int(value) * 100
+    item = {"crops": np.full((n, *INPUT, 3), value, dtype=np.uint8),
+            "poses": np.zeros((n, SPEC.num_keypoints, 3), dtype=np.float32),
+            "affine": np.tile(np.eye(2, 3), (n, 1, 1)), "areas": np.full(n, 100.0)}
+    return Chunk(CropTask(image_id, rows, True, last), item, rows,
+                 np.zeros((n, SPEC.num_keypoints, 2)), np.zeros((n, SPEC.num_keypoints)))
+
+
+def test_batch_queue_makes_full_batches_across_chunks_and_returns_chunks_in_order() -> None:
+    from posefix.refine import BatchQueue
+
+    sizes = []
+
+    def network(crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sizes.append(len(crops))  # each crop's value comes back as its x coordinate
+        xy = np.repeat(crops[:, 0, 0, :1].astype(np.float64)[:, None], SPEC.num_keypoints, 1)
+        return np.concatenate([xy, xy], -1), np.ones((len(crops), SPEC.num_keypoints))
+
+    queue = BatchQueue(network, batch_size=4)
+    chunks = [_chunk_of(n, i, True, v) for i, (n, v) in enumerate([(5, 1), (0, 2), (7, 3), (3, 4)])]
+    out = []
+    out += queue.put(chunks[0])
+    assert sizes == [4] and out == []  # one full batch; the first chunk still has a crop
+    out += queue.put(chunks[1])
+    assert out == []  # the empty chunk waits for the one before it
+    out += queue.put(chunks[2])
+    assert sizes == [4, 4, 4] and out == chunks[:3]  # 12 crops: three full batches
+    out += queue.put(chunks[3])
+    out += queue.flush()
+    assert sizes == [4, 4, 4, 3] and out == chunks
+    for c, v in zip(chunks, [1, 2, 3, 4], strict=True):
+        assert c.finished and np.all(c.coords == v)
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchQueue(network, 0)
+
+
+def test_result_writer_uncrops_and_suppresses_per_image_when_its_last_chunk_is_in() -> None:
+    from posefix.refine import RefineCounts, ResultWriter
+
+    n = 4
+    dets = Detections(np.array([7, 7, 7, 8]), np.zeros((n, SPEC.num_keypoints, 3)),
+                      np.array([0.9, 0.8, 0.7, 0.6]), np.full((n, 4), np.nan),
+                      np.ones(n, dtype=np.int64))
+    counts = RefineCounts()
+    writer = ResultWriter(dets, SPEC, "input", 0.9, counts)
+    first = _chunk_of(2, 7, False, 0)
+    first.rows = np.array([0, 1])
+    first.coords[:] = 10.0  # two identical poses in image 7: one is a duplicate
+    first.item["affine"][:, 0, 2] = -5.0  # crop = image shifted by 5 px
+    writer.add(first)
+    assert counts.suppressed_nms == 0  # image 7 is not complete yet
+    second = _chunk_of(1, 7, True, 0)
+    second.rows = np.array([2])
+    second.coords[:] = 40.0
+    writer.add(second)
+    assert counts.suppressed_nms == 1 and counts.refined == 3
+    result = writer.result(np.arange(n))
+    assert result.image_ids.tolist() == [7, 7, 8]  # row 1 suppressed, row 3 never refined
+    np.testing.assert_allclose(result.keypoints[0, :, 0], 15.0)  # back in the image
+    assert first.item == {"affine": None}  # the crops are freed

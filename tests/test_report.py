@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from posefix import report as report_mod
+from posefix.comparison import compare_results
 from posefix.diagnosis import PR_STEPS, classify_keypoints, fix_errors, run_analysis
 from posefix.evaluate import RECALL_THRESHOLDS, evaluate
 from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
-from posefix.refine import _compare
 from posefix.report import PALETTE, write_analysis_report, write_refine_report
 from posefix.taxonomy import ERROR_TYPES
 
@@ -198,7 +198,7 @@ def test_refine_report(coco_dir: Path, tmp_path: Path) -> None:
     worse = int(gt.image_ids[diag.gt_index[0]])
     sel = after.image_ids == worse
     after.keypoints[sel, :, 0] += 0.1 * np.sqrt(gt.areas[diag.gt_index[0]])
-    summary = _compare(gt, before, after)
+    summary = compare_results(gt, before, after)
     out = write_refine_report(gt, before, after, tmp_path / "refine", summary=summary)
     root = tmp_path / "refine"
     for name in (*FIGURES, "transitions.png"):

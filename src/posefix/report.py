@@ -628,7 +628,7 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysi
               a: Analysis, images: Mapping[int, str | Path] | None, num: int, exif: str,
               labels: tuple[str, str], w: _Writer, doc: _Doc) -> list[dict[str, Any]]:
     """Draw the images whose persons' OKS rose most and fell most."""
-    from .refine import load_image
+    from .images import load_image
     from .visualize import render_panels
 
     persons, ob, oa = _oks_changes(gt, b, a)
@@ -710,9 +710,9 @@ def write_refine_report(
         and ``comparison`` (the summary's numbers drawn).
     """
     if summary is None or "error_changes" not in summary:
-        from .refine import _compare
+        from .comparison import compare_results
 
-        summary = _compare(gt, before, after)
+        summary = compare_results(gt, before, after)
     comparison = {k: summary[k] for k in ("ap_before", "ap_after", "errors_before",
                                          "errors_after", "matched_before", "matched_after",
                                          "mean_oks_before", "mean_oks_after", "error_changes")}

@@ -245,7 +245,7 @@ def visualize_files(
     Returns:
         The written PNG paths.
     """
-    from .refine import load_image
+    from .images import load_image
 
     root = Path(images)
     out_dir = Path(out)
