@@ -85,8 +85,8 @@ def test_refine_real_results(name: str, trained_checkpoint: Path, coco_dir: Path
     assert len(refined) == s["detections_out"] == len(inputs) - s["suppressed_nms"]
     assert s["refined"] + s["unchanged_no_keypoints"] == len(inputs)
     assert np.all((refined.keypoints[..., 2] >= 0) & (refined.keypoints[..., 2] <= 1))
-    assert s["score"] == "input"  # the default: input person scores kept
-    assert set(refined.scores.round(6)) <= set(inputs.scores.round(6))
+    assert s["score"] == "auto"  # the default: a network without an error head keeps the
+    assert set(refined.scores.round(6)) <= set(inputs.scores.round(6))  # input person scores
     # The report's "before" is the input's own evaluation.
     ev = run("evaluate", "--gt", gt, "--results", results, "--json")
     assert ev.returncode == 0, ev.stderr

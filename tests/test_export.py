@@ -175,8 +175,10 @@ def test_mobilenet_with_error_gate_onnx_matches_pytorch(gated_checkpoint: Path,
     for gate, path in ((None, tmp_path / "gated.onnx"), (0.0, tmp_path / "ungated.onnx")):
         exported = export_onnx(gated_checkpoint, path, error_gate=gate)
         net.set_error_gate(0.5 if gate is None else gate)
-        coords, conf = OnnxRefiner(exported)(images, pose)
-        t_coords, t_conf = net.predict(torch.from_numpy(images), torch.from_numpy(pose))
+        coords, conf, err = OnnxRefiner(exported)(images, pose)
+        t_coords, t_conf, t_err = net.predict_with_error(torch.from_numpy(images),
+                                                         torch.from_numpy(pose))
+        assert np.abs(err - t_err.numpy()).max() < 1e-4
         assert np.abs(coords - t_coords.numpy()).max() < 0.01  # pixels
         assert np.abs(conf - t_conf.numpy()).max() < 1e-4
         at_input = np.abs(coords - pose[..., :2]).max(-1) < 1e-3

@@ -551,3 +551,37 @@ def test_result_writer_uncrops_and_suppresses_per_image_when_its_last_chunk_is_i
     assert result.image_ids.tolist() == [7, 7, 8]  # row 1 suppressed, row 3 never refined
     np.testing.assert_allclose(result.keypoints[0, :, 0], 15.0)  # back in the image
     assert first.item == {"affine": None}  # the crops are freed
+
+
+def test_quality_score_ranks_poses_the_network_finds_wrong_lower() -> None:
+    """score='quality' (and 'auto' with an error head): input score x mean probability that
+    the input keypoints are right; head-less networks keep the input score under 'auto'."""
+    from posefix.refine import ResultWriter, RefineCounts
+
+    n = 2
+    dets = Detections(np.array([1, 2]), np.zeros((n, SPEC.num_keypoints, 3)),
+                      np.array([0.8, 0.5]), np.full((n, 4), np.nan), np.ones(n, dtype=np.int64))
+    chunk = _chunk_of(2, 1, True, 0)
+    chunk.rows = np.array([0, 1])
+    chunk.item["poses"][..., 2] = 1.0
+    chunk.item["poses"][1, 0, 2] = 0.0  # an absent input keypoint does not count
+    chunk.error = np.full((2, SPEC.num_keypoints), 0.25)
+    chunk.error[1, 0] = 1.0
+    for score, want in (("quality", [0.6, 0.375]), ("auto", [0.6, 0.375]),
+                        ("input", [0.8, 0.5])):
+        writer = ResultWriter(dets, SPEC, score, 0.0, RefineCounts())
+        writer.add(_chunk_copy(chunk))
+        np.testing.assert_allclose(writer.result(np.arange(n)).scores, want)
+    plain = _chunk_copy(chunk)
+    plain.error = None
+    with pytest.raises(ValueError, match="error head"):
+        ResultWriter(dets, SPEC, "quality", 0.0, RefineCounts()).add(_chunk_copy(plain))
+    writer = ResultWriter(dets, SPEC, "auto", 0.0, RefineCounts())
+    writer.add(plain)
+    np.testing.assert_allclose(writer.result(np.arange(n)).scores, [0.8, 0.5])
+
+
+def _chunk_copy(chunk: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(chunk)

@@ -111,9 +111,12 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", choices=["pose", "bbox"], default="pose",
                    help="crop from the input pose's extent (default) or from its bbox")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
-    p.add_argument("--score", choices=["input", "heatmap"], default="input",
-                   help="'input' (default): keep the input person score; 'heatmap': input "
-                        "score x mean keypoint confidence of the refined pose")
+    p.add_argument("--score", choices=["auto", "input", "heatmap", "quality"], default="auto",
+                   help="output person score: 'input' keeps the estimator's; 'heatmap': input "
+                        "score x mean keypoint confidence of the refined pose; 'quality': input "
+                        "score x mean probability (error head) that the input keypoints are "
+                        "right; 'auto' (default): quality where the network has an error head, "
+                        "else input")
     p.add_argument("--nms", type=float, default=0.9, help="OKS-NMS threshold (<=0 disables)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)

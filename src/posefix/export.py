@@ -6,8 +6,10 @@ rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis 
 * ``images``: (B, 3, H, W) float32, RGB normalized with the ImageNet mean/std
   (:func:`posefix.model.normalize`);
 * ``input_pose``: (B, K, 3) float32 ``x, y, valid`` in input (crop) pixels;
-* ``coords``: (B, K, 2) refined ``x, y`` in input pixels; ``confidence``: (B, K);
-  ``heatmaps``: (B, K, H/4, W/4) logits.
+* ``coords``: (B, K, 2) refined ``x, y`` in input pixels (gated by the error head where the
+  model has one); ``confidence``: (B, K); ``heatmaps``: (B, K, H/4, W/4) logits;
+* ``input_error``: (B, K) the probability that each input keypoint is a gross error, only
+  for a model with an error head.
 
 The file's ``metadata_props`` carry the keypoint spec, input size, stride, backbone and
 training box padding (keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file.
@@ -30,25 +32,29 @@ from .checkpoint import default_checkpoint_path, load_checkpoint
 from .model import PoseFixNet
 from .spec import KeypointSpec
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
+__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
 
 INPUT_NAMES = ("images", "input_pose")
 OUTPUT_NAMES = ("coords", "confidence", "heatmaps")
+ERROR_OUTPUT = "input_error"  # the fourth output of a model with an error head
 _META_FORMAT = "posefix-onnx/1"
 
 
 class RefinerModule(nn.Module):
-    """``(images, input_pose) -> (coords px, confidence, heatmap logits)`` for export."""
+    """``(images, input_pose) -> (coords px, confidence, heatmap logits[, input error])``
+    for export."""
 
     def __init__(self, net: PoseFixNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, ...]:
         """Run the network and decode its heatmaps."""
         logits, error_logits = self.net(images, input_pose, with_error=True)
         coords, confidence = self.net.decode(logits, input_pose, error_logits)
-        return coords, confidence, logits
+        if error_logits is None:
+            return coords, confidence, logits
+        return coords, confidence, logits, torch.sigmoid(error_logits.float())
 
 
 def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: float
@@ -92,6 +98,7 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
     pose = torch.cat([torch.rand(2, k, 2, generator=gen) * torch.tensor([w, h]),
                       torch.ones(2, k, 1)], dim=-1)
 
+    outputs = OUTPUT_NAMES + ((ERROR_OUTPUT,) if net.error_head is not None else ())
     out = Path(onnx_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
@@ -104,8 +111,8 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
             torch.onnx.export(
                 wrapper, (images, pose), tmp, dynamo=False, opset_version=int(opset),
-                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_axes=dict.fromkeys(INPUT_NAMES + OUTPUT_NAMES, batch),
+                input_names=list(INPUT_NAMES), output_names=list(outputs),
+                dynamic_axes=dict.fromkeys(INPUT_NAMES + outputs, batch),
                 do_constant_folding=True,
             )
         model = onnx.load(tmp)
@@ -153,6 +160,7 @@ class OnnxRefiner:
                                             providers=providers or ["CPUExecutionProvider"])
         meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = meta
+        self.outputs = [o.name for o in self.session.get_outputs()]
         names = [i.name for i in self.session.get_inputs()]
         if names != list(INPUT_NAMES):
             raise ValueError(f"ONNX model {path}: inputs {names}, expected {list(INPUT_NAMES)}"
@@ -180,12 +188,14 @@ class OnnxRefiner:
         if pose.shape != (imgs.shape[0], self.num_keypoints, 3):
             raise ValueError(f"input_pose must be ({imgs.shape[0]}, {self.num_keypoints}, 3), "
                              f"got {pose.shape}")
-        outs: list[Any] = self.session.run(list(OUTPUT_NAMES),
+        outs: list[Any] = self.session.run(self.outputs,
                                            {INPUT_NAMES[0]: imgs, INPUT_NAMES[1]: pose})
-        return dict(zip(OUTPUT_NAMES, outs, strict=True))
+        return dict(zip(self.outputs, outs, strict=True))
 
     def __call__(self, images: np.ndarray, input_pose: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Refined ``coords`` (B, K, 2) in input pixels and ``confidence`` (B, K)."""
+                 ) -> tuple[np.ndarray, ...]:
+        """Refined ``coords`` (B, K, 2) in input pixels and ``confidence`` (B, K), and the
+        ``input_error`` (B, K) probabilities where the model has an error head."""
         out = self.run(images, input_pose)
-        return out["coords"], out["confidence"]
+        extra = (out[ERROR_OUTPUT],) if ERROR_OUTPUT in out else ()
+        return (out["coords"], out["confidence"], *extra)

@@ -340,8 +340,17 @@ class PoseFixNet(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor]:
         """Refined keypoints (B, K, 2) in input pixels and their confidence (B, K); no grad."""
+        return self.predict_with_error(images, input_pose)[:2]
+
+    @torch.no_grad()
+    def predict_with_error(self, images: Tensor, input_pose: Tensor
+                           ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`predict` and the probability (B, K) that each input keypoint is a gross
+        error (None without an error head); no grad."""
         logits, error_logits = self(images, input_pose, with_error=True)
-        return self.decode(logits, input_pose, error_logits)
+        coords, conf = self.decode(logits, input_pose, error_logits)
+        prob = None if error_logits is None else torch.sigmoid(error_logits.float())
+        return coords, conf, prob
 
     def set_error_gate(self, gate: float | None) -> None:
         """Keep input keypoints whose error probability is below ``gate`` (None or 0: refine

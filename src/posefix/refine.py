@@ -11,9 +11,12 @@ The pipeline, stage by stage:
 3. **Network** (:mod:`posefix.refiner`): each batch is refined, with the flip test.
 4. **Back in the image** (:class:`ResultWriter`): coordinates go back to the image with
    the inverse affine matrix; the keypoint score column becomes the network's per-keypoint
-   confidence; the person score stays the input's (``score="input"``, the default: it
-   measured the higher AP) or becomes the input score times the mean keypoint confidence of
-   the refined pose (``score="heatmap"``).
+   confidence; the person score stays the input's (``score="input"``), becomes the input
+   score times the mean keypoint confidence of the refined pose (``score="heatmap"``), or,
+   for a network with an error head, the input score times the mean probability that the
+   input keypoints are right (``score="quality"``: a pose the network finds mostly wrong
+   ranks lower). ``score="auto"`` (the default) is ``quality`` where the network has an
+   error head, else ``input``.
 5. **OKS-NMS per image** (threshold 0.9, crop areas, the spec's used keypoints), as the
    reference does, ordered by the output score, once an image's last chunk is through.
 6. **Results out**: in the input's order (grouped by image), less the suppressed poses.
@@ -66,6 +69,7 @@ from .spec import KeypointSpec, load_spec
 
 __all__ = [
     "DEFAULT_SCORE",
+    "SCORES",
     "BatchQueue",
     "RefineCounts",
     "Refiner",
@@ -80,11 +84,12 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Output person score unless told otherwise. Keeping the input score gave the higher AP
-#: with the shipped demo model on the held-out images of ../shared/data (rescoring never
-#: won there); ``python benchmarks/bench_refine.py --compare-scores CKPT`` measures it
-#: (benchmarks/RESULTS.md, section "posefix refine").
-DEFAULT_SCORE = "input"
+#: Output person score unless told otherwise: ``quality`` for a network with an error head
+#: (the shipped demo model: it measured the higher AP on every input of the LSP test split,
+#: recipes/demo/README.md), else the input's score (rescoring by heatmap confidence never won
+#: on held-out images, ``python benchmarks/bench_refine.py --compare-scores CKPT``).
+DEFAULT_SCORE = "auto"
+SCORES = ("auto", "input", "heatmap", "quality")
 
 
 @dataclass
@@ -113,8 +118,8 @@ class Chunk:
     """One loaded chunk of an image's detections on its way through the network.
 
     ``rows`` are its refinable rows (into the image-grouped detections); ``item`` the
-    loader's output (``crops``, ``poses``, ``affine``, ``areas``); ``coords``/``conf`` fill
-    as its crops come out of the network, ``done`` of them so far.
+    loader's output (``crops``, ``poses``, ``affine``, ``areas``); ``coords``/``conf`` (and
+    ``error``) fill as its crops come out of the network, ``done`` of them so far.
     """
 
     task: CropTask
@@ -122,6 +127,7 @@ class Chunk:
     rows: np.ndarray
     coords: np.ndarray
     conf: np.ndarray
+    error: np.ndarray | None = None  # input-error probabilities, where the network gives them
     done: int = 0
 
     @property
@@ -184,11 +190,18 @@ class BatchQueue:
             need -= take
         crops = parts_c[0] if len(parts_c) == 1 else np.concatenate(parts_c)
         poses = parts_p[0] if len(parts_p) == 1 else np.concatenate(parts_p)
-        coords, conf = self.refiner(crops, poses)
+        batch = getattr(self.refiner, "refine_batch", self.refiner)
+        out = batch(crops, poses)
+        coords, conf = out[0], out[1]
+        error = out[2] if len(out) > 2 else None
         off = 0
         for c, start, take in where:
             c.coords[start:start + take] = coords[off:off + take]
             c.conf[start:start + take] = conf[off:off + take]
+            if error is not None:
+                if c.error is None:
+                    c.error = np.zeros_like(c.conf)
+                c.error[start:start + take] = error[off:off + take]
             c.done += take
             off += take
         self._buffered -= n
@@ -219,15 +232,30 @@ class ResultWriter:
             m_inv = invert_affine(chunk.item["affine"])
             self.keypoints[chunk.rows, :, :2] = apply_affine(chunk.coords, m_inv)
             self.keypoints[chunk.rows, :, 2] = chunk.conf
-            if self.score == "heatmap":
-                self.scores[chunk.rows] = (self.dets.scores[chunk.rows]
-                                           * chunk.conf[:, self.used].mean(1))
+            self.scores[chunk.rows] = self._score(chunk)
             self._rows.append(chunk.rows)
             self._areas.append(chunk.item["areas"])
             self.counts.refined += len(chunk.rows)
         chunk.item = {"affine": None}
         if chunk.task.last:
             self._finish_image()
+
+    def _score(self, chunk: Chunk) -> np.ndarray:
+        """The output person scores of a chunk's refined detections."""
+        base = self.dets.scores[chunk.rows]
+        score = self.score
+        if score == "auto":
+            score = "quality" if chunk.error is not None else "input"
+        if score == "heatmap":
+            return base * chunk.conf[:, self.used].mean(1)
+        if score == "quality":
+            if chunk.error is None:
+                raise ValueError("score 'quality' needs a network with an error head")
+            present = chunk.item["poses"][:, :, 2] > 0
+            present &= self.used[None]
+            right = ((1 - chunk.error) * present).sum(1) / np.maximum(present.sum(1), 1)
+            return base * right
+        return base
 
     def _finish_image(self) -> None:
         """OKS-NMS among the refined detections of the image just completed."""
@@ -307,8 +335,8 @@ def refine_detections(
     """
     if box not in ("pose", "bbox"):
         raise ValueError(f"box must be 'pose' or 'bbox', got {box!r}")
-    if score not in ("input", "heatmap"):
-        raise ValueError(f"score must be 'input' or 'heatmap', got {score!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     refiner, spec, ck_padding = as_refiner(model, load_spec(spec) if spec is not None else None,
@@ -378,8 +406,10 @@ def refine(
         padding: box padding (default: the checkpoint's ``data.bbox_padding``, else 1.25).
         box: crop from the input pose (``"pose"``, the reference) or the ``bbox``.
         flip: flip test.
-        score: ``"input"`` (default) keeps the input person score; ``"heatmap"``
-            multiplies it by the mean keypoint confidence of the refined pose.
+        score: ``"input"`` keeps the input person score; ``"heatmap"`` multiplies it by
+            the mean keypoint confidence of the refined pose; ``"quality"`` (needs an error
+            head) by the mean probability that the input keypoints are right; ``"auto"``
+            (default): ``quality`` where the network has an error head, else ``input``.
         nms: OKS-NMS threshold per image; ``<= 0`` disables it.
         batch_size: crops per forward pass (doubled by the flip test).
         workers: image loading and cropping processes (0: in this process).

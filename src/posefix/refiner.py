@@ -38,7 +38,9 @@ class Refiner:
     Args:
         predict: ``(images (B, 3, H, W) normalized float, input_pose (B, K, 3)) ->
             (coords (B, K, 2) crop pixels, confidence (B, K))``, e.g. ``PoseFixNet.predict``
-            or an :class:`posefix.export.OnnxRefiner`.
+            or an :class:`posefix.export.OnnxRefiner`; it may add a third output, the
+            probability (B, K) that each input keypoint is a gross error
+            (``PoseFixNet.predict_with_error``), which :meth:`refine_batch` returns too.
         input_size: (height, width) of the crops.
         spec: keypoint layout (its ``flip_index`` un-mirrors the flipped prediction).
         device: where crops are normalized and ``predict`` is run.
@@ -74,26 +76,38 @@ class Refiner:
         return x, p
 
     def combine(self, coords: torch.Tensor, conf: torch.Tensor, n: int,
-                ) -> tuple[np.ndarray, np.ndarray]:
+                error: torch.Tensor | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Average the mirrored half of a prepared batch's predictions back in; to numpy."""
         coords = torch.as_tensor(coords).float()
         conf = torch.as_tensor(conf).float()
+        error = None if error is None else torch.as_tensor(error).float()
         if self.flip:
-            fc = coords[n:][:, self._flip_index.to(coords.device)].clone()
+            index = self._flip_index.to(coords.device)
+            fc = coords[n:][:, index].clone()
             fc[..., 0] = self.input_size[1] - 1 - fc[..., 0]
             coords = (coords[:n] + fc) / 2
-            conf = (conf[:n] + conf[n:][:, self._flip_index.to(conf.device)]) / 2
-        return coords.double().cpu().numpy(), conf.double().cpu().numpy()
+            conf = (conf[:n] + conf[n:][:, index.to(conf.device)]) / 2
+            if error is not None:
+                error = (error[:n] + error[n:][:, index.to(error.device)]) / 2
+        return (coords.double().cpu().numpy(), conf.double().cpu().numpy(),
+                None if error is None else error.double().cpu().numpy())
 
     @torch.inference_mode()
+    def refine_batch(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`__call__` and the input-error probability (B, K), or None where the
+        predictor gives none."""
+        n = len(crops)
+        x, p = self.prepare(crops, poses)
+        out = self.predict(x, p)
+        return self.combine(out[0], out[1], n, out[2] if len(out) > 2 else None)
+
     def __call__(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Refine a batch: uint8 RGB crops (B, H, W, 3), input poses (B, K, 3) in crop pixels
         ``x, y, valid`` -> (coords (B, K, 2) in crop pixels, confidence (B, K))."""
-        n = len(crops)
-        x, p = self.prepare(crops, poses)
-        coords, conf = self.predict(x, p)
-        return self.combine(coords, conf, n)
+        return self.refine_batch(crops, poses)[:2]
 
 
 def as_refiner(model: Any, spec: KeypointSpec | None, input_size: tuple[int, int] | None,
@@ -121,14 +135,14 @@ def as_refiner(model: Any, spec: KeypointSpec | None, input_size: tuple[int, int
     dev = resolve_device(device)
     if isinstance(model, torch.nn.Module):
         model = model.to(dev).eval()
-        predict = model.predict if hasattr(model, "predict") else model
+        predict = (model.predict_with_error if getattr(model, "error_head", None) is not None
+                   else model.predict if hasattr(model, "predict") else model)
     elif hasattr(model, "session"):  # an OnnxRefiner: numpy in and out, on the CPU
         dev = torch.device("cpu")
         onnx_model = model
 
-        def predict(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            coords, conf = onnx_model(x.numpy(), p.numpy())
-            return torch.from_numpy(coords), torch.from_numpy(conf)
+        def predict(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(torch.from_numpy(o) for o in onnx_model(x.numpy(), p.numpy()))
     else:
         predict = model.predict if hasattr(model, "predict") else model
     if not callable(predict):
