@@ -1,25 +1,48 @@
 """Ship a trained demo checkpoint: weights in half precision, into the package.
 
-    .venv/bin/python recipes/demo/ship.py runs/demo_r18/final.pt
+The shipped file carries its training config (with ``model.error_gate`` set to the chosen
+gate), and in ``extra.shipped_from`` the source checkpoint, step, seed, the command that
+trained it and the data it trained on (``split.yaml``).
+
+    .venv/bin/python recipes/demo/ship.py runs/demo/final.pt --error-gate 0.5
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import dataclasses
 from pathlib import Path
+
+import yaml
 
 from posefix.checkpoint import load_checkpoint, save_checkpoint
 
+HERE = Path(__file__).resolve().parent
+DEST = HERE.parents[1] / "src" / "posefix" / "assets" / "demo_model.pt"
+COMMAND = "OMP_NUM_THREADS=1 .venv/bin/posefix train recipes/demo/config.yaml"
 
-def main(src: str) -> None:
-    """Convert ``src`` to a half-precision checkpoint at the package's default path."""
-    ckpt = load_checkpoint(src)
-    dst = Path(__file__).resolve().parents[2] / "src" / "posefix" / "assets" / "demo_model.pt"
-    info = {"source": str(src), "step": ckpt.extra.get("step"), "epoch": ckpt.extra.get("epoch")}
-    save_checkpoint(dst, model=ckpt.model, config=ckpt.config, spec=ckpt.spec,
+
+def main() -> None:
+    """Convert a checkpoint to a half-precision one at the package's default path."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--error-gate", type=float, default=None,
+                    help="the gate to ship (recipes/demo/choose_gate.py); default: as trained")
+    args = ap.parse_args()
+    ckpt = load_checkpoint(args.checkpoint)
+    config = ckpt.config
+    if args.error_gate is not None:
+        ckpt.model.set_error_gate(args.error_gate)
+        config = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, error_gate=ckpt.model.error_gate))
+    info = {"source": str(args.checkpoint), "step": ckpt.extra.get("step"),
+            "epoch": ckpt.extra.get("epoch"), "seed": config.run.seed, "command": COMMAND,
+            "data": yaml.safe_load((HERE / "split.yaml").read_text())}
+    save_checkpoint(DEST, model=ckpt.model, config=config, spec=ckpt.spec,
                     extra={"shipped_from": info}, half=True)
-    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB) from {src} {info}")
+    print(f"wrote {DEST} ({DEST.stat().st_size / 1e6:.1f} MB) from {args.checkpoint}, "
+          f"step {info['step']}, error gate {config.model.error_gate}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()
