@@ -556,7 +556,7 @@ def test_result_writer_uncrops_and_suppresses_per_image_when_its_last_chunk_is_i
 def test_quality_score_ranks_poses_the_network_finds_wrong_lower() -> None:
     """score='quality' (and 'auto' with an error head): input score x mean probability that
     the input keypoints are right; head-less networks keep the input score under 'auto'."""
-    from posefix.refine import ResultWriter, RefineCounts
+    from posefix.refine import RefineCounts, ResultWriter
 
     n = 2
     dets = Detections(np.array([1, 2]), np.zeros((n, SPEC.num_keypoints, 3)),
