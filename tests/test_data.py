@@ -15,6 +15,7 @@ from posefix.config import DatasetConfig, load_config
 from posefix.data import (
     PoseFixDataset,
     ResumableSampler,
+    StringArray,
     build_dataset,
     convert_layout,
     load_persons,
@@ -355,3 +356,121 @@ def test_split_field_restricts_a_set(shared_data: Path) -> None:
     assert both.image_ids.tolist() == [1]  # the file list within the split
     with pytest.raises(InputError, match="lsp14.json.*split 'val'"):
         load_persons([DatasetConfig(ann=lsp, split="val")], "coco17")
+
+
+class _Keys(torch.utils.data.Dataset):
+    """A dataset of ``n`` samples that are their own ``(epoch, index)`` keys."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int]:
+        return key
+
+
+def _run_epoch(n: int, world: int, bs: int, accum: int, epoch: int, start: int = 0
+               ) -> list[list[list[int]]]:
+    """What ``posefix.train`` draws in one epoch from ``start``: per step, per rank, the
+    indices of its micro-batches (taken from the real DataLoader as train.py takes them)."""
+    from posefix.train import micro_batches
+
+    ds = _Keys(n)
+    samplers = [ResumableSampler(ds, num_replicas=world, rank=r, seed=5) for r in range(world)]
+    iters = []
+    for s in samplers:
+        s.set_epoch(epoch)
+        s.set_start(start)
+        iters.append(iter(DataLoader(ds, batch_size=bs, sampler=s, collate_fn=list)))
+    steps = {s.steps(bs * accum) for s in samplers}
+    assert len(steps) == 1  # every rank runs the same number of steps: no deadlock
+    out = []
+    for k in range(steps.pop()):
+        per_rank, totals = [], set()
+        for s, it in zip(samplers, iters, strict=True):
+            sizes, total = micro_batches(s, k, bs, accum)
+            totals.add(total)
+            keys = []
+            for size in sizes:
+                if size:
+                    batch = next(it)
+                    assert len(batch) == size and all(e == epoch for e, _ in batch)
+                    keys += [i for _, i in batch]
+            per_rank.append(keys)
+        assert len(totals) == 1 and totals.pop() == sum(len(x) for x in per_rank)
+        out.append(per_rank)
+    for it in iters:  # nothing left over
+        assert next(it, None) is None
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 5, 7, 12, 13, 21, 64, 65, 149])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("bs,accum", [(1, 1), (2, 1), (3, 2), (5, 1)])
+def test_every_sample_once_per_epoch_across_ranks_and_resumes(n: int, world: int, bs: int,
+                                                               accum: int) -> None:
+    g = world * bs * accum
+    for epoch in (0, 1):
+        steps = _run_epoch(n, world, bs, accum, epoch)
+        flat = [i for step in steps for rank in step for i in rank]
+        assert sorted(flat) == list(range(n))  # exactly once, the uneven last step included
+        assert len(steps) == -(-n // g)
+        full = [sum(map(len, s)) == g for s in steps]
+        assert all(full[:-1]) and (full[-1] or n % g)
+        # Resuming at any step boundary gives the very same remaining steps (same ranks),
+        # and with another number of processes the remaining samples exactly once.
+        for k in sorted({1, len(steps) // 2, len(steps) - 1} - {0}):
+            assert _run_epoch(n, world, bs, accum, epoch, start=k * g) == steps[k:]
+            other = _run_epoch(n, world % 4 + 1, bs, accum, epoch, start=k * g)
+            done = [i for step in steps[:k] for rank in step for i in rank]
+            rest = [i for step in other for rank in step for i in rank]
+            assert sorted(done + rest) == list(range(n))
+
+
+def test_sampler_keeps_distributed_samplers_order_where_nothing_is_padded() -> None:
+    from torch.utils.data import DistributedSampler
+
+    ds = _Keys(24)
+    for world in (1, 2, 3, 4):
+        for r in range(world):
+            ours = ResumableSampler(ds, num_replicas=world, rank=r, seed=7)
+            theirs = DistributedSampler(ds, num_replicas=world, rank=r, seed=7)
+            ours.set_epoch(3)
+            theirs.set_epoch(3)
+            assert [i for _, i in ours] == list(theirs) and len(ours) == len(theirs)
+    # 10 samples on 4 ranks: 3, 3, 2, 2 (DistributedSampler pads to 3 each by repeating)
+    assert [len(ResumableSampler(_Keys(10), num_replicas=4, rank=r)) for r in range(4)] == \
+        [3, 3, 2, 2]
+
+
+def test_string_array_is_a_read_only_sequence_of_str(shared_data: Path) -> None:
+    names = ["/data/a.jpg", "/données/ß ü.jpg", "", "/x/" + "y" * 300]
+    a = StringArray(names)
+    assert len(a) == 4 and list(a) == names and a == names and a[-1] == names[-1]
+    assert a[1:3] == names[1:3] and all(type(x) is str for x in a)
+    with pytest.raises(IndexError):
+        a[4]
+    assert len(StringArray()) == 0
+    table = load_persons([_ds(shared_data, "coco")], "coco17")
+    assert isinstance(table.image_paths, StringArray)
+    assert all(Path(p).is_file() for p in table.image_paths)
+
+
+class _FreezeCount(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> int:
+        import gc
+
+        return gc.get_freeze_count()
+
+
+def test_loader_workers_freeze_what_they_inherit() -> None:
+    # A garbage collection in a forked worker would otherwise walk, and so copy, every
+    # object the worker inherited from the main process.
+    loader = DataLoader(_FreezeCount(), batch_size=None, num_workers=1,
+                        worker_init_fn=worker_init)
+    assert next(iter(loader)) > 1000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -273,3 +274,102 @@ def test_tensorboard_logging_or_csv_fallback(shared_data: Path, tmp_path: Path) 
     else:
         train(cfg, resume="no")
         assert any((tmp_path / "tb" / "tb").iterdir())
+
+
+_SAMPLES_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import posefix.data as D
+import posefix.train as T
+from posefix.checkpoint import load_checkpoint
+from posefix.config import load_config
+
+out, common = sys.argv[1], sys.argv[2:]
+log = {"keys": [], "stand_ins": [], "step": 0}
+getitem = D.PoseFixDataset.__getitem__
+
+def logged(self, key):  # every training sample drawn, with the step it is drawn for
+    if self.train and isinstance(key, tuple):
+        log["keys"].append([int(key[0]), int(key[1]), log["step"] + 1])
+    return getitem(self, key)
+
+def stand_in(ds, epoch):
+    log["stand_ins"].append([epoch, log["step"] + 1])
+    return T.default_collate([getitem(ds, (epoch, 0))])
+
+D.PoseFixDataset.__getitem__ = logged
+T._stand_in = stand_in
+# One process group for the three runs (a default group re-created in the same torchrun
+# store can meet the previous one's keys): train() joins it and must not destroy it.
+T.dist.init_process_group("gloo")
+destroy, T.dist.destroy_process_group = T.dist.destroy_process_group, lambda: None
+
+class Stop(Exception):
+    pass
+
+def run(name, tag, extra, stop_at=None):
+    cfg = load_config("tiny_cpu", [*common, f"run.out_dir={out}/{name}", *extra])
+    last = Path(out, name, "last.pt")
+    log.update(keys=[], stand_ins=[], step=load_checkpoint(last).extra["step"]
+               if last.is_file() else 0)
+    def cb(s):
+        log["step"] = s.step
+        if s.step == stop_at:
+            raise Stop
+    try:
+        T.train(cfg, resume="auto", callback=cb)
+    except Stop:
+        pass
+    with open(f"{out}/{tag}.rank{os.environ['RANK']}.json", "w") as f:
+        json.dump(log, f)
+
+# 7 persons, 1 crop per process and step: 4 steps an epoch, the last one a single crop
+# (rank 1 has none); interrupted after step 3 (checkpoint at step 2), resumed to the end.
+a = ["optim.batch_size=1", "optim.epochs=2", "run.checkpoint_every=2"]
+run("a", "a1", a, stop_at=3)
+run("a", "a2", a)
+# 21 crops, 2 x 2 per process and step: 3 steps, the last one 5 crops: rank 0 takes
+# micro-batches of 2 and 1, rank 1 one of 2 (different numbers of DDP forwards).
+run("b", "b", ["data.repeat=3", "optim.batch_size=2", "optim.accumulate=2", "optim.epochs=1"])
+destroy()
+"""
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_every_sample_once_per_epoch(shared_data: Path,
+                                                              tmp_path: Path) -> None:
+    script = tmp_path / "samples.py"
+    script.write_text(_SAMPLES_SCRIPT)
+    coco = shared_data / "coco" / "test_coco.json"
+    sets = (f"[{{ann: {coco}, image_files: [000000000785.jpg, 000000040083.jpg, "
+            f"000000196141.jpg]}}]")  # 1 + 2 + 4 persons with keypoints
+    common = [f"data.train={sets}", "data.val=[]", "run.progress=false", "run.val_every=0",
+              "data.workers=0", "data.repeat=1", "run.log_every=1", "optim.max_steps=null",
+              "model.deconv_channels=16", "data.cache_images=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), str(tmp_path), *common],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+    def logs(tag: str) -> list[dict]:
+        return [json.loads((tmp_path / f"{tag}.rank{r}.json").read_text()) for r in (0, 1)]
+
+    # Run a: what the interrupted run trained on before its checkpoint (steps 1-2), then
+    # everything the resumed run drew (steps 3-8): every person once in each epoch.
+    first, resumed = logs("a1"), logs("a2")
+    assert [v["step"] for v in first] == [3, 3] and [v["step"] for v in resumed] == [8, 8]
+    keys = [(e, i) for v in first for e, i, s in v["keys"] if s <= 2]
+    keys += [(e, i) for v in resumed for e, i, s in v["keys"]]
+    assert all(s >= 3 for v in resumed for *_, s in v["keys"])
+    for epoch in (0, 1):
+        assert sorted(i for e, i in keys if e == epoch) == list(range(7))
+    # The last step of each epoch (steps 4 and 8): rank 0 one crop, rank 1 a stand-in.
+    assert [v["stand_ins"] for v in resumed] == [[], [[0, 4], [1, 8]]]
+    assert [sum(s == 4 for *_, s in v["keys"]) for v in resumed] == [1, 0]
+    # Run b: 21 crops once; the last step (3) took 3 crops on rank 0 and 2 on rank 1.
+    b = logs("b")
+    assert sorted(i for v in b for _, i, _ in v["keys"]) == list(range(21))
+    assert [sum(s == 3 for *_, s in v["keys"]) for v in b] == [3, 2]
+    ck = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (ck.extra["step"], ck.extra["epoch"], ck.extra["epoch_samples_seen"]) == (3, 1, 0)

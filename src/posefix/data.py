@@ -10,14 +10,23 @@ keypoints the source does not have are simply unlabelled.
 
 Samples are a pure function of ``(seed, epoch, index)``: the sampler yields ``(epoch,
 index)`` keys (:class:`ResumableSampler`), so a resumed run sees the same data and
-augmentation as an uninterrupted one, whatever the number of workers.
+augmentation as an uninterrupted one, whatever the number of workers. Every sample is drawn
+exactly once per epoch across all processes (no padding, the last smaller step trained).
+
+At COCO scale (150,000 persons) the persons are numpy arrays and the image paths one byte
+buffer (:class:`StringArray`), so forked DataLoader workers share them with the main process
+instead of copying them: reading a Python object per person or image would write its
+reference count, and so copy its memory page into the worker, and so would a garbage
+collection walking the objects the worker inherited (:func:`worker_init` freezes them).
 """
 
 from __future__ import annotations
 
-import itertools
+import gc
+import operator
+import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +56,7 @@ __all__ = [
     "PersonTable",
     "PoseFixDataset",
     "ResumableSampler",
+    "StringArray",
     "build_dataset",
     "convert_layout",
     "load_persons",
@@ -72,6 +82,44 @@ def convert_layout(keypoints: np.ndarray, source: KeypointSpec, target: Keypoint
     return out
 
 
+class StringArray(Sequence[str]):
+    """A read-only sequence of strings packed into one numpy byte buffer.
+
+    ``array[i]`` builds a new ``str``. A list of strings read by a forked DataLoader worker
+    gets its items' reference counts written, which copies every memory page they live on
+    into the worker; this buffer is only read, so its pages stay shared.
+    """
+
+    def __init__(self, items: Iterable[str] = ()) -> None:
+        encoded = [os.fsencode(s) for s in items]
+        self._ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+        self._data = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = operator.index(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for {n} strings")
+        start = int(self._ends[i - 1]) if i else 0
+        return os.fsdecode(self._data[start:int(self._ends[i])].tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(
+                a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"StringArray({list(self[:3])}{' ...' if len(self) > 3 else ''}, n={len(self)})"
+
+
 @dataclass
 class PersonTable:
     """The persons of one or more keypoint sets, in one layout, as arrays (one row each).
@@ -82,7 +130,7 @@ class PersonTable:
         boxes: (N, 4) sanitised boxes ``x, y, w, h``.
         areas: (N,) areas (OKS scale of the synthesized errors).
         image_index: (N,) index into ``image_paths``.
-        image_paths: one absolute path per image.
+        image_paths: one absolute path per image (a :class:`StringArray`).
         image_ids: (N,) image ids in their own set.
         ann_ids: (N,) annotation ids in their own set.
         source: (N,) index of the set (into ``gts``) each person comes from.
@@ -100,7 +148,7 @@ class PersonTable:
     boxes: np.ndarray
     areas: np.ndarray
     image_index: np.ndarray
-    image_paths: list[str]
+    image_paths: Sequence[str]
     image_ids: np.ndarray
     ann_ids: np.ndarray
     source: np.ndarray
@@ -222,7 +270,7 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
     ptr = np.concatenate([[0], np.cumsum(cat["others_count"])]).astype(np.int64)
     return PersonTable(
         spec=spec, keypoints=cat["keypoints"], boxes=cat["boxes"], areas=cat["areas"],
-        image_index=cat["image_index"].astype(np.int64), image_paths=paths,
+        image_index=cat["image_index"].astype(np.int64), image_paths=StringArray(paths),
         image_ids=cat["image_ids"].astype(np.int64), ann_ids=cat["ann_ids"].astype(np.int64),
         source=cat["source"].astype(np.int64), others_ptr=ptr, others_kp=cat["others_kp"],
         others_area=cat["others_area"],
@@ -231,7 +279,11 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker setup: one thread each for OpenCV and torch (workers are processes)."""
+    """DataLoader worker setup: one thread each for OpenCV and torch (workers are processes);
+    the objects inherited from the main process frozen out of garbage collection (walking
+    them would write to, and so copy, every page they live on; :func:`gc.freeze` itself
+    only relinks two list heads)."""
+    gc.freeze()
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
 
@@ -406,26 +458,57 @@ def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None =
 
 
 class ResumableSampler(DistributedSampler):
-    """A :class:`DistributedSampler` that yields ``(epoch, index)`` keys and can resume.
+    """A :class:`DistributedSampler` that yields ``(epoch, index)`` keys, draws every index
+    exactly once per epoch across the processes, and can resume.
 
-    The per-epoch shuffle is DistributedSampler's (seeded by ``seed + epoch``); ``start``
-    skips the first samples of this rank's share of the current epoch (the ones a resumed
-    run has already trained on). Call :meth:`set_epoch` every epoch as usual.
+    The per-epoch order is DistributedSampler's (``torch.randperm`` seeded by ``seed +
+    epoch``) and process ``rank`` takes every ``num_replicas``-th index of it, as there, but
+    nothing is padded: where the length is not a multiple of ``num_replicas`` the first ranks
+    get one index more (DistributedSampler repeats indices instead). ``start`` skips the
+    first ``start`` indices of the epoch's order *across all processes* (those a resumed run
+    has already trained on), so a run resumes exactly, even with another number of
+    processes. Training takes the order in steps of ``batch`` indices per process
+    (:meth:`steps`, :meth:`step_share`); only the last step of an epoch can be smaller, and
+    in it a process can get none. Call :meth:`set_epoch` every epoch as usual.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0,
                  shuffle: bool = True, seed: int = 0, start: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=False)
-        self.start = int(start)
+        self.total_size = len(self.dataset)  # type: ignore[arg-type]  # no padding
+        self.set_start(start)
 
     def set_start(self, start: int) -> None:
-        """Skip the first ``start`` samples of this rank in the current epoch."""
+        """Skip the first ``start`` indices of the current epoch's order (all processes)."""
         self.start = int(start)
+        self.num_samples = len(range(self.start + self.rank, self.total_size,
+                                     self.num_replicas))
+
+    def order(self) -> np.ndarray:
+        """The current epoch's order of all indices (every process computes the same)."""
+        if not self.shuffle:
+            return np.arange(self.total_size)
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.total_size, generator=g).numpy()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        for i in itertools.islice(super().__iter__(), self.start, None):
-            yield (self.epoch, int(i))
+        for i in self.order()[self.start + self.rank::self.num_replicas].tolist():
+            yield (self.epoch, i)
 
     def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
+        return self.num_samples
+
+    def steps(self, batch: int) -> int:
+        """Steps of ``batch`` indices per process left in the epoch from ``start`` (the last
+        one possibly smaller)."""
+        return -(-(self.total_size - self.start) // (batch * self.num_replicas))
+
+    def step_share(self, step: int, batch: int) -> tuple[int, int]:
+        """``(this process's, all processes')`` number of indices in step ``step`` (counted
+        from ``start``) of ``batch`` indices per process."""
+        size = batch * self.num_replicas
+        first = min(self.start + step * size, self.total_size)
+        total = min(size, self.total_size - first)
+        return len(range(self.rank, total, self.num_replicas)), total

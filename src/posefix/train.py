@@ -23,7 +23,9 @@ command (``--resume auto``, the default) and reaches the same state as an uninte
 run: samples are a pure function of ``(seed, epoch, index)``
 (:mod:`posefix.data`) and the checkpoint holds the model, optimizer, scheduler, gradient
 scaler, step, epoch, position within the epoch and RNG states (and the weights' moving
-average with ``optim.ema_decay``).
+average with ``optim.ema_decay``). Every sample is trained on exactly once per epoch
+across the processes: nothing is padded or dropped, the last step of an epoch takes the
+remainder (a process left without a sample there joins the step with a zero-weighted one).
 
 Files in ``run.out_dir``: ``last.pt`` (training state, every ``run.checkpoint_every``
 steps and at each epoch end), ``final.pt`` (weights, the moving average with ``optim.ema_decay``, + config + spec: what
@@ -60,7 +62,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from .checkpoint import (
     capture_rng_state,
@@ -77,8 +79,8 @@ from .loss import integral_loss
 from .model import PoseFixNet, build_model, error_head_loss, normalize
 from .spec import load_spec
 
-__all__ = ["DistInfo", "TrainState", "build_train_loader", "compute_loss", "setup_distributed",
-           "train", "validate"]
+__all__ = ["DistInfo", "TrainState", "build_train_loader", "compute_loss", "micro_batches",
+           "setup_distributed", "train", "validate"]
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def _unwrap(model: nn.Module) -> PoseFixNet:
 def _loader(ds: PoseFixDataset, batch_size: int, workers: int, pin: bool,
             sampler: Any = None, persistent: bool = False) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False,
-                      num_workers=workers, pin_memory=pin, drop_last=sampler is not None,
+                      num_workers=workers, pin_memory=pin, drop_last=False,
                       worker_init_fn=worker_init if workers > 0 else None,
                       persistent_workers=persistent and workers > 0)
 
@@ -226,14 +228,34 @@ def build_train_loader(cfg: Config, dataset: PoseFixDataset, info: DistInfo
                        ) -> tuple[DataLoader, ResumableSampler]:
     """The training DataLoader of one process and its resumable distributed sampler.
 
-    ``data.workers`` persistent worker processes (one thread each), pinned memory on CUDA,
-    full batches only.
+    ``data.workers`` persistent worker processes (one thread each), pinned memory on CUDA.
+    Every sample comes once per epoch across the processes: the last batches of an epoch
+    can be smaller (see :meth:`ResumableSampler.step_share` for how many each process gets).
     """
     sampler = ResumableSampler(dataset, num_replicas=info.world_size, rank=info.rank,
                                shuffle=True, seed=cfg.run.seed)
     loader = _loader(dataset, cfg.optim.batch_size, cfg.data.workers,
                      info.device.type == "cuda", sampler, persistent=True)
     return loader, sampler
+
+
+def micro_batches(sampler: ResumableSampler, step: int, batch_size: int, accumulate: int
+                  ) -> tuple[list[int], int]:
+    """Sizes of this process's micro-batches in ``step`` of the epoch (counted from the
+    sampler's start), and the number of crops of the step on all processes.
+
+    Full steps: ``accumulate`` micro-batches of ``batch_size`` on every process. The epoch's
+    last step takes what is left: fewer or smaller micro-batches, or ``[0]`` (no sample:
+    the process joins the step with a zero-weighted stand-in).
+    """
+    mine, total = sampler.step_share(step, batch_size * accumulate)
+    return [min(batch_size, mine - i) for i in range(0, mine, batch_size)] or [0], total
+
+
+def _stand_in(dataset: PoseFixDataset, epoch: int) -> dict[str, Any]:
+    """A one-crop batch for a process that has no sample in a step (its loss is weighted
+    zero; it only lets the process join the step's collective operations)."""
+    return default_collate([dataset[(epoch, 0)]])
 
 
 def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, stride: int,
@@ -422,10 +444,11 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     val_ds = build_dataset(cfg, "val") if cfg.data.val and cfg.run.val_every > 0 else None
 
     bs, accum = cfg.optim.batch_size, cfg.optim.accumulate
+    crops_per_step = bs * accum
     loader, sampler = build_train_loader(cfg, train_ds, info)
-    batches_per_epoch = sampler.num_samples // bs
-    steps_per_epoch = batches_per_epoch // accum
-    if steps_per_epoch == 0:
+    # Every sample once per epoch: the last step takes the remainder (fewer crops).
+    steps_per_epoch = sampler.steps(crops_per_step)
+    if len(train_ds) < crops_per_step * info.world_size:
         raise ConfigError(
             f"optim.batch_size: {len(train_ds)} samples over {info.world_size} process(es) "
             f"give no full step of {bs} x {accum} crops; lower optim.batch_size or raise "
@@ -433,7 +456,6 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     total_steps = cfg.optim.epochs * steps_per_epoch
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
-    crops_per_step = bs * accum
 
     net = build_model(cfg.model, spec.num_keypoints).to(device)
     if cfg.run.channels_last:
@@ -450,7 +472,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     if cfg.optim.ema_decay is not None:
         ema = copy.deepcopy(net).eval().requires_grad_(False)
 
-    step, epoch, sample_in_epoch = 0, 0, 0
+    step, epoch, epoch_seen = 0, 0, 0  # epoch_seen: samples of this epoch trained, all ranks
     resume_path = _find_resume(resume, out_dir)
     if resume_path is not None:
         ck = load_checkpoint(resume_path)
@@ -472,16 +494,16 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
         if "scaler" in ex and ex["scaler"]:
             scaler.load_state_dict(ex["scaler"])
         step, epoch = int(ex["step"]), int(ex["epoch"])
-        # Samples of this epoch already trained on, per process (rescaled if the number of
-        # processes changed: then the order differs from the original run's).
-        seen = int(ex["sample_in_epoch"]) * int(ex.get("world_size", info.world_size))
-        sample_in_epoch = seen // info.world_size
+        # Samples of this epoch already trained on, by all processes (older checkpoints hold
+        # the count per process). The sampler skips them in the epoch's order, so the rest
+        # of the epoch is every other sample once, whatever the number of processes now.
+        epoch_seen = int(ex.get("epoch_samples_seen", int(ex["sample_in_epoch"]) * int(
+            ex.get("world_size", info.world_size))))
         if int(ex.get("world_size", info.world_size)) != info.world_size or \
                 int(ex.get("crops_per_step", crops_per_step)) != crops_per_step:
             warnings.warn("resuming with another number of processes or batch size: the "
-                          "run continues but does not reproduce the original order",
-                          stacklevel=2)
-            sample_in_epoch -= sample_in_epoch % crops_per_step
+                          "run continues (every sample still once per epoch) but in other "
+                          "batches than the original run", stacklevel=2)
         if int(ex.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:
             warnings.warn("steps per epoch changed since the checkpoint", stacklevel=2)
         restore_rng_state(_rng_plain(ex["rng"]))
@@ -510,7 +532,8 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
             "optimizer": optimizer.state_dict(),
             "scheduler": _plain_scheduler(scheduler.state_dict()),
             "scaler": scaler.state_dict(),
-            "step": step, "epoch": epoch, "sample_in_epoch": sample_in_epoch,
+            "step": step, "epoch": epoch, "epoch_samples_seen": epoch_seen,
+            "sample_in_epoch": epoch_seen // info.world_size,  # per process, as before
             "steps_per_epoch": steps_per_epoch, "world_size": info.world_size,
             "crops_per_step": crops_per_step, "rng": _rng_tensors(capture_rng_state()),
             **({"ema": ema.state_dict()} if ema is not None else {}),
@@ -549,39 +572,49 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
 
     sums = torch.zeros(5, device=device)  # loss, ce, l1, err, micro-batches
     last_loss: float | None = None
-    t_log, steps_since_log = time.perf_counter(), 0
+    t_log, crops_since_log = time.perf_counter(), 0
     model.train()
     validated_at = -1
     while step < total_steps:
         sampler.set_epoch(epoch)
-        sampler.set_start(sample_in_epoch)
+        sampler.set_start(epoch_seen)
         batches = iter(loader)
-        epoch_steps = steps_per_epoch - sample_in_epoch // crops_per_step
+        epoch_steps = sampler.steps(crops_per_step)
         done_epoch = True
-        for _ in range(epoch_steps):
+        for k in range(epoch_steps):
             if step >= total_steps:
                 done_epoch = False
                 break
+            sizes, step_crops = micro_batches(sampler, k, bs, accum)
             optimizer.zero_grad(set_to_none=True)
-            for micro in range(accum):
-                batch = next(batches)
-                sync = not info.distributed or micro == accum - 1
+            for micro, size in enumerate(sizes):
+                # A rank with no sample in the step still joins DDP's gradient all-reduce,
+                # with a zero-weighted stand-in (its BatchNorm statistics are replaced by
+                # rank 0's, which always has samples, at the next forward and at the end).
+                batch = next(batches) if size else _stand_in(train_ds, epoch)
+                sync = not info.distributed or micro == len(sizes) - 1
                 with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore
                     losses = compute_loss(model, batch, device, net.stride, amp_dtype,
                                           cfg.optim.error_weight)
-                    scaler.scale(losses["loss"] / accum).backward()
-                sums += torch.stack([losses["loss"].detach(), losses["ce"].detach(),
-                                     losses["l1"].detach(),
-                                     losses.get("err", torch.zeros((), device=device)).detach(),
-                                     torch.ones((), device=device)])
+                    # Each micro-batch weighs its share of the step's crops on all ranks
+                    # (DDP averages over ranks): 1 / accum in a full step.
+                    loss = losses["loss"] / (step_crops / (size * info.world_size)) if size \
+                        else losses["loss"] * 0.0
+                    scaler.scale(loss).backward()
+                if size:
+                    sums += torch.stack([losses["loss"].detach(), losses["ce"].detach(),
+                                         losses["l1"].detach(),
+                                         losses.get("err", torch.zeros((), device=device)
+                                                    ).detach(),
+                                         torch.ones((), device=device)])
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             if ema is not None:
                 ema_update(ema, net, min(cfg.optim.ema_decay, (1.0 + step) / (10.0 + step)))
             step += 1
-            sample_in_epoch += crops_per_step
-            steps_since_log += 1
+            epoch_seen += step_crops
+            crops_since_log += step_crops
             if step % cfg.run.log_every == 0 or step == total_steps:
                 if info.distributed:
                     dist.all_reduce(sums)
@@ -590,7 +623,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
                 if not math.isfinite(loss) and amp_dtype is not torch.float16:
                     raise FloatingPointError(f"step {step}: the loss is {loss}")
                 dt = time.perf_counter() - t_log
-                rate = steps_since_log * crops_per_step * info.world_size / max(dt, 1e-9)
+                rate = crops_since_log / max(dt, 1e-9)
                 last_loss = loss
                 logger.write("log", {"step": step, "epoch": epoch,
                                      "lr": optimizer.param_groups[0]["lr"], "loss": loss,
@@ -600,20 +633,20 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", crops_s=f"{rate:.1f}", epoch=epoch)
                 sums.zero_()
-                t_log, steps_since_log = time.perf_counter(), 0
+                t_log, crops_since_log = time.perf_counter(), 0
             if bar is not None:
                 bar.update(1)
             if callback is not None:
                 callback(TrainState(step=step, epoch=epoch, total_steps=total_steps,
                                     model=net, loss=last_loss, rank=info.rank))
-            at_epoch_end = sample_in_epoch // crops_per_step >= steps_per_epoch
+            at_epoch_end = epoch_seen >= len(train_ds)
             if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 \
                     and not at_epoch_end and step < total_steps:
                 checkpoint()
         del batches
-        if done_epoch and sample_in_epoch // crops_per_step >= steps_per_epoch:
+        if done_epoch and epoch_seen >= len(train_ds):
             epoch += 1
-            sample_in_epoch = 0
+            epoch_seen = 0
             checkpoint()
             if cfg.run.val_every and epoch % cfg.run.val_every == 0 and step < total_steps:
                 run_validation()
