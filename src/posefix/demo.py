@@ -82,14 +82,7 @@ def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = N
     from .visualize import visualize_files
 
     if checkpoint is None:
-        try:
-            checkpoint = default_checkpoint_path()
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                "this posefix has no shipped demonstration model yet: train the tiny one "
-                "(about 4 minutes on 2 CPU cores, with ../shared beside the repository) and "
-                "pass it: posefix train tiny_cpu run.out_dir=runs/tiny && "
-                "posefix demo --checkpoint runs/tiny/final.pt") from None
+        checkpoint = default_checkpoint_path()
     elif not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     sample = sample_dir()
