@@ -26,6 +26,7 @@ back as a results file (``Detections.to_json`` and ``write_json_atomic``, as
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import pty
@@ -33,7 +34,9 @@ import re
 import resource
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -80,6 +83,8 @@ def run_refine(ckpt: Path, results: Path, out: Path, budget: float | None,
            "--results", str(results), "--out", str(out), "--workers", str(workers),
            "--device", "cpu"]
     master, slave = pty.openpty()
+    # A new pty is 0 columns wide, and tqdm draws nothing at width 0: give it a size.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=slave,
                             start_new_session=True,
