@@ -103,9 +103,9 @@ def run(name, tag, extra, stop_at=None):
     with open(f"{out}/{tag}.rank{os.environ['RANK']}.json", "w") as f:
         json.dump(log, f)
 
-bs_a = int(sys.argv[3])
-a = [f"optim.batch_size={bs_a}", "optim.epochs=2", "run.checkpoint_every=40"]
-run("a", "a1", a, stop_at=100)
+bs_a, every, stop = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+a = [f"optim.batch_size={bs_a}", "optim.epochs=2", f"run.checkpoint_every={every}"]
+run("a", "a1", a, stop_at=stop)
 run("a", "a2", a)
 run("b", "b", ["optim.batch_size=100", "optim.accumulate=3", "optim.epochs=1"])
 destroy()
@@ -126,13 +126,23 @@ def _odd_batch(n: int, world: int) -> int:
     return 1000
 
 
+def _schedule(steps_a: int) -> tuple[int, int, int]:
+    """Run A's checkpoint interval, the step it is interrupted after, and its last
+    checkpoint before that: in the middle of the second epoch (of ``steps_a`` steps each)."""
+    every = max(1, 3 * steps_a // 4)
+    stop = 2 * every + 1
+    ck = max([m for m in range(every, stop, every)] + ([steps_a] if steps_a < stop else []))
+    return every, stop, ck
+
+
 def _check(tmp: Path, world: int, n: int, steps_a: int) -> list[str]:
     def logs(tag: str) -> list[dict]:
         return [json.loads((tmp / f"{tag}.rank{r}.json").read_text()) for r in range(world)]
 
     out = []
     a1, a2, b = logs("a1"), logs("a2"), logs("b")
-    ck = 80  # run A's last checkpoint before its interruption at step 100
+    _, stop, ck = _schedule(steps_a)  # run A's last checkpoint before its interruption
+    assert a1[0]["step"] == stop, (a1[0]["step"], stop)
     counts = {0: [0] * n, 1: [0] * n}
     for v in a1:
         for e, i, s in v["keys"]:
@@ -145,10 +155,10 @@ def _check(tmp: Path, world: int, n: int, steps_a: int) -> list[str]:
         ok = all(c == 1 for c in counts[e])
         out.append(f"run A epoch {e}: every one of {n} samples exactly once: {ok}")
     stand = sorted({tuple(x) for v in a1 + a2 for x in v["stand_ins"]})
-    last = [sum(1 for _, _, s in v["keys"] if s == steps_a) for v in a2]
+    last = [sum(1 for _, _, s in v["keys"] if s == 2 * steps_a) for v in a2]
     out.append(f"run A: {steps_a} steps an epoch; steps with stand-ins (epoch, step): {stand}; "
-               f"samples per process in the last step: {last}; resumed at step {ck + 1}, "
-               f"ended at step {a2[0]['step']}")
+               f"samples per process in the last step: {last}; interrupted after step {stop}, "
+               f"resumed at step {ck + 1}, ended at step {a2[0]['step']}")
     cb = [0] * n
     for v in b:
         for _, i, _ in v["keys"]:
@@ -181,7 +191,8 @@ def main() -> None:
             t = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc_per_node={world}", str(script), tmp, str(n), str(bs)],
+                 f"--nproc_per_node={world}", str(script), tmp, str(n), str(bs),
+                 *map(str, _schedule(steps_a)[:2])],
                 cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                 text=True, timeout=3 * 3600)
             print(f"== {world} gloo processes, {n} samples, batch {bs} per process "
