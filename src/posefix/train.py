@@ -51,8 +51,8 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ class _Logger:
                 self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=resume_step)
             except ImportError:
                 warnings.warn("run.log=tensorboard but tensorboard is not installed; "
-                              "logging to CSV", stacklevel=3)
+                              "logging to CSV", stacklevel=4)
         for name in ("log.csv", "val.csv"):
             self._truncate(out_dir / name, resume_step)
 
@@ -427,10 +427,86 @@ def train(cfg: Config, resume: str | Path | None = "auto", *,
             dist.destroy_process_group()
 
 
+@dataclass
+class _Meter:
+    """The losses summed since the last ``log`` row, and the crops trained since then."""
+
+    sums: torch.Tensor  # loss, ce, l1, err, micro-batches
+    crops: int = 0
+    since: float = field(default_factory=time.perf_counter)
+    last_loss: float | None = None  # the last logged mean loss
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        """Count one micro-batch's losses."""
+        zero = torch.zeros((), device=self.sums.device)
+        self.sums += torch.stack([losses["loss"].detach(), losses["ce"].detach(),
+                                  losses["l1"].detach(), losses.get("err", zero).detach(),
+                                  torch.ones((), device=self.sums.device)])
+
+    def reset(self) -> None:
+        """Start the next row."""
+        self.sums.zero_()
+        self.since, self.crops = time.perf_counter(), 0
+
+
+@dataclass
+class _Run:
+    """One process's training run: what its stages build, share and advance."""
+
+    cfg: Config
+    info: DistInfo
+    spec: Any
+    out_dir: Path
+    train_ds: PoseFixDataset
+    val_ds: PoseFixDataset | None
+    loader: DataLoader
+    sampler: ResumableSampler
+    crops_per_step: int  # per process: optim.batch_size x optim.accumulate
+    steps_per_epoch: int
+    total_steps: int
+    net: PoseFixNet  # the bare network
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    ema: PoseFixNet | None
+    callback: Callable[[TrainState], None] | None
+    model: nn.Module = field(init=False)  # net, or its DDP wrapper (set by _start)
+    step: int = 0
+    epoch: int = 0
+    epoch_seen: int = 0  # samples of this epoch trained on, by all processes
+    resume_path: Path | None = None
+    saved_at: int = -1  # the step of the last checkpoint
+    validated_at: int = -1  # the step of the last validation
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    logger: _Logger = field(init=False)  # set by _start
+    bar: Any = None  # tqdm progress bar (rank 0 with run.progress)
+    meter: _Meter = field(init=False)  # set by _start
+
+    def __post_init__(self) -> None:
+        self.model = self.net
+
+
 def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
            callback: Callable[[TrainState], None] | None) -> Path:
+    """Setup, resume, epochs of steps (each epoch's end: checkpoint and validation), finish."""
+    run = _setup(cfg, info, callback)
+    resume_path = _find_resume(resume, run.out_dir)
+    if resume_path is not None:
+        _resume(run, resume_path)
+    _start(run)
+    while run.step < run.total_steps:
+        if _train_epoch(run) and run.epoch_seen >= len(run.train_ds):
+            _end_epoch(run)
+    return _finish(run)
+
+
+def _setup(cfg: Config, info: DistInfo, callback: Callable[[TrainState], None] | None
+           ) -> _Run:
+    """A fresh run: seed, data sets, loader and sampler, network, optimizer, learning-rate
+    schedule, gradient scaler and EMA (in this order: the network's initialization draws
+    from the seeded generator)."""
     device = info.device
-    out_dir = Path(cfg.run.out_dir)
     spec = load_spec(cfg.data.spec)
     if not cfg.data.train:
         raise ConfigError("data.train: no training set configured")
@@ -442,7 +518,6 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     if len(train_ds) == 0:
         raise ConfigError("data.train: the training sets hold no person with keypoints")
     val_ds = build_dataset(cfg, "val") if cfg.data.val and cfg.run.val_every > 0 else None
-
     bs, accum = cfg.optim.batch_size, cfg.optim.accumulate
     crops_per_step = bs * accum
     loader, sampler = build_train_loader(cfg, train_ds, info)
@@ -467,205 +542,236 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     amp_dtype = getattr(torch, cfg.optim.amp_dtype) if cfg.optim.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16
                                   and device.type == "cuda")
+    ema = copy.deepcopy(net).eval().requires_grad_(False) \
+        if cfg.optim.ema_decay is not None else None
+    return _Run(cfg=cfg, info=info, spec=spec, out_dir=Path(cfg.run.out_dir),
+                train_ds=train_ds, val_ds=val_ds, loader=loader, sampler=sampler,
+                crops_per_step=crops_per_step, steps_per_epoch=steps_per_epoch,
+                total_steps=total_steps, net=net, optimizer=optimizer, scheduler=scheduler,
+                scaler=scaler, amp_dtype=amp_dtype, ema=ema, callback=callback)
 
-    ema: PoseFixNet | None = None
-    if cfg.optim.ema_decay is not None:
-        ema = copy.deepcopy(net).eval().requires_grad_(False)
 
-    step, epoch, epoch_seen = 0, 0, 0  # epoch_seen: samples of this epoch trained, all ranks
-    resume_path = _find_resume(resume, out_dir)
-    if resume_path is not None:
-        ck = load_checkpoint(resume_path)
-        ex = ck.extra
-        if "optimizer" not in ex:
-            raise ConfigError(f"--resume {resume_path}: not a training checkpoint (no "
-                              f"optimizer state); use run.out_dir/last.pt")
-        if ck.spec.keypoints != spec.keypoints or ck.config.model.backbone != \
-                cfg.model.backbone or tuple(ck.config.model.input_size) != \
-                tuple(cfg.model.input_size):
-            raise ConfigError(f"--resume {resume_path}: its model/spec differ from the config")
-        net.load_state_dict(ck.model.state_dict())
-        if ema is not None:
-            ema.load_state_dict(ex["ema"] if "ema" in ex else net.state_dict())
-        optimizer.load_state_dict(ex["optimizer"])
-        sched = dict(ex["scheduler"])
-        sched["milestones"] = Counter(_lr_milestones(cfg, steps_per_epoch))
-        scheduler.load_state_dict(sched)
-        if "scaler" in ex and ex["scaler"]:
-            scaler.load_state_dict(ex["scaler"])
-        step, epoch = int(ex["step"]), int(ex["epoch"])
-        # Samples of this epoch already trained on, by all processes (older checkpoints hold
-        # the count per process). The sampler skips them in the epoch's order, so the rest
-        # of the epoch is every other sample once, whatever the number of processes now.
-        epoch_seen = int(ex.get("epoch_samples_seen", int(ex["sample_in_epoch"]) * int(
-            ex.get("world_size", info.world_size))))
-        if int(ex.get("world_size", info.world_size)) != info.world_size or \
-                int(ex.get("crops_per_step", crops_per_step)) != crops_per_step:
-            warnings.warn("resuming with another number of processes or batch size: the "
-                          "run continues (every sample still once per epoch) but in other "
-                          "batches than the original run", stacklevel=2)
-        if int(ex.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:
-            warnings.warn("steps per epoch changed since the checkpoint", stacklevel=2)
-        restore_rng_state(_rng_plain(ex["rng"]))
-        del ck
+def _resume(run: _Run, path: Path) -> None:
+    """Load a training checkpoint into ``run``: weights, EMA, optimizer, schedule, scaler,
+    counters and RNG states (warnings are attributed to the caller of :func:`train`)."""
+    cfg, info = run.cfg, run.info
+    ck = load_checkpoint(path)
+    ex = ck.extra
+    if "optimizer" not in ex:
+        raise ConfigError(f"--resume {path}: not a training checkpoint (no "
+                          f"optimizer state); use run.out_dir/last.pt")
+    if ck.spec.keypoints != run.spec.keypoints or ck.config.model.backbone != \
+            cfg.model.backbone or tuple(ck.config.model.input_size) != \
+            tuple(cfg.model.input_size):
+        raise ConfigError(f"--resume {path}: its model/spec differ from the config")
+    run.net.load_state_dict(ck.model.state_dict())
+    if run.ema is not None:
+        run.ema.load_state_dict(ex["ema"] if "ema" in ex else run.net.state_dict())
+    run.optimizer.load_state_dict(ex["optimizer"])
+    sched = dict(ex["scheduler"])
+    sched["milestones"] = Counter(_lr_milestones(cfg, run.steps_per_epoch))
+    run.scheduler.load_state_dict(sched)
+    if "scaler" in ex and ex["scaler"]:
+        run.scaler.load_state_dict(ex["scaler"])
+    run.step, run.epoch = int(ex["step"]), int(ex["epoch"])
+    # Samples of this epoch already trained on, by all processes (older checkpoints hold
+    # the count per process). The sampler skips them in the epoch's order, so the rest
+    # of the epoch is every other sample once, whatever the number of processes now.
+    run.epoch_seen = int(ex.get("epoch_samples_seen", int(ex["sample_in_epoch"]) * int(
+        ex.get("world_size", info.world_size))))
+    if int(ex.get("world_size", info.world_size)) != info.world_size or \
+            int(ex.get("crops_per_step", run.crops_per_step)) != run.crops_per_step:
+        warnings.warn("resuming with another number of processes or batch size: the "
+                      "run continues (every sample still once per epoch) but in other "
+                      "batches than the original run", stacklevel=3)
+    if int(ex.get("steps_per_epoch", run.steps_per_epoch)) != run.steps_per_epoch:
+        warnings.warn("steps per epoch changed since the checkpoint", stacklevel=3)
+    restore_rng_state(_rng_plain(ex["rng"]))
+    run.resume_path = path
 
-    model: nn.Module = net
+
+def _start(run: _Run) -> None:
+    """Before the first step: the processes check that they resume from the same step and
+    wrap the network in DDP; rank 0 opens the logs (dropping rows logged after the resumed
+    step), writes ``config.yaml`` and starts the progress bar."""
+    cfg, info = run.cfg, run.info
     if info.distributed:
         starts: list[Any] = [None] * info.world_size
-        dist.all_gather_object(starts, (step, str(resume_path)))
+        dist.all_gather_object(starts, (run.step, str(run.resume_path)))
         if len({st for st, _ in starts}) > 1:
             raise RuntimeError(
                 f"processes resume from different steps {starts}: every machine must see "
                 f"the same run.out_dir (shared storage) or get the same --resume file")
-        model = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    logger = _Logger(out_dir, cfg.run.log, info.is_main,
-                     step if resume_path is not None else None)
+        run.model = DistributedDataParallel(
+            run.net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    run.logger = _Logger(run.out_dir, cfg.run.log, info.is_main,
+                         run.step if run.resume_path is not None else None)
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg),
-                                                            sort_keys=False))
-
-    def training_state() -> dict[str, Any]:
-        return {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": _plain_scheduler(scheduler.state_dict()),
-            "scaler": scaler.state_dict(),
-            "step": step, "epoch": epoch, "epoch_samples_seen": epoch_seen,
-            "sample_in_epoch": epoch_seen // info.world_size,  # per process, as before
-            "steps_per_epoch": steps_per_epoch, "world_size": info.world_size,
-            "crops_per_step": crops_per_step, "rng": _rng_tensors(capture_rng_state()),
-            **({"ema": ema.state_dict()} if ema is not None else {}),
-        }
-
-    saved_at = -1
-
-    def checkpoint() -> None:
-        nonlocal saved_at
-        if info.is_main and saved_at != step:
-            save_checkpoint(out_dir / "last.pt", model=net, config=cfg, spec=spec,
-                            extra=training_state())
-        saved_at = step
-
-    val_metrics: dict[str, float] = {}
-    bar = None
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        (run.out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg),
+                                                                sort_keys=False))
     if info.is_main and cfg.run.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-                   desc="train")
+        run.bar = tqdm(total=run.total_steps, initial=run.step, unit="step",
+                       dynamic_ncols=True, desc="train")
+    run.meter = _Meter(torch.zeros(5, device=info.device))
+    run.model.train()
 
-    def run_validation() -> None:
-        nonlocal val_metrics
-        if val_ds is not None and info.is_main:
-            val_metrics = validate(ema if ema is not None else net, val_ds, batch_size=bs,
-                                   workers=min(cfg.data.workers, 2),
-                                   device=device, amp_dtype=amp_dtype)
-            if val_metrics:
-                logger.write("val", {"step": step, "epoch": epoch, **val_metrics})
-                if bar is not None:
-                    bar.write(f"step {step} epoch {epoch}: " + ", ".join(
-                        f"{k} {v:.4g}" for k, v in val_metrics.items() if "/" not in k))
-        if info.distributed:
-            dist.barrier()
 
-    sums = torch.zeros(5, device=device)  # loss, ce, l1, err, micro-batches
-    last_loss: float | None = None
-    t_log, crops_since_log = time.perf_counter(), 0
-    model.train()
-    validated_at = -1
-    while step < total_steps:
-        sampler.set_epoch(epoch)
-        sampler.set_start(epoch_seen)
-        batches = iter(loader)
-        epoch_steps = sampler.steps(crops_per_step)
-        done_epoch = True
-        for k in range(epoch_steps):
-            if step >= total_steps:
-                done_epoch = False
-                break
-            sizes, step_crops = micro_batches(sampler, k, bs, accum)
-            optimizer.zero_grad(set_to_none=True)
-            for micro, size in enumerate(sizes):
-                # A rank with no sample in the step still joins DDP's gradient all-reduce,
-                # with a zero-weighted stand-in (its BatchNorm statistics are replaced by
-                # rank 0's, which always has samples, at the next forward and at the end).
-                batch = next(batches) if size else _stand_in(train_ds, epoch)
-                sync = not info.distributed or micro == len(sizes) - 1
-                with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore
-                    losses = compute_loss(model, batch, device, net.stride, amp_dtype,
-                                          cfg.optim.error_weight)
-                    # Each micro-batch weighs its share of the step's crops on all ranks
-                    # (DDP averages over ranks): 1 / accum in a full step.
-                    loss = losses["loss"] / (step_crops / (size * info.world_size)) if size \
-                        else losses["loss"] * 0.0
-                    scaler.scale(loss).backward()
-                if size:
-                    sums += torch.stack([losses["loss"].detach(), losses["ce"].detach(),
-                                         losses["l1"].detach(),
-                                         losses.get("err", torch.zeros((), device=device)
-                                                    ).detach(),
-                                         torch.ones((), device=device)])
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema_update(ema, net, min(cfg.optim.ema_decay, (1.0 + step) / (10.0 + step)))
-            step += 1
-            epoch_seen += step_crops
-            crops_since_log += step_crops
-            if step % cfg.run.log_every == 0 or step == total_steps:
-                if info.distributed:
-                    dist.all_reduce(sums)
-                s = sums.tolist()
-                loss, ce, l1, err = (v / max(s[4], 1.0) for v in s[:4])
-                if not math.isfinite(loss) and amp_dtype is not torch.float16:
-                    raise FloatingPointError(f"step {step}: the loss is {loss}")
-                dt = time.perf_counter() - t_log
-                rate = crops_since_log / max(dt, 1e-9)
-                last_loss = loss
-                logger.write("log", {"step": step, "epoch": epoch,
-                                     "lr": optimizer.param_groups[0]["lr"], "loss": loss,
-                                     "ce": ce, "l1": l1,
-                                     **({"err": err} if net.error_head is not None else {}),
-                                     "crops_per_s": rate})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", crops_s=f"{rate:.1f}", epoch=epoch)
-                sums.zero_()
-                t_log, crops_since_log = time.perf_counter(), 0
-            if bar is not None:
-                bar.update(1)
-            if callback is not None:
-                callback(TrainState(step=step, epoch=epoch, total_steps=total_steps,
-                                    model=net, loss=last_loss, rank=info.rank))
-            at_epoch_end = epoch_seen >= len(train_ds)
-            if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 \
-                    and not at_epoch_end and step < total_steps:
-                checkpoint()
-        del batches
-        if done_epoch and epoch_seen >= len(train_ds):
-            epoch += 1
-            epoch_seen = 0
-            checkpoint()
-            if cfg.run.val_every and epoch % cfg.run.val_every == 0 and step < total_steps:
-                run_validation()
-                validated_at = step
+def _train_epoch(run: _Run) -> bool:
+    """Train the rest of ``run.epoch`` (from its ``epoch_seen``-th sample): per step, the
+    step, its log row, the progress bar, the callback and the periodic checkpoint. False
+    when the run's last step comes before the epoch's end."""
+    cfg = run.cfg
+    run.sampler.set_epoch(run.epoch)
+    run.sampler.set_start(run.epoch_seen)
+    batches = iter(run.loader)
+    for k in range(run.sampler.steps(run.crops_per_step)):
+        if run.step >= run.total_steps:
+            return False
+        _train_step(run, batches, k)
+        _log(run)
+        if run.bar is not None:
+            run.bar.update(1)
+        if run.callback is not None:
+            run.callback(TrainState(step=run.step, epoch=run.epoch, total_steps=run.total_steps,
+                                    model=run.net, loss=run.meter.last_loss, rank=run.info.rank))
+        at_epoch_end = run.epoch_seen >= len(run.train_ds)
+        if cfg.run.checkpoint_every and run.step % cfg.run.checkpoint_every == 0 \
+                and not at_epoch_end and run.step < run.total_steps:
+            _checkpoint(run)
+    return True
+
+
+def _train_step(run: _Run, batches: Iterator[dict[str, Any]], k: int) -> None:
+    """Optimizer step ``k`` of the epoch: its micro-batches' gradients (accumulated, all-reduced
+    across processes at the last), the optimizer, schedule and EMA updates, the counters."""
+    cfg, info, device = run.cfg, run.info, run.info.device
+    sizes, step_crops = micro_batches(run.sampler, k, cfg.optim.batch_size, cfg.optim.accumulate)
+    run.optimizer.zero_grad(set_to_none=True)
+    for micro, size in enumerate(sizes):
+        # A rank with no sample in the step still joins DDP's gradient all-reduce,
+        # with a zero-weighted stand-in (its BatchNorm statistics are replaced by
+        # rank 0's, which always has samples, at the next forward and at the end).
+        batch = next(batches) if size else _stand_in(run.train_ds, run.epoch)
+        sync = not info.distributed or micro == len(sizes) - 1
+        with contextlib.nullcontext() if sync else run.model.no_sync():  # type: ignore
+            losses = compute_loss(run.model, batch, device, run.net.stride, run.amp_dtype,
+                                  cfg.optim.error_weight)
+            # Each micro-batch weighs its share of the step's crops on all ranks
+            # (DDP averages over ranks): 1 / accum in a full step.
+            loss = losses["loss"] / (step_crops / (size * info.world_size)) if size \
+                else losses["loss"] * 0.0
+            run.scaler.scale(loss).backward()
+        if size:
+            run.meter.add(losses)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    if run.ema is not None:
+        ema_update(run.ema, run.net,
+                   min(cfg.optim.ema_decay, (1.0 + run.step) / (10.0 + run.step)))
+    run.step += 1
+    run.epoch_seen += step_crops
+    run.meter.crops += step_crops
+
+
+def _log(run: _Run) -> None:
+    """Every ``run.log_every`` steps and after the last: a ``log`` row with the mean losses
+    since the previous row (over all processes), the learning rate and the crop rate."""
+    if run.step % run.cfg.run.log_every != 0 and run.step != run.total_steps:
+        return
+    meter = run.meter
+    if run.info.distributed:
+        dist.all_reduce(meter.sums)
+    s = meter.sums.tolist()
+    loss, ce, l1, err = (v / max(s[4], 1.0) for v in s[:4])
+    if not math.isfinite(loss) and run.amp_dtype is not torch.float16:
+        raise FloatingPointError(f"step {run.step}: the loss is {loss}")
+    rate = meter.crops / max(time.perf_counter() - meter.since, 1e-9)
+    meter.last_loss = loss
+    run.logger.write("log", {"step": run.step, "epoch": run.epoch,
+                             "lr": run.optimizer.param_groups[0]["lr"], "loss": loss,
+                             "ce": ce, "l1": l1,
+                             **({"err": err} if run.net.error_head is not None else {}),
+                             "crops_per_s": rate})
+    if run.bar is not None:
+        run.bar.set_postfix(loss=f"{loss:.4f}", crops_s=f"{rate:.1f}", epoch=run.epoch)
+    meter.reset()
+
+
+def _end_epoch(run: _Run) -> None:
+    """After an epoch's last step: the next epoch, a checkpoint, and the validation every
+    ``run.val_every`` epochs (unless the run ends here: :func:`_finish` validates)."""
+    run.epoch += 1
+    run.epoch_seen = 0
+    _checkpoint(run)
+    if run.cfg.run.val_every and run.epoch % run.cfg.run.val_every == 0 \
+            and run.step < run.total_steps:
+        _validate(run)
+
+
+def _training_state(run: _Run) -> dict[str, Any]:
+    """What ``last.pt`` holds besides the weights, config and spec."""
+    return {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": _plain_scheduler(run.scheduler.state_dict()),
+        "scaler": run.scaler.state_dict(),
+        "step": run.step, "epoch": run.epoch, "epoch_samples_seen": run.epoch_seen,
+        "sample_in_epoch": run.epoch_seen // run.info.world_size,  # per process, as before
+        "steps_per_epoch": run.steps_per_epoch, "world_size": run.info.world_size,
+        "crops_per_step": run.crops_per_step, "rng": _rng_tensors(capture_rng_state()),
+        **({"ema": run.ema.state_dict()} if run.ema is not None else {}),
+    }
+
+
+def _checkpoint(run: _Run) -> None:
+    """Rank 0 writes ``last.pt`` (once per step)."""
+    if run.info.is_main and run.saved_at != run.step:
+        save_checkpoint(run.out_dir / "last.pt", model=run.net, config=run.cfg, spec=run.spec,
+                        extra=_training_state(run))
+    run.saved_at = run.step
+
+
+def _validate(run: _Run) -> None:
+    """Rank 0 validates the EMA (or the network) and logs a ``val`` row; the others wait."""
+    if run.val_ds is not None and run.info.is_main:
+        run.val_metrics = validate(run.ema if run.ema is not None else run.net, run.val_ds,
+                                   batch_size=run.cfg.optim.batch_size,
+                                   workers=min(run.cfg.data.workers, 2),
+                                   device=run.info.device, amp_dtype=run.amp_dtype)
+        if run.val_metrics:
+            run.logger.write("val", {"step": run.step, "epoch": run.epoch, **run.val_metrics})
+            if run.bar is not None:
+                run.bar.write(f"step {run.step} epoch {run.epoch}: " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in run.val_metrics.items() if "/" not in k))
+    if run.info.distributed:
+        dist.barrier()
+    run.validated_at = run.step
+
+
+def _finish(run: _Run) -> Path:
+    """After the last step: rank 0's BatchNorm statistics everywhere, the last checkpoint,
+    the validation (unless the last epoch's end just ran it), and ``final.pt``."""
+    info = run.info
     if info.distributed:
         # DDP broadcasts rank 0's buffers (BatchNorm statistics) before each forward, so
         # after the last one the ranks differ there: end with rank 0's everywhere.
-        for buf in net.buffers():
+        for buf in run.net.buffers():
             dist.broadcast(buf, 0)
-    checkpoint()
-    if validated_at != step:
-        run_validation()
-    if bar is not None:
-        bar.close()
-    logger.close()
-    final = out_dir / "final.pt"
+    _checkpoint(run)
+    if run.validated_at != run.step:
+        _validate(run)
+    if run.bar is not None:
+        run.bar.close()
+    run.logger.close()
+    final = run.out_dir / "final.pt"
     if info.is_main:
-        save_checkpoint(final, model=ema if ema is not None else net, config=cfg, spec=spec,
-                        extra={"step": step, "epoch": epoch, "val": dict(val_metrics)})
+        save_checkpoint(final, model=run.ema if run.ema is not None else run.net,
+                        config=run.cfg, spec=run.spec,
+                        extra={"step": run.step, "epoch": run.epoch,
+                               "val": dict(run.val_metrics)})
     if info.distributed:
         dist.barrier()
     return final
