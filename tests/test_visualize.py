@@ -17,6 +17,7 @@ from posefix.visualize import (
     RIGHT_COLOR,
     draw_pose,
     keypoint_sides,
+    label_panel,
     render_panels,
     visualize_files,
 )
@@ -126,3 +127,14 @@ def test_visualize_files_without_gt_uses_coco_names(tmp_path: Path) -> None:
                                 "keypoints": [0.0] * 51}]))
     with pytest.raises(InputError, match="image_id 5"):
         visualize_files(imgs, tmp_path / "vis2", results=[str(bad)])
+
+
+@pytest.mark.parametrize("text", ["ground truth (2)", "refined (12)", "0.92"])
+def test_text_outline_hugs_the_text(text: str) -> None:
+    # A thick outline advances further per glyph than the thin text and leaves a shadow
+    # to its right; the outline may only extend a pixel or two beyond the text.
+    bar = label_panel(np.full((4, 400, 3), 90, np.uint8), text)[:-4]
+    changed = np.flatnonzero((bar != 32).any(axis=(0, 2)))
+    bright = np.flatnonzero((bar > 200).any(axis=(0, 2)))
+    assert len(bright) > 0
+    assert changed.max() - bright.max() <= 2 and bright.min() - changed.min() <= 2

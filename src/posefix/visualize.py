@@ -140,8 +140,15 @@ def draw_pose(
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float,
           color: tuple[int, int, int]) -> None:
-    """Text with a dark outline, readable on any background."""
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 3, cv2.LINE_AA)
+    """Text with a dark outline, readable on any background.
+
+    The outline is the same thin text shifted by one pixel each way: thicker Hershey text
+    advances further per glyph, so a thick outline drifts right of the text it outlines.
+    """
+    x, y = org
+    for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
+        cv2.putText(img, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, color, 1, cv2.LINE_AA)
 
 
