@@ -111,3 +111,30 @@ def test_bad_ground_truth_exits_2(coco_dir: Path, tmp_path: Path) -> None:
               coco_dir / "blazepose_gtboxes.json", "--spec", "crowdpose14")
     assert out.returncode == 2 and str(coco_dir / "test_coco.json") in out.stderr
     assert "spec crowdpose14 needs 42" in out.stderr
+
+
+def test_split_restricts_the_ground_truth_to_its_images(shared_data: Path,
+                                                        tmp_path: Path) -> None:
+    # LSP's coco17.json holds both splits; PoseNet's results cover the test split only, so
+    # without --split the 1,000 training persons would all count as missed.
+    gt = shared_data / "lsp" / "coco17.json"
+    results = shared_data / "lsp" / "posenet_gtboxes.json"
+    whole = json.loads(run("evaluate", "--gt", gt, "--results", results, "--json").stdout)
+    test = json.loads(run("evaluate", "--gt", gt, "--results", results, "--json",
+                          "--split", "test").stdout)
+    assert (whole["num_images"], whole["num_ground_truth"]) == (1800, 1800)
+    assert (test["num_images"], test["num_ground_truth"]) == (800, 800)
+    assert whole["AR"] < 0.5 * test["AR"]
+    # The split's AP is what the split alone as a file gives.
+    data = json.loads(gt.read_text())
+    ids = {im["id"] for im in data["images"] if im["split"] == "test"}
+    alone = tmp_path / "test_only.json"
+    alone.write_text(json.dumps({**data, "images": [im for im in data["images"]
+                                                    if im["id"] in ids],
+                                 "annotations": [a for a in data["annotations"]
+                                                 if a["image_id"] in ids]}))
+    ref = json.loads(run("evaluate", "--gt", alone, "--results", results, "--json").stdout)
+    assert all(ref[k] == test[k] for k in STAT_NAMES)
+    proc = run("analyze", "--gt", gt, "--results", results, "--split", "val")
+    assert proc.returncode == 2
+    assert "coco17.json" in proc.stderr and "no image has split 'val'" in proc.stderr

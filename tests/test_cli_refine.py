@@ -260,3 +260,23 @@ def test_visualize_cli(coco_dir: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     files = sorted(out.glob("*.png"))
     assert len(files) == 2 and "wrote 2 image(s)" in r.stdout
+
+
+def test_refine_split_selects_the_ground_truths_images(shared_data: Path,
+                                                       tmp_path: Path) -> None:
+    from posefix.demo import sample_dir
+
+    gt = shared_data / "lsp" / "coco17.json"
+    results = sample_dir() / "lsp" / "blazepose.json"  # 36 detections on LSP test images
+    common = ["refine", "--images", shared_data / "lsp", "--gt", gt, "--results", results,
+              "--workers", "0", "--json"]
+    proc = run(*common, "--out", tmp_path / "test.json", "--split", "test")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    test = json.loads(proc.stdout)
+    whole = json.loads(run(*common, "--out", tmp_path / "all.json").stdout)
+    assert test["detections_in"] == whole["detections_in"] == 36
+    # AP counts the persons of the selected images only: 800 instead of 1,800.
+    assert test["ap_before"]["AR"] > 2 * whole["ap_before"]["AR"]
+    proc = run("refine", "--images", shared_data / "lsp", "--image-list", gt, "--results",
+               results, "--out", tmp_path / "x.json", "--split", "test")
+    assert proc.returncode == 2 and "pass --gt" in proc.stderr

@@ -311,3 +311,16 @@ def test_convert_mpii(shared_data: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         convert_mpii(bad)
     assert_names(e, bad, 3, "joints", "spec needs 16")
+
+
+def test_load_ground_truth_split(shared_data: Path) -> None:
+    path = shared_data / "lsp" / "coco17.json"
+    whole = load_ground_truth(path)
+    test = load_ground_truth(path, split="test")
+    train = load_ground_truth(path, split="train")
+    assert (len(whole.images), len(test.images), len(train.images)) == (1800, 800, 1000)
+    assert {im.split for im in test.images.values()} == {"test"}
+    assert set(test.image_ids.tolist()) == set(test.images) and len(test) == 800
+    assert sorted(test.ann_ids.tolist() + train.ann_ids.tolist()) == sorted(whole.ann_ids)
+    with pytest.raises(InputError, match="no image has split 'val'.*test, train"):
+        load_ground_truth(path, split="val")

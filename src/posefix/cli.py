@@ -14,6 +14,11 @@ def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _add_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None, metavar="NAME",
+                   help="only the --gt images whose 'split' field is NAME (e.g. LSP's test)")
+
+
 # --------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="COCO keypoint AP/AR of a results file")
@@ -22,13 +27,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
     p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_split(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate_files, format_stats
 
-    stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict)
+    stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict, split=a.split)
     _print_json(stats) if a.json else print(format_stats(stats))
     return 0
 
@@ -45,6 +51,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
                    help="also fit an error profile to these results and write it to OUT")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="also write figures, report.md and index.html into DIR")
+    _add_split(p)
     p.set_defaults(func=_cmd_analyze)
 
 
@@ -52,7 +59,8 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     from .diagnosis import analyze_files, format_report
 
     report = analyze_files(a.gt, a.results, spec=a.spec, strict=a.strict,
-                           fit_profile_out=a.fit_profile, report_dir=a.report)
+                           fit_profile_out=a.fit_profile, report_dir=a.report,
+                           split=a.split)
     _print_json(report) if a.json else print(format_report(report))
     return 0
 
@@ -138,6 +146,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="keep each input keypoint unless the network's probability that it is "
                         "a gross error is at least P (0: refine every keypoint; default: the "
                         "checkpoint's model.error_gate)")
+    _add_split(p)
     p.set_defaults(func=_cmd_refine)
 
 
@@ -149,7 +158,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
         onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
-        report=a.report, error_gate=a.error_gate,
+        report=a.report, error_gate=a.error_gate, split=a.split,
     )
     _print_json(summary) if a.json else print(summary.get("text", ""))
     if "report" in summary and not a.json:

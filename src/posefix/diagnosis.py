@@ -403,13 +403,14 @@ def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OK
 def analyze_files(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
     strict: bool = False, fit_profile_out: str | Path | None = None,
-    report_dir: str | Path | None = None,
+    report_dir: str | Path | None = None, split: str | None = None,
 ) -> dict[str, Any]:
-    """:func:`analyze` a results file against an annotation file; optionally fit an error
-    profile (:func:`posefix.profile.fit_profile`) and write it to ``fit_profile_out``, and
-    write the figures, ``report.md`` and ``index.html`` into ``report_dir``
-    (:func:`posefix.report.write_analysis_report`; its path is then ``report["report"]``)."""
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict)
+    """:func:`analyze` a results file against an annotation file (only its images of
+    ``split``, if given); optionally fit an error profile (:func:`posefix.profile.fit_profile`)
+    and write it to ``fit_profile_out``, and write the figures, ``report.md`` and
+    ``index.html`` into ``report_dir`` (:func:`posefix.report.write_analysis_report`; its
+    path is then ``report["report"]``)."""
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
     d = classify_keypoints(gt, dets)
     analysis = run_analysis(gt, dets, diagnosis=d)
     report = analysis.report

@@ -429,15 +429,16 @@ def evaluate(gt: GroundTruth, dets: Detections) -> dict[str, float]:
 
 def load_evaluation_inputs(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False,
+    strict: bool = False, split: str | None = None,
 ) -> tuple[GroundTruth, Detections, int]:
-    """Load ground truth and results for evaluation.
+    """Load ground truth (only its images of ``split``, if given) and results for
+    evaluation.
 
     Returns ``(gt, dets, num_unknown)``: detections on images the ground truth does not
     list are dropped and counted (with a warning), or raise :class:`InputError` naming the
     first one if ``strict``.
     """
-    gt = load_ground_truth(gt_path, spec=spec)
+    gt = load_ground_truth(gt_path, spec=spec, split=split)
     dets = load_results(results_path, gt.spec)  # every entry: rows are entry indices
     known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
     unknown = ~np.isin(dets.image_ids, known)
@@ -455,16 +456,17 @@ def load_evaluation_inputs(
 
 def evaluate_files(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False,
+    strict: bool = False, split: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a COCO keypoint results file against an annotation file.
+    """Evaluate a COCO keypoint results file against an annotation file (only its images
+    of ``split``, if given: see :func:`posefix.io.load_ground_truth`).
 
     Returns the :data:`STAT_NAMES` statistics plus ``num_images``, ``num_ground_truth``
     (persons that count: not crowd, with labelled keypoints), ``num_detections``,
     ``skipped_unknown_image`` (detections on images not in the ground truth), ``spec``,
     ``gt`` and ``results``.
     """
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict)
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
     stats: dict[str, Any] = dict(evaluate(gt, dets))
     counted = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
     stats.update({

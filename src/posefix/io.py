@@ -318,6 +318,7 @@ def load_ground_truth(
     path: str | Path,
     spec: KeypointSpec | str | None = None,
     image_root: str | Path | None = None,
+    split: str | None = None,
 ) -> GroundTruth:
     """Load a COCO keypoint annotation file (or mmpose's MPII JSON list form, converted
     with :func:`convert_mpii`).
@@ -327,6 +328,8 @@ def load_ground_truth(
         spec: keypoint layout; by default inferred from the file's category keypoint names.
         image_root: folder that image ``file_name`` s are relative to (default: the file's
             folder).
+        split: keep only the images whose ``split`` field has this value (and their
+            persons), e.g. LSP's ``test``; an :class:`InputError` if none has it.
     """
     path = Path(path)
     data = read_json(path)
@@ -348,9 +351,9 @@ def load_ground_truth(
     images: dict[int, ImageInfo] = {}
     for i, im in enumerate(data["images"]):
         try:
-            split = im.get("split")
+            own = im.get("split")
             info = ImageInfo(int(im["id"]), str(im["file_name"]), int(im.get("width", 0)),
-                             int(im.get("height", 0)), None if split is None else str(split))
+                             int(im.get("height", 0)), None if own is None else str(own))
         except KeyError as e:
             raise InputError(path, "missing field", i, f"images.{e.args[0]}") from None
         images[info.id] = info
@@ -389,11 +392,23 @@ def load_ground_truth(
     ignored = list(spec.ignore)
     if ignored:
         kps[:, ignored, 2] = 0
-    return GroundTruth(
+    gt = GroundTruth(
         spec=spec, images=images, image_ids=image_ids, ann_ids=ann_ids, keypoints=kps,
         boxes=boxes, areas=areas, iscrowd=iscrowd, path=str(path),
         image_root=Path(image_root) if image_root is not None else _guess_root(path, images),
     )
+    return gt if split is None else _restrict_to_split(gt, split, path)
+
+
+def _restrict_to_split(gt: GroundTruth, split: str, path: Path) -> GroundTruth:
+    """The images of ``gt`` whose ``split`` is ``split``, with their persons."""
+    keep = [i for i, im in gt.images.items() if im.split == split]
+    if not keep:
+        found = sorted({str(im.split) for im in gt.images.values()})
+        raise InputError(path, f"no image has split {split!r} (the file's splits: "
+                         f"{', '.join(found)})", field_name="images.split")
+    rows = np.flatnonzero(np.isin(gt.image_ids, np.asarray(keep, dtype=np.int64)))
+    return gt.subset(rows, image_ids=keep)
 
 
 def _guess_root(path: Path, images: dict[int, ImageInfo]) -> Path:

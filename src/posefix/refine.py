@@ -463,6 +463,7 @@ def refine_files(
     progress: bool | None = None,
     report: str | Path | None = None,
     error_gate: float | None = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Refine a COCO keypoint results file into another (``posefix refine``).
 
@@ -491,6 +492,8 @@ def refine_files(
             the checkpoint's ``model.error_gate``).
         report: with ``gt``, write the before/after figures, ``report.md`` and
             ``index.html`` into this folder (:func:`posefix.report.write_refine_report`).
+        split: with ``gt``, only its images whose ``split`` field has this value (e.g.
+            LSP's ``test``): the detections of other images are skipped.
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -510,6 +513,9 @@ def refine_files(
         raise InputError(out_p, "is a folder; --out must be a file path")
     if report is not None and gt is None:
         raise InputError(Path(report), "a report needs the ground truth: pass --gt")
+    if split is not None and gt is None:
+        raise InputError(results_p, f"split {split!r} selects images of the ground truth: "
+                         "pass --gt")
     if image_list is None and gt is None:
         raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
                          "--image-list (a COCO JSON with 'images': id, file_name)")
@@ -521,8 +527,11 @@ def refine_files(
     with tempfile.TemporaryDirectory(prefix="posefix-refine-") as tmp:
         model, spec, padding, backend_desc = load_backend(checkpoint, backend, onnx, Path(tmp),
                                                            error_gate)
-        truth = load_ground_truth(gt, spec=spec, image_root=root) if gt is not None else None
+        truth = load_ground_truth(gt, spec=spec, image_root=root, split=split) \
+            if gt is not None else None
         infos = load_image_list(image_list) if image_list is not None else dict(truth.images)
+        if split is not None:
+            infos = {i: infos[i] for i in truth.images if i in infos}
         dets = load_results(results_p, spec, image_ids=infos, strict=strict)
 
         paths: dict[int, Path] = {}
