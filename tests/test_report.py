@@ -19,7 +19,8 @@ from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
 from posefix.report import PALETTE, write_analysis_report, write_refine_report
 from posefix.taxonomy import ERROR_TYPES
 
-FIGURES = ("pr_oks50.png", "pr_oks75.png", "error_types.png", "oks_histogram.png", "size.png")
+FIGURES = ("pr_oks50.png", "pr_oks75.png", "error_types.png", "oks_histogram.png", "size.png",
+           "labelled.png")
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,17 @@ def test_error_types_and_size_numbers_are_the_reports(lsp_report: dict) -> None:
                                   "large": r["ap"]["APl"]}
     hist = lsp_report["drawn"]["oks_histogram"]["results"]
     assert sum(hist["counts"]) == hist["n"] == r["matched"]
+    by_n = lsp_report["drawn"]["labelled"]["results"]
+    assert by_n["bins"] == ["1-3", "4-6", "7-9", "10-12"]  # LSP: at most 12 labelled
+    assert sum(by_n["persons_missed"]) == r["missed_ground_truth"]
+    assert sum(by_n["persons_found"]) + r["missed_ground_truth"] == r["num_ground_truth"]
+    found = np.asarray(by_n["persons_found"])
+    oks = np.asarray(by_n["mean_oks"])
+    assert (oks[found > 0] > 0).all() and (oks[found == 0] == -1).all()
+    assert float((found * np.where(found > 0, oks, 0)).sum() / found.sum()) == \
+        pytest.approx(hist["mean"])
+    for i in np.flatnonzero(found):
+        assert sum(by_n["shares"][t][i] for t in ERROR_TYPES) == pytest.approx(100)
 
 
 def test_crowdpose14_with_duplicates_and_background(shared_data: Path, tmp_path: Path) -> None:

@@ -423,6 +423,75 @@ def _fig_size(columns: Sequence[tuple[str, Analysis, Detections]], gt: GroundTru
     return fig, drawn
 
 
+def _labelled_bins(most: int) -> list[tuple[int, int]]:
+    """Up to four ranges of labelled-keypoint counts covering ``1 .. most``."""
+    edges = np.unique(np.round(np.linspace(0, max(most, 1), 5)).astype(int))
+    return [(int(a) + 1, int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _labelled_counts(gt: GroundTruth, analysis: Analysis) -> dict[str, Any]:
+    """Persons found and missed, mean OKS and keypoint error shares by how many keypoints
+    the person has labelled (coco-analyze's sensitivity to the number of keypoints)."""
+    d = analysis.diagnosis
+    n = gt.num_labelled
+    counted = np.flatnonzero(~gt.iscrowd.astype(bool) & (n > 0))
+    missed = np.asarray(d.missed_gt_index, dtype=np.int64)
+    bins = _labelled_bins(int(n[counted].max()) if len(counted) else 1)
+    matched_n = n[np.asarray(d.gt_index, dtype=np.int64)]
+    out: dict[str, Any] = {"bins": [f"{a}-{b}" if a < b else f"{a}" for a, b in bins],
+                           "persons_found": [], "persons_missed": [], "mean_oks": [],
+                           "shares": {t: [] for t in ERROR_TYPES}}
+    for a, b in bins:
+        in_bin = (n[counted] >= a) & (n[counted] <= b)
+        n_missed = int(np.isin(counted[in_bin], missed).sum())
+        out["persons_missed"].append(n_missed)
+        out["persons_found"].append(int(in_bin.sum()) - n_missed)
+        rows = (matched_n >= a) & (matched_n <= b)
+        out["mean_oks"].append(float(d.oks[rows].mean()) if rows.any() else -1.0)
+        labels = d.labels[rows]
+        total = max(int((labels >= 0).sum()), 1)
+        for code, t in enumerate(ERROR_TYPES):
+            out["shares"][t].append(100.0 * int((labels == code).sum()) / total)
+    return out
+
+
+def _fig_labelled(columns: Sequence[tuple[str, Analysis, Detections]], gt: GroundTruth,
+                  ) -> tuple[Figure, dict[str, Any]]:
+    """Per column: persons found / missed with the mean OKS of the found, and the error
+    shares of their keypoints, by the number of keypoints the person has labelled."""
+    fig = Figure(figsize=(11, 3.9 * len(columns)), layout="constrained")
+    axes = fig.subplots(len(columns), 2, squeeze=False)
+    drawn: dict[str, Any] = {}
+    for (ax_p, ax_e), (label, analysis, _) in zip(axes, columns, strict=True):
+        c = _labelled_counts(gt, analysis)
+        _stacked(ax_p, c["bins"], [
+            ("found", np.asarray(c["persons_found"]), PALETTE["matched"]),
+            ("missed", np.asarray(c["persons_missed"]), PALETTE["false_negatives"])])
+        top = ax_p.get_ylim()[1]
+        for x, (f, m, o) in enumerate(zip(c["persons_found"], c["persons_missed"],
+                                          c["mean_oks"], strict=True)):
+            ax_p.text(x, f + m + 0.02 * top, f"OKS {_fmt(o)}", ha="center", fontsize=8)
+        ax_p.set_title(f"{label}: persons, and the mean OKS of those found")
+        ax_p.set_xlabel("labelled keypoints of the person")
+        ax_p.set_ylabel("persons")
+        x = np.arange(len(c["bins"]))
+        bottom = np.zeros(len(x))
+        for t in ERROR_TYPES:
+            v = np.asarray(c["shares"][t])
+            ax_e.bar(x, v, bottom=bottom, color=PALETTE[t], label=t, edgecolor="white",
+                     linewidth=0.5)
+            bottom += v
+        ax_e.set_xticks(x, c["bins"])
+        ax_e.set_ylim(0, 100)
+        ax_e.set_xlabel("labelled keypoints of the person")
+        ax_e.set_ylabel("% of their keypoints")
+        ax_e.set_title(f"{label}: keypoint error types")
+        ax_e.legend(handles=[Patch(color=PALETTE[t], label=t) for t in ERROR_TYPES],
+                    fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+        drawn[label] = c
+    return fig, drawn
+
+
 def _fig_transitions(changes: Mapping[str, Any], spec_keypoints: Sequence[str],
                      labels: tuple[str, str]) -> tuple[Figure, dict[str, Any]]:
     """The from-type -> to-type matrix, and per keypoint the errors fixed and made."""
@@ -500,7 +569,7 @@ def _counts_table(doc: _Doc, columns: Sequence[Column]) -> None:
 
 def _figure_sections(doc: _Doc, w: _Writer, gt: GroundTruth,
                      columns: Sequence[tuple[str, Analysis, Detections]]) -> dict[str, Any]:
-    """The four figure kinds for one or more columns; returns the numbers drawn."""
+    """The figure kinds for one or more columns; returns the numbers drawn."""
     cols = [(label, a) for label, a, _ in columns]
     drawn: dict[str, Any] = {}
     doc.heading("Precision-recall breakdown")
@@ -550,6 +619,14 @@ def _figure_sections(doc: _Doc, w: _Writer, gt: GroundTruth,
               "background false positives (below OKS 0.1 with every person), by size; and "
               "the AP of each COCO area range.")
     _counts_table(doc, cols)
+
+    doc.heading("By number of labelled keypoints")
+    fig, drawn["labelled"] = _fig_labelled(columns, gt)
+    doc.image(w.figure("labelled.png", fig), "persons and errors by labelled keypoints",
+              "Persons with few labelled keypoints (occluded, truncated) are missed more "
+              "often and fit worse: ground-truth persons found or missed and the mean OKS of "
+              "those found, and the error types of their keypoints, by the number of "
+              "keypoints the person has labelled.")
     return drawn
 
 
