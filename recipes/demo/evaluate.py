@@ -21,16 +21,16 @@ the persons matched both before and after (x 1000; positive: the joint gained).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from posefix.checkpoint import default_checkpoint_path, load_checkpoint, save_checkpoint
-from posefix.config import load_config
+from posefix.config import config_from_dict, config_to_dict
 from posefix.diagnosis import classify_keypoints
 from posefix.io import load_ground_truth, load_results, read_json, write_json_atomic
 from posefix.refine import refine_files
@@ -136,11 +136,13 @@ def _with_overrides(checkpoint: Path, overrides: list[str], tmp: Path) -> Path:
     if not overrides:
         return checkpoint
     ck = load_checkpoint(checkpoint)
-    cfg = load_config(None, overrides)
-    model_cfg = dataclasses.replace(ck.config.model, **{
-        k.split("=")[0].split(".", 1)[1]: getattr(cfg.model, k.split("=")[0].split(".", 1)[1])
-        for k in overrides})
-    config = dataclasses.replace(ck.config, model=model_cfg)
+    data = config_to_dict(ck.config)
+    for item in overrides:  # validated against the checkpoint's own config
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        data[section][name] = yaml.safe_load(value)
+    config = config_from_dict(data)
+    model_cfg = config.model
     ck.model.error_gate = model_cfg.error_gate
     ck.model.decode_radius = model_cfg.decode_radius
     return save_checkpoint(tmp / "overridden.pt", model=ck.model, config=config, spec=ck.spec,
