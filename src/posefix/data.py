@@ -46,7 +46,7 @@ from .geometry import (
     sanitize_boxes,
     warp_crop,
 )
-from .io import GroundTruth, InputError, load_ground_truth, load_results
+from .io import GroundTruth, InputError, images_of_split, load_ground_truth, load_results
 from .model import normalize
 from .profile import load_profile
 from .spec import KeypointSpec, load_spec
@@ -207,10 +207,7 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
                               f"{spec.name}")
         images = gt.images
         if ds.split is not None:
-            images = {k: v for k, v in images.items() if v.split == ds.split}
-            if not images:
-                raise InputError(ds.ann, f"no image has split {ds.split!r}",
-                                 field_name="images.split")
+            images = images_of_split(images, ds.split, ds.ann)
         if ds.image_files is not None:
             by_name = {im.file_name: im.id for im in gt.images.values()}
             unknown = sorted(set(ds.image_files) - set(by_name))

@@ -187,7 +187,7 @@ class Diagnosis:
 def overlap_counts(gt: GroundTruth, iou: float = OVERLAP_IOU) -> np.ndarray:
     """(N,) for each ground-truth person, the number of *other* non-crowd persons of its
     image with at least one labelled keypoint whose box IoU with its box is >= ``iou``."""
-    candidate = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
+    candidate = gt.counted
     i, j = same_image_pairs(gt.image_ids, gt.image_ids)
     keep = (i != j) & candidate[j]
     i, j = i[keep], j[keep]
@@ -358,7 +358,7 @@ def run_analysis(gt: GroundTruth, dets: Detections,
     keep[d.background_det_index] = False
     no_bg = _ap_entry(evaluate(gt, dets.select(keep)), base["AP"])
 
-    counted = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
+    counted = gt.counted
     report = {
         "spec": spec.name,
         "oks_threshold": d.oks_threshold,

@@ -468,7 +468,7 @@ def evaluate_files(
     """
     gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
     stats: dict[str, Any] = dict(evaluate(gt, dets))
-    counted = ~gt.iscrowd.astype(bool) & (gt.num_labelled > 0)
+    counted = gt.counted
     stats.update({
         "num_images": len(gt.images),
         "num_ground_truth": int(counted.sum()),

@@ -28,6 +28,7 @@ __all__ = [
     "ImageInfo",
     "InputError",
     "convert_mpii",
+    "images_of_split",
     "load_ground_truth",
     "load_results",
     "read_json",
@@ -100,6 +101,11 @@ class GroundTruth:
     def num_labelled(self) -> np.ndarray:
         """(N,) number of labelled keypoints (v > 0) of each person."""
         return (self.keypoints[..., 2] > 0).sum(-1)
+
+    @property
+    def counted(self) -> np.ndarray:
+        """(N,) bool: the persons evaluation counts (not crowd, some keypoint labelled)."""
+        return ~self.iscrowd.astype(bool) & (self.num_labelled > 0)
 
     def indices_of_image(self, image_id: int) -> np.ndarray:
         """Row indices of the persons of one image."""
@@ -402,13 +408,21 @@ def load_ground_truth(
 
 def _restrict_to_split(gt: GroundTruth, split: str, path: Path) -> GroundTruth:
     """The images of ``gt`` whose ``split`` is ``split``, with their persons."""
-    keep = [i for i, im in gt.images.items() if im.split == split]
-    if not keep:
-        found = sorted({str(im.split) for im in gt.images.values()})
-        raise InputError(path, f"no image has split {split!r} (the file's splits: "
-                         f"{', '.join(found)})", field_name="images.split")
+    keep = list(images_of_split(gt.images, split, path))
     rows = np.flatnonzero(np.isin(gt.image_ids, np.asarray(keep, dtype=np.int64)))
     return gt.subset(rows, image_ids=keep)
+
+
+def images_of_split(images: dict[int, ImageInfo], split: str, path: str | Path
+                    ) -> dict[int, ImageInfo]:
+    """The images whose ``split`` field is ``split``; an :class:`InputError` naming
+    ``path`` and the splits it has if there is none."""
+    kept = {i: im for i, im in images.items() if im.split == split}
+    if not kept:
+        found = sorted({str(im.split) for im in images.values()})
+        raise InputError(path, f"no image has split {split!r} (the file's splits: "
+                         f"{', '.join(found)})", field_name="images.split")
+    return kept
 
 
 def _guess_root(path: Path, images: dict[int, ImageInfo]) -> Path:

@@ -355,7 +355,7 @@ def _size_counts(gt: GroundTruth, dets: Detections, analysis: Analysis) -> dict[
         side = np.sqrt(np.maximum(np.asarray(area, dtype=float), 0))
         return np.histogram(side, bins=bins)[0]
 
-    counted = np.flatnonzero(~gt.iscrowd.astype(bool) & (gt.num_labelled > 0))
+    counted = np.flatnonzero(gt.counted)
     missed = np.asarray(d.missed_gt_index, dtype=np.int64)
     found = np.setdiff1d(counted, missed)
     background = np.asarray(d.background_det_index, dtype=np.int64)
@@ -434,7 +434,7 @@ def _labelled_counts(gt: GroundTruth, analysis: Analysis) -> dict[str, Any]:
     the person has labelled (coco-analyze's sensitivity to the number of keypoints)."""
     d = analysis.diagnosis
     n = gt.num_labelled
-    counted = np.flatnonzero(~gt.iscrowd.astype(bool) & (n > 0))
+    counted = np.flatnonzero(gt.counted)
     missed = np.asarray(d.missed_gt_index, dtype=np.int64)
     bins = _labelled_bins(int(n[counted].max()) if len(counted) else 1)
     matched_n = n[np.asarray(d.gt_index, dtype=np.int64)]
