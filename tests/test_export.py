@@ -91,6 +91,25 @@ def test_metadata_and_folder(exported: Path) -> None:
     assert refiner.spec is not None and refiner.spec.to_dict() == SPEC.to_dict()
 
 
+def test_refiner_from_onnx_carries_the_files_spec_size_and_padding(
+        checkpoint: Path, exported: Path) -> None:
+    from posefix.io import InputError
+    from posefix.refiner import Refiner, as_refiner
+
+    r = Refiner.from_onnx(exported)
+    assert (r.spec, r.input_size, r.padding) == (SPEC, (H, W), 1.3)
+    assert str(r.device) == "cpu" and "onnxruntime" in r.description
+    torch_r = Refiner.from_checkpoint(checkpoint, device="cpu")
+    rng = np.random.default_rng(2)
+    crops = rng.integers(0, 255, (3, H, W, 3), dtype=np.uint8)
+    poses = _inputs(3, 4)[1]
+    np.testing.assert_allclose(r(crops, poses)[0], torch_r(crops, poses)[0], atol=1e-2)
+    wrapped = as_refiner(OnnxRefiner(exported))
+    np.testing.assert_array_equal(wrapped(crops, poses)[0], r(crops, poses)[0])
+    with pytest.raises(InputError, match="error gate"):
+        Refiner.from_onnx(exported, error_gate=0.2)
+
+
 def test_refiner_rejects_wrong_shapes(exported: Path, tmp_path: Path) -> None:
     refiner = OnnxRefiner(exported)
     images, pose = _inputs(2, seed=0)

@@ -262,6 +262,40 @@ def test_real_network_from_checkpoint(tiny_checkpoint: Path) -> None:
         refine(Detections.empty(14), lambda i: img, ckpt)
 
 
+def test_refiner_is_built_once_with_spec_size_and_padding(tiny_checkpoint: Path) -> None:
+    import posefix
+    from posefix.checkpoint import default_checkpoint_path, load_checkpoint
+    from posefix.refiner import DEFAULT_PADDING, as_refiner, load_refiner
+
+    assert posefix.Refiner is Refiner
+    shipped = load_checkpoint(default_checkpoint_path())
+    r = Refiner.from_checkpoint(device="cpu", error_gate=0.7)  # the shipped model
+    assert r.spec == shipped.spec and str(default_checkpoint_path()) in r.description
+    assert r.input_size == tuple(shipped.config.model.input_size)
+    assert r.padding == shipped.config.data.bbox_padding and r.flip
+    assert r.predict.__self__.error_gate == pytest.approx(0.7)
+    assert as_refiner(r) is r
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ckpt.config.data.bbox_padding = 1.4
+    wrapped = as_refiner(ckpt, device="cpu", flip=False)
+    assert (wrapped.padding, wrapped.input_size, wrapped.flip) == (1.4, INPUT, False)
+    bare = as_refiner(ckpt.model, SPEC, device="cpu")  # a network knows its crop size
+    assert (bare.spec, bare.input_size, bare.padding) == (SPEC, INPUT, DEFAULT_PADDING)
+    with pytest.raises(ValueError, match="crop size"):
+        as_refiner(identity, SPEC)
+    with pytest.raises(ValueError, match="backend"):
+        load_refiner(tiny_checkpoint, "tensorflow")
+    # a checkpoint's padding reaches the crops: a bare network with another padding differs
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    dets = random_dets(rng, 2, 140, 100, [1, 1])
+    a = refine(dets, lambda i: img, wrapped, nms=0, workers=0)
+    b = refine(dets, lambda i: img, wrapped, nms=0, workers=0, padding=1.4)
+    c = refine(dets, lambda i: img, ckpt.model, SPEC, nms=0, workers=0, device="cpu", flip=False)
+    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    assert not np.allclose(a.keypoints, c.keypoints)
+
+
 def test_refiner_flip_batches_mirror_copies() -> None:
     seen = {}
 

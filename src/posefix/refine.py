@@ -33,7 +33,6 @@ has been through the network.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -63,9 +62,9 @@ from .io import (
     resolve_image_path,
     write_json_atomic,
 )
-from .refiner import Refiner, as_refiner, load_backend, resolve_device
+from .refiner import Refiner, as_refiner, load_refiner, resolve_device
 from .similarity import oks_nms
-from .spec import KeypointSpec, load_spec
+from .spec import KeypointSpec
 
 __all__ = [
     "DEFAULT_SCORE",
@@ -339,9 +338,9 @@ def refine_detections(
         raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    refiner, spec, ck_padding = as_refiner(model, load_spec(spec) if spec is not None else None,
-                                           input_size, device, flip)
-    padding = float(padding if padding is not None else ck_padding or 1.25)
+    refiner = as_refiner(model, spec, input_size, device, flip)
+    spec = refiner.spec
+    padding = float(padding if padding is not None else refiner.padding)
     K = spec.num_keypoints
     if detections.keypoints.shape[1:] != (K, 3):
         raise ValueError(f"detections have {detections.keypoints.shape[1]} keypoints; the "
@@ -398,14 +397,17 @@ def refine(
     Args:
         detections: input poses (one row per person), in the model's keypoint layout.
         images: image id -> image file, or a loader ``image_id -> (H, W, 3) uint8 RGB``.
-        model: a loaded checkpoint (:func:`posefix.checkpoint.load_checkpoint`), a
-            ``PoseFixNet``, a :class:`Refiner`, an object with ``predict(images, input_pose)``
-            (e.g. :class:`posefix.export.OnnxRefiner`) or such a callable.
-        spec: keypoint layout (default: the checkpoint's).
-        input_size: crop (height, width) (default: the checkpoint's or ``model.input_size``).
-        padding: box padding (default: the checkpoint's ``data.bbox_padding``, else 1.25).
+        model: a :class:`Refiner` (``Refiner.from_checkpoint()``, ``Refiner.from_onnx(...)``:
+            it carries its spec, crop size, padding, device and flip test), a loaded
+            checkpoint (:func:`posefix.checkpoint.load_checkpoint`), an
+            :class:`posefix.export.OnnxRefiner`, or a bare network (``PoseFixNet``), an object
+            with ``predict(images, input_pose)`` or such a callable (:func:`as_refiner`).
+        spec: keypoint layout (default: the refiner's or checkpoint's).
+        input_size: crop (height, width), for a bare network without ``input_size``.
+        padding: box padding (default: the refiner's, i.e. the checkpoint's
+            ``data.bbox_padding``, else 1.25).
         box: crop from the input pose (``"pose"``, the reference) or the ``bbox``.
-        flip: flip test.
+        flip: flip test (for what is not already a :class:`Refiner`).
         score: ``"input"`` keeps the input person score; ``"heatmap"`` multiplies it by
             the mean keypoint confidence of the refined pose; ``"quality"`` (needs an error
             head) by the mean probability that the input keypoints are right; ``"auto"``
@@ -413,7 +415,8 @@ def refine(
         nms: OKS-NMS threshold per image; ``<= 0`` disables it.
         batch_size: crops per forward pass (doubled by the flip test).
         workers: image loading and cropping processes (0: in this process).
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ... (for what is
+            not already a :class:`Refiner`).
         image_sizes: image id -> (width, height) from the image list, for EXIF ``"auto"``.
         exif: ``"auto"``, ``"apply"`` or ``"ignore"`` the EXIF orientation.
         skip_missing: keep the detections of missing or unreadable images unchanged (and
@@ -524,44 +527,43 @@ def refine_files(
         raise InputError(root, "image folder does not exist")
     list_path = Path(image_list if image_list is not None else gt)
 
-    with tempfile.TemporaryDirectory(prefix="posefix-refine-") as tmp:
-        model, spec, padding, backend_desc = load_backend(checkpoint, backend, onnx, Path(tmp),
-                                                           error_gate)
-        truth = load_ground_truth(gt, spec=spec, image_root=root, split=split) \
-            if gt is not None else None
-        infos = load_image_list(image_list) if image_list is not None else dict(truth.images)
-        if split is not None:
-            infos = {i: infos[i] for i in truth.images if i in infos}
-        dets = load_results(results_p, spec, image_ids=infos, strict=strict)
+    refiner = load_refiner(checkpoint, backend, onnx, device=device, flip=flip,
+                           error_gate=error_gate)
+    spec = refiner.spec
+    truth = load_ground_truth(gt, spec=spec, image_root=root, split=split) \
+        if gt is not None else None
+    infos = load_image_list(image_list) if image_list is not None else dict(truth.images)
+    if split is not None:
+        infos = {i: infos[i] for i in truth.images if i in infos}
+    dets = load_results(results_p, spec, image_ids=infos, strict=strict)
 
-        paths: dict[int, Path] = {}
-        missing = []
-        for image_id in np.unique(dets.image_ids).tolist():
-            p = resolve_image_path(root, infos[image_id].file_name, source=list_path,
-                                   must_exist=False)
-            paths[image_id] = p
-            if not p.is_file():
-                missing.append(p)
-        if missing and not skip_missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise InputError(missing[0], f"image does not exist{more}; image ids map to files "
-                             f"through {list_path} (use --skip-missing to keep their "
-                             "detections unrefined)")
-        sizes = {i: (infos[i].width, infos[i].height) for i in paths}
-        dev = resolve_device(device) if backend == "torch" else torch.device("cpu")
-        show = progress if progress is not None else sys.stderr.isatty()
-        start = time.perf_counter()
-        refined, counts = refine_detections(
-            dets, paths, model, spec, padding=padding, box=box, flip=flip, score=score,
-            nms=nms, batch_size=batch_size, workers=workers, device=dev, image_sizes=sizes,
-            exif=exif, skip_missing=skip_missing, progress=show)
-        seconds = time.perf_counter() - start
+    paths: dict[int, Path] = {}
+    missing = []
+    for image_id in np.unique(dets.image_ids).tolist():
+        p = resolve_image_path(root, infos[image_id].file_name, source=list_path,
+                               must_exist=False)
+        paths[image_id] = p
+        if not p.is_file():
+            missing.append(p)
+    if missing and not skip_missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(missing[0], f"image does not exist{more}; image ids map to files "
+                         f"through {list_path} (use --skip-missing to keep their "
+                         "detections unrefined)")
+    sizes = {i: (infos[i].width, infos[i].height) for i in paths}
+    show = progress if progress is not None else sys.stderr.isatty()
+    start = time.perf_counter()
+    refined, counts = refine_detections(
+        dets, paths, refiner, box=box, score=score, nms=nms, batch_size=batch_size,
+        workers=workers, image_sizes=sizes, exif=exif, skip_missing=skip_missing,
+        progress=show)
+    seconds = time.perf_counter() - start
     write_json_atomic(out_p, refined.to_json())
 
     summary: dict[str, Any] = {
-        "results": str(results_p), "out": str(out_p), "backend": backend_desc,
-        "device": str(dev), "spec": spec.name, "box": box, "flip": bool(flip), "score": score,
-        "nms": float(nms), "batch_size": int(batch_size), "workers": int(workers),
+        "results": str(results_p), "out": str(out_p), "backend": refiner.description,
+        "device": str(refiner.device), "spec": spec.name, "box": box, "flip": bool(flip),
+        "score": score, "nms": float(nms), "batch_size": int(batch_size), "workers": int(workers),
         **counts.to_dict(), "seconds": round(seconds, 3),
         "detections_per_second": round(counts.detections_in / seconds, 2) if seconds else None,
     }

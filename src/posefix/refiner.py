@@ -1,6 +1,9 @@
 """The network behind refinement: a :class:`Refiner` runs any predictor (a ``PoseFixNet``,
-an ONNX runtime session, a callable) on crop batches with the flip test, and
-:func:`load_backend` opens a checkpoint or an ONNX file as one.
+an ONNX runtime session, a callable) on crop batches with the flip test. It is built once,
+carrying the keypoint spec, crop size and box padding that go with the network:
+:meth:`Refiner.from_checkpoint` (the shipped model by default), :meth:`Refiner.from_onnx`,
+:func:`load_refiner` (either, by backend name) or :func:`as_refiner` (a bare network or
+callable, given its spec and crop size).
 
 **Predict** (paper section 6). The network draws the input pose as Gaussian heatmaps and
 predicts every keypoint in crop pixels with a confidence. With the flip test (on by default)
@@ -10,9 +13,10 @@ predicted again, un-mirrored and averaged with the first prediction, as the refe
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +24,16 @@ import torch
 from .io import InputError
 from .spec import KeypointSpec, load_spec
 
-__all__ = ["Predictor", "Refiner", "as_refiner", "load_backend", "resolve_device"]
+if TYPE_CHECKING:
+    from .checkpoint import LoadedCheckpoint
+
+__all__ = ["BACKENDS", "Predictor", "Refiner", "as_refiner", "load_refiner", "resolve_device"]
+
+#: The networks :func:`load_refiner` runs.
+BACKENDS = ("torch", "onnxruntime")
+
+#: Box padding where neither the checkpoint nor the ONNX file gives one (the reference's).
+DEFAULT_PADDING = 1.25
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -45,16 +58,83 @@ class Refiner:
         spec: keypoint layout (its ``flip_index`` un-mirrors the flipped prediction).
         device: where crops are normalized and ``predict`` is run.
         flip: average with the prediction on the mirrored crop.
+        padding: the box padding the network was trained with (crops are cut with it).
+        description: what runs, for summaries (e.g. ``torch demo_model.pt``).
     """
 
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
-                 device: str | torch.device = "cpu", flip: bool = True) -> None:
+                 device: str | torch.device = "cpu", flip: bool = True,
+                 padding: float = DEFAULT_PADDING, description: str = "") -> None:
         self.predict = predict
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.spec = spec
         self.device = resolve_device(device)
         self.flip = bool(flip)
+        self.padding = float(padding)
+        self.description = description or getattr(predict, "__qualname__", "a predictor")
         self._flip_index = torch.as_tensor(spec.flip_index, device=self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, *,
+                        device: str | torch.device = "auto", flip: bool = True,
+                        error_gate: float | None = None) -> Refiner:
+        """The PyTorch network of a checkpoint (None: the shipped demo model) with its spec,
+        crop size and box padding; ``error_gate`` replaces the checkpoint's
+        ``model.error_gate`` (0 refines every keypoint)."""
+        from .checkpoint import default_checkpoint_path, load_checkpoint
+
+        ckpt = load_checkpoint(Path(path) if path is not None else default_checkpoint_path())
+        if error_gate is not None:
+            ckpt.model.set_error_gate(error_gate)
+        return cls.from_loaded(ckpt, device=device, flip=flip)
+
+    @classmethod
+    def from_loaded(cls, ckpt: LoadedCheckpoint, *, device: str | torch.device = "auto",
+                    flip: bool = True, spec: KeypointSpec | None = None) -> Refiner:
+        """A checkpoint already read by :func:`posefix.checkpoint.load_checkpoint`
+        (``spec`` replaces its spec, e.g. to rename keypoints)."""
+        dev = resolve_device(device)
+        net = ckpt.model.to(dev).eval()
+        predict = net.predict_with_error if net.error_head is not None else net.predict
+        return cls(predict, tuple(ckpt.config.model.input_size), spec or ckpt.spec, dev, flip,
+                   float(ckpt.config.data.bbox_padding), f"torch {ckpt.path}")
+
+    @classmethod
+    def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
+                  flip: bool = True, error_gate: float | None = None,
+                  threads: int | None = None) -> Refiner:
+        """An exported network run by ONNX Runtime on the CPU.
+
+        ``path`` None exports ``checkpoint`` (None: the shipped model) with ``error_gate``
+        first. Spec and box padding come from ``checkpoint`` where given, else from the
+        file's metadata. The error gate of an existing export is fixed in its graph.
+        """
+        from .checkpoint import default_checkpoint_path, load_checkpoint
+        from .export import OnnxRefiner, export_onnx
+
+        spec, padding = None, None
+        if checkpoint is not None or path is None:
+            ckpt = load_checkpoint(Path(checkpoint) if checkpoint is not None
+                                   else default_checkpoint_path())
+            spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
+        if path is None:
+            with tempfile.TemporaryDirectory(prefix="posefix-onnx-") as tmp:
+                onnx = export_onnx(ckpt.path, Path(tmp) / "refiner.onnx", error_gate=error_gate)
+                runner = OnnxRefiner(onnx, threads=threads)  # the session holds the graph
+            description = f"onnxruntime (exported from {ckpt.path})"
+        else:
+            if error_gate is not None:
+                raise InputError(path, "the error gate of an exported model is fixed; export "
+                                 "again with posefix export --error-gate")
+            runner = OnnxRefiner(path, threads=threads)
+            description = f"onnxruntime {path}"
+        spec = spec or runner.spec
+        if spec is None:
+            raise InputError(runner.path, "the ONNX file names no keypoint spec; pass "
+                             "--checkpoint too")
+        padding = padding if padding is not None else runner.bbox_padding
+        return cls(_numpy_predictor(runner), runner.input_size, spec, "cpu", flip,
+                   DEFAULT_PADDING if padding is None else padding, description)
 
     def prepare(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,75 +190,68 @@ class Refiner:
         return self.refine_batch(crops, poses)[:2]
 
 
-def as_refiner(model: Any, spec: KeypointSpec | None, input_size: tuple[int, int] | None,
-                device: str | torch.device, flip: bool,
-                ) -> tuple[Refiner, KeypointSpec, float | None]:
-    """A :class:`Refiner` from a loaded checkpoint, a ``PoseFixNet``, a predictor object
-    with ``predict`` or a plain callable; also the spec and the checkpoint's box padding."""
-    padding = None
+
+
+def _numpy_predictor(runner: Callable[..., tuple[np.ndarray, ...]]) -> Predictor:
+    """A predictor of tensors from one of numpy arrays (an ONNX session, on the CPU)."""
+
+    def predict(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(o) for o in runner(x.cpu().numpy(), p.cpu().numpy()))
+
+    return predict  # type: ignore[return-value]
+
+
+def load_refiner(checkpoint: str | Path | None = None, backend: str = "torch",
+                 onnx: str | Path | None = None, *, device: str | torch.device = "auto",
+                 flip: bool = True, error_gate: float | None = None) -> Refiner:
+    """The refiner of ``posefix refine``: :meth:`Refiner.from_checkpoint` for ``torch``,
+    :meth:`Refiner.from_onnx` (``onnx``, else ``checkpoint`` exported) for
+    ``onnxruntime``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return Refiner.from_checkpoint(checkpoint, device=device, flip=flip,
+                                       error_gate=error_gate)
+    return Refiner.from_onnx(onnx, checkpoint=checkpoint, flip=flip, error_gate=error_gate)
+
+
+def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
+               input_size: tuple[int, int] | None = None, device: str | torch.device = "auto",
+               flip: bool = True) -> Refiner:
+    """A :class:`Refiner` as it is; a loaded checkpoint through
+    :meth:`Refiner.from_loaded`; an :class:`posefix.export.OnnxRefiner` with its file's
+    spec, crop size and padding; or a bare network (``torch.nn.Module``, e.g. a
+    ``PoseFixNet``), an object with ``predict(images, input_pose)`` or a plain callable,
+    wrapped with ``spec`` and ``input_size`` (else the network's own ``spec`` and
+    ``input_size`` attributes) and the default box padding."""
+    from .checkpoint import LoadedCheckpoint
+    from .export import OnnxRefiner
+
     if isinstance(model, Refiner):
-        return model, model.spec, None
-    if hasattr(model, "model") and hasattr(model, "config") and hasattr(model, "spec"):
+        return model
+    if isinstance(model, LoadedCheckpoint):
+        return Refiner.from_loaded(model, device=device, flip=flip,
+                                   spec=load_spec(spec) if spec is not None else None)
+    if isinstance(model, OnnxRefiner):  # numpy in and out, on the CPU
         spec = spec if spec is not None else model.spec
-        input_size = input_size or tuple(model.config.model.input_size)
-        padding = float(model.config.data.bbox_padding)
-        model = model.model
+        if spec is None:
+            raise InputError(model.path, "the ONNX file names no keypoint spec; pass spec=")
+        return Refiner(_numpy_predictor(model), model.input_size, load_spec(spec), "cpu", flip,
+                       model.bbox_padding or DEFAULT_PADDING, f"onnxruntime {model.path}")
+    spec = spec if spec is not None else getattr(model, "spec", None)
     if spec is None:
-        spec = getattr(model, "spec", None)
-    if spec is None:
-        raise ValueError("refine: a keypoint spec is needed (pass spec= or a loaded checkpoint)")
-    spec = load_spec(spec)
-    if input_size is None:
-        input_size = getattr(model, "input_size", None)
+        raise ValueError("refine: a keypoint spec is needed (pass spec= or a Refiner)")
+    input_size = input_size or getattr(model, "input_size", None)
     if input_size is None:
         raise ValueError("refine: the crop size is unknown (pass input_size=(h, w))")
     dev = resolve_device(device)
     if isinstance(model, torch.nn.Module):
         model = model.to(dev).eval()
         predict = (model.predict_with_error if getattr(model, "error_head", None) is not None
-                   else model.predict if hasattr(model, "predict") else model)
-    elif hasattr(model, "session"):  # an OnnxRefiner: numpy in and out, on the CPU
-        dev = torch.device("cpu")
-        onnx_model = model
-
-        def predict(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(torch.from_numpy(o) for o in onnx_model(x.numpy(), p.numpy()))
+                   else getattr(model, "predict", model))
     else:
-        predict = model.predict if hasattr(model, "predict") else model
+        predict = getattr(model, "predict", model)
     if not callable(predict):
         raise TypeError(f"refine: cannot predict with a {type(model).__name__}")
-    return Refiner(predict, tuple(input_size), spec, dev, flip), spec, padding
-
-
-def load_backend(checkpoint: str | Path | None, backend: str, onnx: str | Path | None,
-                  tmp: Path, error_gate: float | None = None,
-                  ) -> tuple[Any, KeypointSpec, float | None, str]:
-    """(model object for :func:`refine`, spec, box padding, description); ``error_gate``
-    replaces the checkpoint's."""
-    from .checkpoint import default_checkpoint_path, load_checkpoint
-
-    if backend not in ("torch", "onnxruntime"):
-        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if backend == "torch":
-        ckpt = load_checkpoint(ckpt_path or default_checkpoint_path())
-        if error_gate is not None:
-            ckpt.model.set_error_gate(error_gate)
-        return ckpt, ckpt.spec, float(ckpt.config.data.bbox_padding), f"torch {ckpt.path}"
-    from .export import OnnxRefiner, export_onnx
-
-    padding = None
-    spec = None
-    if ckpt_path is not None or onnx is None:
-        ckpt = load_checkpoint(ckpt_path or default_checkpoint_path())
-        padding, spec = float(ckpt.config.data.bbox_padding), ckpt.spec
-        if onnx is None:
-            onnx = export_onnx(ckpt.path, tmp / "refiner.onnx", error_gate=error_gate)
-        elif error_gate is not None:
-            raise InputError(onnx, "the error gate of an exported model is fixed; export "
-                             "again with posefix export --error-gate")
-    runner = OnnxRefiner(onnx)
-    spec = spec or runner.spec
-    if spec is None:
-        raise InputError(onnx, "the ONNX file names no keypoint spec; pass --checkpoint too")
-    return runner, spec, padding, f"onnxruntime {onnx}"
+    return Refiner(predict, tuple(input_size), load_spec(spec), dev, flip,
+                   description=type(model).__name__)
