@@ -52,10 +52,10 @@ def test_bad_options_raise(kwargs: dict) -> None:
         Photometric(**kwargs)
 
 
-def test_config_checks_and_dataset_keeps_the_keypoints(shared_data: Path) -> None:
+def test_config_checks_and_dataset_keeps_the_keypoints(data_dir: Path) -> None:
     with pytest.raises(ConfigError, match="data.erase_prob"):
         load_config("tiny_cpu", ["data.erase_prob=1.5"])
-    coco = shared_data / "coco" / "test_coco.json"
+    coco = data_dir / "coco" / "test_coco.json"
     sets = f"[{{ann: {coco}, image_files: [000000000785.jpg]}}]"
     plain = build_dataset(load_config("tiny_cpu", [f"data.train={sets}"]), "train")
     aug = build_dataset(load_config("tiny_cpu", [f"data.train={sets}", "data.color_jitter=0.3",
@@ -100,8 +100,8 @@ def test_elastic_off_or_skipped_returns_its_inputs() -> None:
         Elastic(0.3)
 
 
-def test_dataset_elastic_moves_input_and_target_together(shared_data: Path) -> None:
-    coco = shared_data / "coco" / "test_coco.json"
+def test_dataset_elastic_moves_input_and_target_together(data_dir: Path) -> None:
+    coco = data_dir / "coco" / "test_coco.json"
     sets = f"[{{ann: {coco}, image_files: [000000000785.jpg]}}]"
     plain = build_dataset(load_config("tiny_cpu", [f"data.train={sets}"]), "train")
     bent = build_dataset(load_config("tiny_cpu", [f"data.train={sets}", "data.elastic=0.05"]),

@@ -32,8 +32,8 @@ def run(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 def test_blazepose_report_json() -> None:
-    out = run("analyze", "--gt", "../shared/data/coco/test_coco.json", "--results",
-              "../shared/data/coco/blazepose_gtboxes.json", "--json")
+    out = run("analyze", "--gt", "tests/data/coco/test_coco.json", "--results",
+              "tests/data/coco/blazepose_gtboxes.json", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert set(report) == REPORT_KEYS

@@ -50,7 +50,7 @@ def test_results_made_from_ground_truth_score_one(coco_dir: Path, tmp_path: Path
 
 
 def test_blazepose_json_keys_and_table() -> None:
-    gt, res = "../shared/data/coco/test_coco.json", "../shared/data/coco/blazepose_gtboxes.json"
+    gt, res = "tests/data/coco/test_coco.json", "tests/data/coco/blazepose_gtboxes.json"
     out = run("evaluate", "--gt", gt, "--results", res, "--json")
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
@@ -62,9 +62,9 @@ def test_blazepose_json_keys_and_table() -> None:
     assert "AP      Average Precision  0.50:0.95  all          20   0.532" in text.stdout
 
 
-def test_posetrack_without_area_evaluates(shared_data: Path) -> None:
-    out = run("evaluate", "--gt", shared_data / "posetrack18/annotations/test_posetrack18_val.json",
-              "--results", shared_data / "posetrack18/blazepose_gtboxes.json", "--json")
+def test_posetrack_without_area_evaluates(data_dir: Path) -> None:
+    out = run("evaluate", "--gt", data_dir / "posetrack18/annotations/test_posetrack18_val.json",
+              "--results", data_dir / "posetrack18/blazepose_gtboxes.json", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["spec"] == "posetrack17"
 

@@ -1,6 +1,6 @@
 """``posefix refine`` end to end: the real command on the real estimators' outputs of
-../shared/data/coco, with a checkpoint trained by the tiny config (a bounded number of
-steps, cached between sessions), and its refusals of bad input."""
+tests/data/coco (a copy of ../shared/data/coco), with a checkpoint trained by the tiny
+config (a bounded number of steps, cached between sessions), and its refusals of bad input."""
 
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint() -> Path:
-    """``posefix train tiny_cpu`` for TRAIN_STEPS steps, cached in the temp folder by the
-    hash of the config and the package sources (a killed run resumes there)."""
+def trained_checkpoint(tiny_cpu_data: list[str]) -> Path:
+    """``posefix train tiny_cpu`` (on its data's copy in tests/data) for TRAIN_STEPS steps,
+    cached in the temp folder by the hash of the config and the package sources (a killed run
+    resumes there)."""
     from importlib import resources
 
     text = resources.files("posefix").joinpath("configs/tiny_cpu.yaml").read_text()
@@ -42,13 +43,15 @@ def trained_checkpoint() -> Path:
     for name in ("model.py", "train.py", "data.py", "synthesis.py", "heatmaps.py", "loss.py"):
         h.update((REPO / "src" / "posefix" / name).read_bytes())
     h.update(str(TRAIN_STEPS).encode())
+    h.update("\n".join(tiny_cpu_data).encode())
     cache = Path(os.environ.get("POSEFIX_TEST_CACHE", Path(tempfile.gettempdir()) /
                                 "posefix-test-cache"))
     out_dir = cache / f"tiny_cpu-{h.hexdigest()[:16]}"
     final = out_dir / "final.pt"
     if not final.is_file():
-        r = run("train", "tiny_cpu", f"run.out_dir={out_dir}", f"optim.max_steps={TRAIN_STEPS}",
-                "run.val_every=0", "run.progress=false", "data.workers=1")
+        r = run("train", "tiny_cpu", *tiny_cpu_data, f"run.out_dir={out_dir}",
+                f"optim.max_steps={TRAIN_STEPS}", "run.val_every=0", "run.progress=false",
+                "data.workers=1")
         assert r.returncode == 0, r.stderr[-3000:]
     assert final.is_file()
     return final

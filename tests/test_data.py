@@ -59,10 +59,10 @@ def _check_sample(s: dict, size=(128, 96), k: int = 17) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SETS))
-def test_samples_from_every_shared_dataset(shared_data: Path, name: str) -> None:
-    table = load_persons([_ds(shared_data, name)], "coco17")
-    gt = load_ground_truth(shared_data / SETS[name][0],
-                           image_root=shared_data / SETS[name][1] if SETS[name][1] else None)
+def test_samples_from_every_shared_dataset(data_dir: Path, name: str) -> None:
+    table = load_persons([_ds(data_dir, name)], "coco17")
+    gt = load_ground_truth(data_dir / SETS[name][0],
+                           image_root=data_dir / SETS[name][1] if SETS[name][1] else None)
     usable = ~gt.iscrowd & (convert_layout(gt.keypoints, gt.spec, COCO17)[..., 2] > 0).any(1)
     assert len(table) == int(usable.sum()) > 0
     assert table.keypoints.shape == (len(table), 17, 3)
@@ -81,10 +81,10 @@ def test_samples_from_every_shared_dataset(shared_data: Path, name: str) -> None
         np.testing.assert_allclose(s["target"].numpy()[v], expect[v], atol=1e-3)
 
 
-def test_mpii_after_conversion(shared_data: Path, tmp_path: Path) -> None:
+def test_mpii_after_conversion(data_dir: Path, tmp_path: Path) -> None:
     ann = tmp_path / "mpii.json"
-    ann.write_text(json.dumps(convert_mpii(shared_data / "mpii" / "test_mpii.json")))
-    table = load_persons([DatasetConfig(ann=str(ann), images=str(shared_data / "mpii"),
+    ann.write_text(json.dumps(convert_mpii(data_dir / "mpii" / "test_mpii.json")))
+    table = load_persons([DatasetConfig(ann=str(ann), images=str(data_dir / "mpii"),
                                         spec="mpii16")], "coco17")
     assert len(table) == 5
     names = set(load_spec("mpii16").keypoints) & set(COCO17.keypoints)
@@ -93,10 +93,10 @@ def test_mpii_after_conversion(shared_data: Path, tmp_path: Path) -> None:
     _check_sample(_dataset(table)[(0, 0)])
 
 
-def test_layout_conversion_by_name(shared_data: Path) -> None:
+def test_layout_conversion_by_name(data_dir: Path) -> None:
     # CrowdPose: same joints in another order; head/neck have no COCO counterpart.
-    crowd = load_ground_truth(shared_data / SETS["crowdpose"][0])
-    table = load_persons([_ds(shared_data, "crowdpose")], "coco17")
+    crowd = load_ground_truth(data_dir / SETS["crowdpose"][0])
+    table = load_persons([_ds(data_dir, "crowdpose")], "coco17")
     rows = [int(np.flatnonzero(crowd.ann_ids == a)[0]) for a in table.ann_ids]
     src = crowd.keypoints[rows]
     np.testing.assert_array_equal(table.keypoints[:, COCO17.index("left_shoulder")],
@@ -105,18 +105,18 @@ def test_layout_conversion_by_name(shared_data: Path) -> None:
                                   src[:, crowd.spec.index("right_ankle")])
     assert (table.keypoints[:, :5, 2] == 0).all()  # no face keypoints in CrowdPose
     # AIC names ("Right Shoulder") are normalized and mapped.
-    aic = load_ground_truth(shared_data / SETS["aic"][0])
+    aic = load_ground_truth(data_dir / SETS["aic"][0])
     assert aic.spec.name == "aic14"
-    t2 = load_persons([_ds(shared_data, "aic")], "coco17")
+    t2 = load_persons([_ds(data_dir, "aic")], "coco17")
     rows = [int(np.flatnonzero(aic.ann_ids == a)[0]) for a in t2.ann_ids]
     np.testing.assert_array_equal(t2.keypoints[:, COCO17.index("right_wrist")],
                                   aic.keypoints[rows, aic.spec.index("right_wrist")])
 
 
-def test_posetrack_head_points_never_land_on_coco_eyes(shared_data: Path) -> None:
-    pt = load_ground_truth(shared_data / SETS["posetrack18"][0])
+def test_posetrack_head_points_never_land_on_coco_eyes(data_dir: Path) -> None:
+    pt = load_ground_truth(data_dir / SETS["posetrack18"][0])
     assert (pt.keypoints[:, 1:3, 2] > 0).any()  # head_bottom/head_top are labelled there
-    table = load_persons([_ds(shared_data, "posetrack18")], "coco17")
+    table = load_persons([_ds(data_dir, "posetrack18")], "coco17")
     eyes = [COCO17.index("left_eye"), COCO17.index("right_eye")]
     ears = [COCO17.index("left_ear"), COCO17.index("right_ear")]
     assert (table.keypoints[:, eyes + ears, 2] == 0).all()
@@ -128,9 +128,9 @@ def test_posetrack_head_points_never_land_on_coco_eyes(shared_data: Path) -> Non
         assert not s["input_pose"][eyes + ears, 2].any()
 
 
-def test_ignored_keypoints_are_never_targets(shared_data: Path) -> None:
+def test_ignored_keypoints_are_never_targets(data_dir: Path) -> None:
     # With PoseTrack's own layout as the model's, its (ignored) ears are never valid.
-    table = load_persons([_ds(shared_data, "posetrack18")], "posetrack17")
+    table = load_persons([_ds(data_dir, "posetrack18")], "posetrack17")
     ds = _dataset(table)
     spec = load_spec("posetrack17")
     for i in range(len(table)):
@@ -139,10 +139,10 @@ def test_ignored_keypoints_are_never_targets(shared_data: Path) -> None:
     assert any(ds[(0, i)]["target_valid"].numpy()[[1, 2]].any() for i in range(len(table)))
 
 
-def test_ignore_keypoints_per_dataset(shared_data: Path) -> None:
+def test_ignore_keypoints_per_dataset(data_dir: Path) -> None:
     from posefix.config import ConfigError
 
-    ds = _ds(shared_data, "aic")
+    ds = _ds(data_dir, "aic")
     full = load_persons([ds], "coco17")
     hips = [COCO17.index("left_hip"), COCO17.index("right_hip")]
     assert (full.keypoints[:, hips, 2] > 0).any()
@@ -158,8 +158,8 @@ def test_ignore_keypoints_per_dataset(shared_data: Path) -> None:
         load_persons([ds], "coco17")
 
 
-def test_crowd_keypointless_and_split(shared_data: Path) -> None:
-    coco = _ds(shared_data, "coco")
+def test_crowd_keypointless_and_split(data_dir: Path) -> None:
+    coco = _ds(data_dir, "coco")
     table = load_persons([coco], "coco17")
     gt = load_ground_truth(coco.ann)
     assert len(table) == int((gt.num_labelled > 0).sum()) < len(gt)  # keypoint-less skipped
@@ -171,8 +171,8 @@ def test_crowd_keypointless_and_split(shared_data: Path) -> None:
         load_persons([DatasetConfig(ann=coco.ann, image_files=["nope.jpg"])], "coco17")
 
 
-def test_overlapping_persons_feed_synthesis(shared_data: Path) -> None:
-    table = load_persons([_ds(shared_data, "coco")], "coco17", overlap_iou=0.1)
+def test_overlapping_persons_feed_synthesis(data_dir: Path) -> None:
+    table = load_persons([_ds(data_dir, "coco")], "coco17", overlap_iou=0.1)
     counts = np.diff(table.others_ptr)
     assert counts.sum() == len(table.others_kp) == len(table.others_area)
     assert counts.max() > 0
@@ -180,7 +180,7 @@ def test_overlapping_persons_feed_synthesis(shared_data: Path) -> None:
     others, _ = table.others(i)
     assert (others[..., 2] > 0).any(-1).all()  # only persons with keypoints
     assert not any(np.array_equal(o, table.keypoints[i]) for o in others)
-    none = load_persons([_ds(shared_data, "coco")], "coco17", overlap_iou=1.01)
+    none = load_persons([_ds(data_dir, "coco")], "coco17", overlap_iou=1.01)
     assert len(none.others_kp) == 0
 
 
@@ -233,8 +233,8 @@ def test_targets_land_on_their_pixels_and_flip_swaps_pairs(tmp_path: Path) -> No
     assert 0 < flips < len(ds)
 
 
-def test_input_pose_uses_the_image_affine(shared_data: Path) -> None:
-    table = load_persons([_ds(shared_data, "coco")], "coco17")
+def test_input_pose_uses_the_image_affine(data_dir: Path) -> None:
+    table = load_persons([_ds(data_dir, "coco")], "coco17")
     ds = _dataset(table)
     for i in range(len(table)):
         s = ds[(2, i)]
@@ -253,8 +253,8 @@ def _equal(a: dict, b: dict) -> bool:
                                                    "target_valid"))
 
 
-def test_samples_are_a_function_of_seed_epoch_index(shared_data: Path) -> None:
-    table = load_persons([_ds(shared_data, "coco"), _ds(shared_data, "ochuman")], "coco17")
+def test_samples_are_a_function_of_seed_epoch_index(data_dir: Path) -> None:
+    table = load_persons([_ds(data_dir, "coco"), _ds(data_dir, "ochuman")], "coco17")
     a, b = _dataset(table), _dataset(table)
     n = len(a)
     assert all(_equal(a[(4, i)], b[(4, i)]) for i in range(n))
@@ -279,8 +279,8 @@ def _unbatch(batch: dict) -> list[dict]:
             for j in range(n)]
 
 
-def test_validation_samples_are_fixed_and_unaugmented(shared_data: Path) -> None:
-    table = load_persons([_ds(shared_data, "coco")], "coco17")
+def test_validation_samples_are_fixed_and_unaugmented(data_dir: Path) -> None:
+    table = load_persons([_ds(data_dir, "coco")], "coco17")
     val = _dataset(table, train=False)
     for i in range(len(val)):
         s = val[(0, i)]
@@ -291,8 +291,8 @@ def test_validation_samples_are_fixed_and_unaugmented(shared_data: Path) -> None
         _check_sample(s)
 
 
-def test_resumable_sampler(shared_data: Path) -> None:
-    table = load_persons([_ds(shared_data, "coco")], "coco17")
+def test_resumable_sampler(data_dir: Path) -> None:
+    table = load_persons([_ds(data_dir, "coco")], "coco17")
     ds = _dataset(table, repeat=3)
     full = ResumableSampler(ds, seed=1)
     full.set_epoch(2)
@@ -310,10 +310,10 @@ def test_resumable_sampler(shared_data: Path) -> None:
     assert len(a) == len(b) and set(a) | set(b) == set(range(len(ds)))
 
 
-def test_build_dataset_from_config(shared_data: Path) -> None:
+def test_build_dataset_from_config(data_dir: Path) -> None:
     cfg = load_config("tiny_cpu", [
-        f"data.train=[{{ann: {shared_data}/coco/test_coco.json}}]",
-        f"data.val=[{{ann: {shared_data}/ochuman/test_ochuman.json}}]", "data.repeat=2"])
+        f"data.train=[{{ann: {data_dir}/coco/test_coco.json}}]",
+        f"data.val=[{{ann: {data_dir}/ochuman/test_ochuman.json}}]", "data.repeat=2"])
     train = build_dataset(cfg, "train")
     val = build_dataset(cfg, "val")
     assert len(train) == 2 * len(train.table) and train.train and not val.train
@@ -323,7 +323,7 @@ def test_build_dataset_from_config(shared_data: Path) -> None:
         build_dataset(cfg, "test")
     assert train.crop_from == "gt" and val.crop_from == "pose"
     cfg = load_config("tiny_cpu", [
-        f"data.train=[{{ann: {shared_data}/coco/test_coco.json}}]", "data.crop_from=pose"])
+        f"data.train=[{{ann: {data_dir}/coco/test_coco.json}}]", "data.crop_from=pose"])
     assert build_dataset(cfg, "train").crop_from == "pose"
     from posefix.config import ConfigError
 
@@ -445,7 +445,7 @@ def test_sampler_keeps_distributed_samplers_order_where_nothing_is_padded() -> N
         [3, 3, 2, 2]
 
 
-def test_string_array_is_a_read_only_sequence_of_str(shared_data: Path) -> None:
+def test_string_array_is_a_read_only_sequence_of_str(data_dir: Path) -> None:
     names = ["/data/a.jpg", "/données/ß ü.jpg", "", "/x/" + "y" * 300]
     a = StringArray(names)
     assert len(a) == 4 and list(a) == names and a == names and a[-1] == names[-1]
@@ -453,7 +453,7 @@ def test_string_array_is_a_read_only_sequence_of_str(shared_data: Path) -> None:
     with pytest.raises(IndexError):
         a[4]
     assert len(StringArray()) == 0
-    table = load_persons([_ds(shared_data, "coco")], "coco17")
+    table = load_persons([_ds(data_dir, "coco")], "coco17")
     assert isinstance(table.image_paths, StringArray)
     assert all(Path(p).is_file() for p in table.image_paths)
 

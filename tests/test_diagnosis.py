@@ -162,10 +162,10 @@ def pycoco_matches(gt: GroundTruth, results: list[dict], thr: float) -> set[tupl
     ("ochuman", "test_ochuman.json", "movenet_multipose.json"),
     ("posetrack18", "annotations/test_posetrack18_val.json", "blazepose_gtboxes.json"),
 ])
-def test_labels_on_real_results(shared_data: Path, folder: str, ann: str, results: str) -> None:
-    gt = load_ground_truth(shared_data / folder / ann)
-    raw = json.loads((shared_data / folder / results).read_text())
-    dets = load_results(shared_data / folder / results, gt.spec)
+def test_labels_on_real_results(data_dir: Path, folder: str, ann: str, results: str) -> None:
+    gt = load_ground_truth(data_dir / folder / ann)
+    raw = json.loads((data_dir / folder / results).read_text())
+    dets = load_results(data_dir / folder / results, gt.spec)
     d = classify_keypoints(gt, dets)
     # The matching is COCOeval's at OKS 0.1.
     ours = {(int(i), int(gt.ann_ids[g])) for i, g in zip(d.det_index, d.gt_index, strict=True)}
@@ -188,10 +188,10 @@ def test_labels_on_real_results(shared_data: Path, folder: str, ann: str, result
     np.testing.assert_array_equal(d.num_labelled, labelled.sum(1))
 
 
-def test_swaps_found_in_occluded_crowds(shared_data: Path) -> None:
+def test_swaps_found_in_occluded_crowds(data_dir: Path) -> None:
     d = classify_keypoints(
-        load_ground_truth(shared_data / "ochuman" / "test_ochuman.json"),
-        load_results(shared_data / "ochuman" / "blazepose_gtboxes.json", "coco17"))
+        load_ground_truth(data_dir / "ochuman" / "test_ochuman.json"),
+        load_results(data_dir / "ochuman" / "blazepose_gtboxes.json", "coco17"))
     assert (d.labels == SWAP).sum() > 0 and (d.num_overlap > 0).any()
 
 

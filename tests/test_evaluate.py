@@ -88,15 +88,15 @@ def perturbed_results(gt: GroundTruth, rng: np.random.Generator) -> list[dict]:
     return out
 
 
-def gt_path(shared_data: Path, name: str) -> Path:
-    return shared_data / name / DATASETS[name][0]
+def gt_path(data_dir: Path, name: str) -> Path:
+    return data_dir / name / DATASETS[name][0]
 
 
 @pytest.mark.parametrize("name,results", [(n, f) for n, (_, fs) in DATASETS.items() for f in fs])
-def test_real_results_match_pycocotools(shared_data: Path, tmp_path: Path, name: str,
+def test_real_results_match_pycocotools(data_dir: Path, tmp_path: Path, name: str,
                                         results: str) -> None:
-    gt = load_ground_truth(gt_path(shared_data, name))
-    res = json.loads((shared_data / name / results).read_text())
+    gt = load_ground_truth(gt_path(data_dir, name))
+    res = json.loads((data_dir / name / results).read_text())
     ref = pycoco_stats(gt.to_coco(), res, gt.spec.sigma_array)
     np.testing.assert_allclose(ours(gt, res, tmp_path), ref, rtol=0, atol=1e-9)
 
@@ -117,9 +117,9 @@ def test_blazepose_on_coco_is_53_2(coco_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
-def test_perturbed_results_match_pycocotools(shared_data: Path, tmp_path: Path,
+def test_perturbed_results_match_pycocotools(data_dir: Path, tmp_path: Path,
                                              name: str) -> None:
-    gt = load_ground_truth(gt_path(shared_data, name))
+    gt = load_ground_truth(gt_path(data_dir, name))
     dataset = gt.to_coco()
     rng = np.random.default_rng(sum(map(ord, name)))
     aps = []

@@ -241,7 +241,7 @@ def test_write_json_atomic_leaves_nothing_half_written(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
-def test_load_every_shared_dataset(shared_data: Path) -> None:
+def test_load_every_shared_dataset(data_dir: Path) -> None:
     cases = {  # file -> (spec, images, annotations)
         "coco/test_coco.json": ("coco17", 4, 14),
         "ochuman/test_ochuman.json": ("coco17", 3, 5),
@@ -250,9 +250,9 @@ def test_load_every_shared_dataset(shared_data: Path) -> None:
         "posetrack18/annotations/test_posetrack18_val.json": ("posetrack17", 3, 14),
     }
     for rel, (spec, n_img, n_ann) in cases.items():
-        gt = load_ground_truth(shared_data / rel)
+        gt = load_ground_truth(data_dir / rel)
         assert gt.spec.name == spec and len(gt.images) == n_img and len(gt) == n_ann, rel
-        raw = json.loads((shared_data / rel).read_text())
+        raw = json.loads((data_dir / rel).read_text())
         n_kp = [a["num_keypoints"] for a in raw["annotations"]]
         if spec == "crowdpose14":  # its num_keypoints leaves out head and neck
             assert (gt.num_labelled - (gt.keypoints[:, 12:, 2] > 0).sum(1)).tolist() == n_kp
@@ -263,10 +263,10 @@ def test_load_every_shared_dataset(shared_data: Path) -> None:
         with_area = ["area" in a for a in raw["annotations"]]
         if not all(with_area):  # no 'area' in the file: the box area
             np.testing.assert_allclose(gt.areas, gt.boxes[:, 2] * gt.boxes[:, 3])
-    pt = load_ground_truth(shared_data / "posetrack18/annotations/test_posetrack18_val.json")
-    assert pt.image_root == shared_data / "posetrack18"  # names are relative to it
+    pt = load_ground_truth(data_dir / "posetrack18/annotations/test_posetrack18_val.json")
+    assert pt.image_root == data_dir / "posetrack18"  # names are relative to it
     assert (pt.keypoints[:, [3, 4], 2] == 0).all()  # ears ignored
-    dets = load_results(shared_data / "coco" / "blazepose_detboxes.json", "coco17")
+    dets = load_results(data_dir / "coco" / "blazepose_detboxes.json", "coco17")
     assert len(dets) == 21 and (dets.scores >= 0).all()
 
 
@@ -283,8 +283,8 @@ def test_results_round_trip(coco_dir: Path, tmp_path: Path) -> None:
     assert len(both) == 2 * len(dets) and len(both.select(both.scores > 0.5)) > 0
 
 
-def test_convert_mpii(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "mpii" / "test_mpii.json"
+def test_convert_mpii(data_dir: Path, tmp_path: Path) -> None:
+    src = data_dir / "mpii" / "test_mpii.json"
     raw = json.loads(src.read_text())
     coco = convert_mpii(src)
     assert len(coco["annotations"]) == len(raw) == 5 and len(coco["images"]) == 5

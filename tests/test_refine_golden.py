@@ -54,13 +54,13 @@ def seeded_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("folder", "name", "score", "batch"), CASES)
-def test_refined_results_are_pinned(shared_data: Path, seeded_checkpoint: Path,
+def test_refined_results_are_pinned(data_dir: Path, seeded_checkpoint: Path,
                                     tmp_path: Path, folder: str, name: str, score: str,
                                     batch: int) -> None:
     out = tmp_path / "refined.json"
-    refine_files(checkpoint=seeded_checkpoint, images=shared_data / folder,
-                 results=shared_data / folder / name, out=out,
-                 gt=shared_data / folder / GT[folder], score=score, batch_size=batch,
+    refine_files(checkpoint=seeded_checkpoint, images=data_dir / folder,
+                 results=data_dir / folder / name, out=out,
+                 gt=data_dir / folder / GT[folder], score=score, batch_size=batch,
                  workers=0, device="cpu", progress=False)
     got = json.loads(out.read_text())
     golden = GOLDEN / f"{folder}_{name}"
@@ -75,5 +75,5 @@ def test_refined_results_are_pinned(shared_data: Path, seeded_checkpoint: Path,
     np.testing.assert_allclose([d["score"] for d in got], [d["score"] for d in want],
                                atol=1e-5)
     # the pinned outputs are not the inputs: the network moved keypoints
-    inputs = json.loads((shared_data / folder / name).read_text())
+    inputs = json.loads((data_dir / folder / name).read_text())
     assert len(want) <= len(inputs)

@@ -147,8 +147,8 @@ def test_error_types_and_size_numbers_are_the_reports(lsp_report: dict) -> None:
         assert sum(by_n["shares"][t][i] for t in ERROR_TYPES) == pytest.approx(100)
 
 
-def test_crowdpose14_with_duplicates_and_background(shared_data: Path, tmp_path: Path) -> None:
-    gt = load_ground_truth(shared_data / "crowdpose" / "test_crowdpose.json")
+def test_crowdpose14_with_duplicates_and_background(data_dir: Path, tmp_path: Path) -> None:
+    gt = load_ground_truth(data_dir / "crowdpose" / "test_crowdpose.json")
     assert gt.spec.num_keypoints == 14
     rows = np.flatnonzero(gt.num_labelled > 0)
     rng = np.random.default_rng(0)

@@ -71,11 +71,11 @@ def coco_ious(gt_dataset: dict, results: list[dict], sigmas: np.ndarray) -> dict
     ("ochuman", "test_ochuman.json", "movenet_multipose.json"),
     ("posetrack18", "annotations/test_posetrack18_val.json", "blazepose_gtboxes.json"),
 ])
-def test_oks_matrix_equals_pycocotools_compute_oks(shared_data: Path, folder: str, ann: str,
+def test_oks_matrix_equals_pycocotools_compute_oks(data_dir: Path, folder: str, ann: str,
                                                    results: str) -> None:
-    gt = load_ground_truth(shared_data / folder / ann)
-    dets = load_results(shared_data / folder / results, gt.spec)
-    raw = json.loads((shared_data / folder / results).read_text())
+    gt = load_ground_truth(data_dir / folder / ann)
+    dets = load_results(data_dir / folder / results, gt.spec)
+    raw = json.loads((data_dir / folder / results).read_text())
     ious = coco_ious(gt.to_coco(), raw, gt.spec.sigma_array)
     compared = 0
     for img in gt.images:

@@ -348,8 +348,8 @@ def brute_overlaps(gt: GroundTruth, iou: float) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("folder", ["coco", "crowdpose", "ochuman"])
-def test_overlapping_persons_match_brute_force(shared_data: Path, folder: str) -> None:
-    path = next(p for p in sorted((shared_data / folder).glob("*.json"))
+def test_overlapping_persons_match_brute_force(data_dir: Path, folder: str) -> None:
+    path = next(p for p in sorted((data_dir / folder).glob("*.json"))
                 if "results" not in p.name and "blazepose" not in p.name
                 and "movenet" not in p.name and "_det_" not in p.name)
     gt = load_ground_truth(path)

@@ -78,7 +78,7 @@ def _interrupt_at(cfg: Config, step: int) -> None:
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_refines_inputs(shared_data: Path, tmp_path: Path) -> None:
+def test_training_lowers_the_loss_and_refines_inputs(data_dir: Path, tmp_path: Path) -> None:
     # An error profile where most keypoints are wrong, so that "refined beats input" means
     # the network corrects errors rather than copying its (mostly good) input.
     profile = tmp_path / "harsh.yaml"
@@ -97,7 +97,7 @@ def test_training_lowers_the_loss_and_refines_inputs(shared_data: Path, tmp_path
         default_group: all
         """))
     steps = 80
-    cfg = _tiny(shared_data, tmp_path / "run", f"optim.max_steps={steps}", "optim.batch_size=8",
+    cfg = _tiny(data_dir, tmp_path / "run", f"optim.max_steps={steps}", "optim.batch_size=8",
                 "data.repeat=40", "optim.lr=2e-3", "data.scale_factor=0.0",
                 "data.rotation_prob=0.0", "data.flip=false", f"data.profile={profile}",
                 "run.log_every=10", "run.checkpoint_every=0")
@@ -116,14 +116,14 @@ def test_training_lowers_the_loss_and_refines_inputs(shared_data: Path, tmp_path
     assert 0 <= m["AP_input"] < m["AP_refined"] <= 1, m
 
 
-def test_resume_in_process_reaches_the_same_state(shared_data: Path, tmp_path: Path) -> None:
+def test_resume_in_process_reaches_the_same_state(data_dir: Path, tmp_path: Path) -> None:
     # 6 persons x 2 = 12 samples, batch 2 x accumulate 2: 3 steps per epoch; lr drops at
     # epoch 1 (step 3); stop inside epoch 1 (step 5) and resume to step 7.
     common = ("optim.batch_size=2", "optim.accumulate=2", "data.repeat=2", "optim.epochs=3",
               "optim.lr_steps=[1]", "run.checkpoint_every=2", "optim.max_steps=7",
               "model.deconv_channels=16")
-    straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
-    cfg_b = _tiny(shared_data, tmp_path / "b", *common)
+    straight = train(_tiny(data_dir, tmp_path / "a", *common), resume="no")
+    cfg_b = _tiny(data_dir, tmp_path / "b", *common)
     _interrupt_at(cfg_b, 5)
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ck.extra["step"] == 4 and ck.extra["epoch"] == 1 and ck.extra["sample_in_epoch"] == 4
@@ -149,21 +149,21 @@ def test_ema_update_moves_floats_and_copies_counters() -> None:
     assert int(ema.num_batches_tracked) == 7
 
 
-def test_ema_and_photometric_runs_resume_exactly(shared_data: Path, tmp_path: Path) -> None:
+def test_ema_and_photometric_runs_resume_exactly(data_dir: Path, tmp_path: Path) -> None:
     # The averaged weights travel in last.pt and final.pt holds them, not the raw weights;
     # the photometric draws are part of each sample's pure function of (seed, epoch, index).
     common = ("optim.batch_size=2", "data.repeat=2", "optim.epochs=2", "optim.max_steps=5",
               "run.checkpoint_every=2", "model.deconv_channels=16", "optim.ema_decay=0.9",
               "data.color_jitter=0.4", "data.blur_prob=0.5", "data.gray_prob=0.5",
               "data.erase_prob=0.5")
-    straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
+    straight = train(_tiny(data_dir, tmp_path / "a", *common), resume="no")
     raw = load_checkpoint(tmp_path / "a" / "last.pt")
     assert "ema" in raw.extra
     _assert_same_weights(_weights(straight), raw.extra["ema"])
     differs = [k for k, v in raw.model.state_dict().items()
                if v.dtype.is_floating_point and not torch.equal(v, raw.extra["ema"][k])]
     assert differs
-    cfg_b = _tiny(shared_data, tmp_path / "b", *common)
+    cfg_b = _tiny(data_dir, tmp_path / "b", *common)
     _interrupt_at(cfg_b, 3)
     _assert_same_weights(_weights(straight), _weights(train(cfg_b, resume="auto")))
 
@@ -182,11 +182,11 @@ train(cfg, resume="auto", callback=cb)
 
 
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_same_weights(shared_data: Path, tmp_path: Path) -> None:
+def test_sigkilled_run_resumes_to_the_same_weights(data_dir: Path, tmp_path: Path) -> None:
     common = ["optim.batch_size=4", "data.repeat=2", "optim.epochs=4", "optim.lr_steps=[2]",
               "run.checkpoint_every=2", "optim.max_steps=6", "model.deconv_channels=16"]
     # 12 samples / batch 4 = 3 steps per epoch: checkpoints at steps 2, 3 (epoch end) and 4.
-    cfg_b = _tiny(shared_data, tmp_path / "b", *common)
+    cfg_b = _tiny(data_dir, tmp_path / "b", *common)
     script = tmp_path / "kill.py"
     script.write_text(_KILL_SCRIPT)
     args = [f"data.train=[{{ann: {cfg_b.data.train[0].ann}, image_files: "
@@ -200,7 +200,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(shared_data: Path, tmp_path: 
     assert not (tmp_path / "b" / "final.pt").exists()
     assert load_checkpoint(tmp_path / "b" / "last.pt").extra["step"] == 4
     resumed = train(cfg_b, resume="auto")
-    straight = train(_tiny(shared_data, tmp_path / "a", *common), resume="no")
+    straight = train(_tiny(data_dir, tmp_path / "a", *common), resume="no")
     _assert_same_weights(_weights(straight), _weights(resumed))
 
 
@@ -220,12 +220,12 @@ train(cfg, resume="no", callback=cb)
 
 
 @pytest.mark.slow
-def test_two_processes_on_gloo_end_with_identical_weights(shared_data: Path,
+def test_two_processes_on_gloo_end_with_identical_weights(data_dir: Path,
                                                           tmp_path: Path) -> None:
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
     out = tmp_path / "ddp"
-    coco = shared_data / "coco" / "test_coco.json"
+    coco = data_dir / "coco" / "test_coco.json"
     args = [f"data.train=[{{ann: {coco}}}]", "data.val=[]", f"run.out_dir={out}",
             "run.progress=false", "run.val_every=0", "data.workers=0", "run.log_every=1",
             "optim.batch_size=2", "optim.max_steps=3", "model.deconv_channels=16",
@@ -252,18 +252,18 @@ def test_two_processes_on_gloo_end_with_identical_weights(shared_data: Path,
             ck.extra["sample_in_epoch"]) == (2, 3, 0, 6)
 
 
-def test_bad_setups_fail_clearly(shared_data: Path, tmp_path: Path) -> None:
+def test_bad_setups_fail_clearly(data_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_size"):
-        train(_tiny(shared_data, tmp_path / "x", "optim.batch_size=64", "data.repeat=1"),
+        train(_tiny(data_dir, tmp_path / "x", "optim.batch_size=64", "data.repeat=1"),
               resume="no")
     with pytest.raises(ConfigError, match="data.train"):
-        train(_tiny(shared_data, tmp_path / "y", "data.train=[]"), resume="no")
+        train(_tiny(data_dir, tmp_path / "y", "data.train=[]"), resume="no")
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
-        train(_tiny(shared_data, tmp_path / "z"), resume=str(tmp_path / "nothing.pt"))
+        train(_tiny(data_dir, tmp_path / "z"), resume=str(tmp_path / "nothing.pt"))
 
 
-def test_tensorboard_logging_or_csv_fallback(shared_data: Path, tmp_path: Path) -> None:
-    cfg = _tiny(shared_data, tmp_path / "tb", "run.log=tensorboard", "optim.max_steps=1",
+def test_tensorboard_logging_or_csv_fallback(data_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny(data_dir, tmp_path / "tb", "run.log=tensorboard", "optim.max_steps=1",
                 "optim.batch_size=2", "model.deconv_channels=16", "run.checkpoint_every=0")
     try:
         import tensorboard  # noqa: F401
@@ -336,11 +336,11 @@ destroy()
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_every_sample_once_per_epoch(shared_data: Path,
+def test_two_gloo_processes_train_every_sample_once_per_epoch(data_dir: Path,
                                                               tmp_path: Path) -> None:
     script = tmp_path / "samples.py"
     script.write_text(_SAMPLES_SCRIPT)
-    coco = shared_data / "coco" / "test_coco.json"
+    coco = data_dir / "coco" / "test_coco.json"
     sets = (f"[{{ann: {coco}, image_files: [000000000785.jpg, 000000040083.jpg, "
             f"000000196141.jpg]}}]")  # 1 + 2 + 4 persons with keypoints
     common = [f"data.train={sets}", "data.val=[]", "run.progress=false", "run.val_every=0",
