@@ -11,11 +11,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .builtin import builtin_names, read_yaml
 
 __all__ = [
     "Config",
@@ -314,12 +315,6 @@ def config_to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
-def builtin_names(folder: str) -> list[str]:
-    """Names of the built-in YAML files in a package folder (``configs``, ``specs``...)."""
-    files = resources.files("posefix").joinpath(folder).iterdir()
-    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
-
-
 def available_configs() -> list[str]:
     """Names of the built-in training configs."""
     return builtin_names("configs")
@@ -345,22 +340,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = {}
     base: Path | None = None
     if path is not None:
-        p = Path(path)
-        if not p.is_file() and str(path) in available_configs():
-            text = resources.files("posefix").joinpath(f"configs/{path}.yaml").read_text()
-            source = f"posefix/configs/{path}.yaml"
-        elif p.is_file():
-            text = p.read_text()
-            source = str(p)
-            base = p.resolve().parent
-        else:
-            raise ConfigError(f"config {path!r}: not a file and not one of {available_configs()}")
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        found = read_yaml(path, "configs", "config", ConfigError)
+        data = found.data or {}
+        base = found.path.resolve().parent if found.path is not None else None
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a config must be a mapping")
+            raise ConfigError(f"{found.source}: a config must be a mapping")
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key.sub=value")

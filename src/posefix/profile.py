@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from .config import ConfigError, builtin_names
+from .builtin import builtin_names, read_yaml
+from .config import ConfigError
 from .io import atomic_write, write_json_atomic
 from .spec import KeypointSpec
 from .taxonomy import ABSENT, ERROR_TYPES, GOOD
@@ -91,61 +91,15 @@ class ErrorProfile:
     _groups_of: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        where = f"profile {self.name!r}"
-        G, L, NO = len(self.group_names), len(self.labelled_bins) + 1, len(self.overlap_bins) + 1
-        if G == 0:
-            raise ProfileError(f"{where}: no groups")
-        if len(self.group_keypoints) != G:
-            raise ProfileError(f"{where}: {len(self.group_keypoints)} keypoint lists for "
-                               f"{G} groups")
-        for key in ("labelled_bins", "overlap_bins"):
-            edges = getattr(self, key)
-            if any(b < 0 for b in edges) or any(
-                    a >= b for a, b in zip(edges, edges[1:], strict=False)):
-                raise ProfileError(f"{where}: '{key}' must be increasing non-negative "
-                                   f"integers, got {list(edges)}")
-        rates = np.asarray(self.rates, dtype=np.float64)
-        if rates.shape != (G, L, NO, _NT):
-            raise ProfileError(f"{where}: rates have shape {rates.shape}, expected "
-                               f"{(G, L, NO, _NT)}")
-        if not np.all(np.isfinite(rates)) or rates.min() < -1e-9:
-            raise ProfileError(f"{where}: probabilities must be finite and non-negative")
-        sums = rates.sum(-1)
-        if np.abs(sums - 1).max() > 1e-6:
-            g, li, o = np.unravel_index(np.abs(sums - 1).argmax(), sums.shape)
-            raise ProfileError(f"{where}: group {self.group_names[g]!r} bin ({li}, {o}) "
-                               f"probabilities sum to {sums[g, li, o]:.6f}, not 1")
-        rates = np.clip(rates, 0, None)
-        rates.setflags(write=False)
-        object.__setattr__(self, "rates", rates)
-        seen: dict[str, str] = {}
-        for g, names in zip(self.group_names, self.group_keypoints, strict=True):
-            for n in names:
-                if n in seen:
-                    raise ProfileError(f"{where}: keypoint {n!r} is in groups "
-                                       f"{seen[n]!r} and {g!r}")
-                seen[n] = g
-        for target in [*self.fallback.values(), self.default_group]:
-            if target not in self.group_names:
-                raise ProfileError(f"{where}: fallback group {target!r} is not one of "
-                                   f"{list(self.group_names)}")
-        unknown = set(self.correlated) - set(CORRELATED)
-        if unknown:
-            raise ProfileError(f"{where}: 'correlated' has unknown key(s) {sorted(unknown)}; "
-                               f"expected {', '.join(CORRELATED)}")
-        for key, value in self.correlated.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value <= 1:
-                raise ProfileError(f"{where}: 'correlated.{key}' must be a probability, "
-                                   f"got {value!r}")
-        object.__setattr__(self, "correlated",
-                           {k: float(self.correlated.get(k, 0.0)) for k in CORRELATED})
-        if self.samples is not None:
-            s = np.asarray(self.samples, dtype=np.int64)
-            if s.shape != (G, L, NO):
-                raise ProfileError(f"{where}: samples have shape {s.shape}, expected "
-                                   f"{(G, L, NO)}")
-            object.__setattr__(self, "samples", s)
+        try:
+            _check_bins(self)
+            object.__setattr__(self, "rates", _checked_rates(self))
+            _check_groups(self)
+            object.__setattr__(self, "correlated", _checked_correlated(self.correlated))
+            if self.samples is not None:
+                object.__setattr__(self, "samples", _checked_samples(self))
+        except ProfileError as e:
+            raise ProfileError(f"profile {self.name!r}: {e}") from None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ErrorProfile):
@@ -229,90 +183,153 @@ class ErrorProfile:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> ErrorProfile:
-        """Build a profile from plain data (the parsed file); errors name source and field."""
-        if not isinstance(data, dict):
-            raise ProfileError(f"{source}: an error profile must be a mapping")
-        for key in ("name", "labelled_bins", "overlap_bins", "groups"):
-            if key not in data:
-                raise ProfileError(f"{source}: missing field '{key}'")
-        bins = {}
-        for key in ("labelled_bins", "overlap_bins"):
-            v = data[key]
-            if not isinstance(v, list) or any(isinstance(b, bool) or not isinstance(b, int)
-                                              for b in v):
-                raise ProfileError(f"{source}: field '{key}' must be a list of integers")
-            bins[key] = tuple(v)
-        L, NO = len(bins["labelled_bins"]) + 1, len(bins["overlap_bins"]) + 1
-        groups = data["groups"]
-        if not isinstance(groups, dict) or not groups:
-            raise ProfileError(f"{source}: field 'groups' must be a non-empty mapping")
-        names, members, rates, samples = [], [], [], []
-        has_samples = all(isinstance(e, dict) and "samples" in e for e in groups.values())
-        for g, entry in groups.items():
-            where = f"groups.{g}"
-            if not isinstance(entry, dict):
-                raise ProfileError(f"{source}: field '{where}' must be a mapping")
-            kps = entry.get("keypoints", [])
-            if not isinstance(kps, list) or not all(isinstance(k, str) for k in kps):
-                raise ProfileError(f"{source}: field '{where}.keypoints' must be a list of "
-                                   "keypoint names")
-            unknown = set(entry) - {"keypoints", "samples", *ERROR_TYPES}
-            if unknown:
-                raise ProfileError(f"{source}: field '{where}' has unknown key(s) "
-                                   f"{sorted(unknown)}; expected keypoints, "
-                                   f"{', '.join(ERROR_TYPES)}")
-            r = np.zeros((L, NO, _NT))
-            for ti, t in enumerate(ERROR_TYPES):
-                if t in entry:
-                    r[..., ti] = _table(entry[t], L, NO, source, f"{where}.{t}")
-            if "good" not in entry:
-                r[..., GOOD] = 1.0 - r.sum(-1)
-                if r[..., GOOD].min() < -1e-9:
-                    raise ProfileError(f"{source}: field '{where}': error probabilities sum "
-                                       f"to more than 1 ({1 - r[..., GOOD].min():.4f})")
-            elif np.abs(r.sum(-1) - 1).max() > 1e-3:
-                raise ProfileError(f"{source}: field '{where}': the five probabilities must "
-                                   "sum to 1")
-            else:
-                r /= r.sum(-1, keepdims=True)
-            names.append(str(g))
-            members.append(tuple(kps))
-            rates.append(np.clip(r, 0, None))
-            if has_samples:
-                samples.append(_table(entry["samples"], L, NO, source, f"{where}.samples"))
-        fallback = data.get("fallback") or {}
-        if not isinstance(fallback, dict):
-            raise ProfileError(f"{source}: field 'fallback' must be a mapping")
-        default_group = str(data.get("default_group") or names[0])
-        for k, target in [*((f"fallback.{k}", v) for k, v in fallback.items()),
-                          ("default_group", default_group)]:
-            if target not in names:
-                raise ProfileError(f"{source}: field '{k}' names unknown group {target!r}")
-        correlated = data.get("correlated") or {}
-        if not isinstance(correlated, dict):
-            raise ProfileError(f"{source}: field 'correlated' must be a mapping")
+        """Build a profile from plain data (the parsed file); errors name source and field.
+
+        This only parses (shapes of the file's fields, numbers, ``good`` as the remainder);
+        every rule on the values is checked once, by the constructor.
+        """
         try:
+            if not isinstance(data, dict):
+                raise ProfileError("an error profile must be a mapping")
+            for key in ("name", "labelled_bins", "overlap_bins", "groups"):
+                if key not in data:
+                    raise ProfileError(f"missing field '{key}'")
+            labelled, overlap = (tuple(data[k]) if isinstance(data[k], list) else data[k]
+                                 for k in ("labelled_bins", "overlap_bins"))
+            shape = (len(labelled) + 1 if isinstance(labelled, tuple) else 1,
+                     len(overlap) + 1 if isinstance(overlap, tuple) else 1)
+            names, members, rates, samples = _parse_groups(data["groups"], shape)
+            fallback = data.get("fallback") or {}
+            if not isinstance(fallback, dict):
+                raise ProfileError("field 'fallback' must be a mapping")
             return cls(
                 name=str(data["name"]),
-                labelled_bins=bins["labelled_bins"],
-                overlap_bins=bins["overlap_bins"],
-                group_names=tuple(names),
-                group_keypoints=tuple(members),
-                rates=np.stack(rates),
+                labelled_bins=labelled,
+                overlap_bins=overlap,
+                group_names=names,
+                group_keypoints=members,
+                rates=rates,
                 fallback={str(k): str(v) for k, v in fallback.items()},
-                default_group=default_group,
+                default_group=str(data.get("default_group") or names[0]),
                 description=str(data.get("description") or ""),
-                samples=np.stack(samples).round().astype(np.int64) if has_samples else None,
-                correlated=dict(correlated),
+                samples=samples,
+                correlated=data.get("correlated") or {},
             )
         except ProfileError as e:
             raise ProfileError(f"{source}: {e}") from None
 
 
-def _table(value: Any, L: int, NO: int, source: str, where: str) -> np.ndarray:
+def _check_bins(p: ErrorProfile) -> None:
+    for key in ("labelled_bins", "overlap_bins"):
+        edges = getattr(p, key)
+        if not isinstance(edges, tuple) or any(
+                isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0
+                for b in edges) or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
+            raise ProfileError(f"field '{key}' must be increasing non-negative integers, got "
+                               f"{list(edges) if isinstance(edges, tuple) else edges!r}")
+
+
+def _checked_rates(p: ErrorProfile) -> np.ndarray:
+    G, (L, NO) = len(p.group_names), p.num_bins
+    if G == 0:
+        raise ProfileError("no groups")
+    rates = np.asarray(p.rates, dtype=np.float64)
+    if rates.shape != (G, L, NO, _NT):
+        raise ProfileError(f"rates have shape {rates.shape}, expected {(G, L, NO, _NT)}")
+    if not np.all(np.isfinite(rates)):
+        raise ProfileError("probabilities must be finite")
+    low = rates.min(-1)
+    if low.min() < -1e-9:
+        g, li, o = np.unravel_index(low.argmin(), low.shape)
+        raise ProfileError(f"field 'groups.{p.group_names[g]}': error probabilities sum to "
+                           f"more than 1 in bin ({li}, {o})")
+    sums = rates.sum(-1)
+    if np.abs(sums - 1).max() > 1e-6:
+        g, li, o = np.unravel_index(np.abs(sums - 1).argmax(), sums.shape)
+        raise ProfileError(f"field 'groups.{p.group_names[g]}': the five probabilities must "
+                           f"sum to 1 (bin ({li}, {o}) sums to {sums[g, li, o]:.6f})")
+    rates = np.clip(rates, 0, None)
+    rates.setflags(write=False)
+    return rates
+
+
+def _check_groups(p: ErrorProfile) -> None:
+    if len(p.group_keypoints) != len(p.group_names):
+        raise ProfileError(f"{len(p.group_keypoints)} keypoint lists for "
+                           f"{len(p.group_names)} groups")
+    seen: dict[str, str] = {}
+    for g, names in zip(p.group_names, p.group_keypoints, strict=True):
+        for n in names:
+            if n in seen:
+                raise ProfileError(f"keypoint {n!r} is in groups {seen[n]!r} and {g!r}")
+            seen[n] = g
+    for field_name, target in [*((f"fallback.{k}", v) for k, v in p.fallback.items()),
+                               ("default_group", p.default_group)]:
+        if target not in p.group_names:
+            raise ProfileError(f"field '{field_name}' names unknown group {target!r}; "
+                               f"expected one of {list(p.group_names)}")
+
+
+def _checked_correlated(correlated: Any) -> dict[str, float]:
+    if not isinstance(correlated, dict):
+        raise ProfileError("field 'correlated' must be a mapping")
+    unknown = set(correlated) - set(CORRELATED)
+    if unknown:
+        raise ProfileError(f"'correlated' has unknown key(s) {sorted(unknown)}; expected "
+                           f"{', '.join(CORRELATED)}")
+    for key, value in correlated.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ProfileError(f"'correlated.{key}' must be a probability, got {value!r}")
+    return {k: float(correlated.get(k, 0.0)) for k in CORRELATED}
+
+
+def _checked_samples(p: ErrorProfile) -> np.ndarray:
+    s = np.asarray(p.samples, dtype=np.int64)
+    expected = (len(p.group_names), *p.num_bins)
+    if s.shape != expected:
+        raise ProfileError(f"samples have shape {s.shape}, expected {expected}")
+    return s
+
+
+def _parse_groups(groups: Any, shape: tuple[int, int]) -> tuple[
+        tuple[str, ...], tuple[tuple[str, ...], ...], np.ndarray, np.ndarray | None]:
+    """A file's ``groups``: names, keypoint names, (G, L, O, 5) rates and samples."""
+    if not isinstance(groups, dict) or not groups:
+        raise ProfileError("field 'groups' must be a non-empty mapping")
+    has_samples = all(isinstance(e, dict) and "samples" in e for e in groups.values())
+    names, members, rates, samples = [], [], [], []
+    for g, entry in groups.items():
+        where = f"groups.{g}"
+        if not isinstance(entry, dict):
+            raise ProfileError(f"field '{where}' must be a mapping")
+        kps = entry.get("keypoints", [])
+        if not isinstance(kps, list) or not all(isinstance(k, str) for k in kps):
+            raise ProfileError(f"field '{where}.keypoints' must be a list of keypoint names")
+        unknown = set(entry) - {"keypoints", "samples", *ERROR_TYPES}
+        if unknown:
+            raise ProfileError(f"field '{where}' has unknown key(s) {sorted(unknown)}; "
+                               f"expected keypoints, {', '.join(ERROR_TYPES)}")
+        r = np.zeros((*shape, _NT))
+        for ti, t in enumerate(ERROR_TYPES):
+            if t in entry:
+                r[..., ti] = _table(entry[t], *shape, f"{where}.{t}")
+        if "good" not in entry:
+            r[..., GOOD] = 1.0 - r.sum(-1)
+        elif np.abs(r.sum(-1) - 1).max() <= 1e-3:  # a file's rounding
+            r /= r.sum(-1, keepdims=True)
+        names.append(str(g))
+        members.append(tuple(kps))
+        rates.append(r)
+        if has_samples:
+            samples.append(_table(entry["samples"], *shape, f"{where}.samples"))
+    stacked = np.stack(samples).round().astype(np.int64) if has_samples else None
+    return tuple(names), tuple(members), np.stack(rates), stacked
+
+
+def _table(value: Any, L: int, NO: int, where: str) -> np.ndarray:
     """A scalar, per-labelled-bin list or [labelled][overlap] table, broadcast to (L, O)."""
     def bad(msg: str) -> ProfileError:
-        return ProfileError(f"{source}: field '{where}': {msg}")
+        return ProfileError(f"field '{where}': {msg}")
 
     def num(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -355,22 +372,8 @@ def load_profile(name_or_path: str | Path | ErrorProfile) -> ErrorProfile:
     """Load a built-in profile by name (``default``) or a profile file (YAML or JSON)."""
     if isinstance(name_or_path, ErrorProfile):
         return name_or_path
-    key = str(name_or_path)
-    if key.lower() in available_profiles():
-        text = resources.files("posefix").joinpath(f"profiles/{key.lower()}.yaml").read_text()
-        source = f"posefix/profiles/{key.lower()}.yaml"
-    else:
-        path = Path(key)
-        if not path.is_file():
-            raise ProfileError(f"unknown error profile {key!r}: not a file and not one of "
-                               f"{available_profiles()}")
-        text = path.read_text(encoding="utf-8")
-        source = str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{source}: not valid YAML: {e}") from None
-    return ErrorProfile.from_dict(data, source=source)
+    found = read_yaml(name_or_path, "profiles", "error profile", ProfileError)
+    return ErrorProfile.from_dict(found.data, source=found.source)
 
 
 def save_profile(profile: ErrorProfile, path: str | Path) -> Path:
@@ -465,9 +468,29 @@ def fit_profile(
         raise ValueError(f"labels have {K} keypoints; spec {spec.name} has {spec.num_keypoints}")
     nl = np.asarray(num_labelled).reshape(P)
     no = np.asarray(num_overlap).reshape(P)
-    G = len(base.group_names)
-    L, NO = base.num_bins
-    g = base.group_index(spec)
+    counts = _choice_counts(labels, nl, no, spec, base, swap_possible)
+    rates = _pooled_rates(counts, base.rates, min_count)
+    return ErrorProfile(
+        name=name,
+        labelled_bins=base.labelled_bins,
+        overlap_bins=base.overlap_bins,
+        group_names=base.group_names,
+        group_keypoints=base.group_keypoints,
+        rates=rates,
+        fallback=dict(base.fallback),
+        default_group=base.default_group,
+        description=(f"fitted on {P} persons ({int(counts.sum())} labelled keypoints) of "
+                     f"layout {spec.name}; cells with fewer than {min_count} keypoints pooled "
+                     f"or taken from profile {base.name!r}"),
+        samples=counts.sum((-1, -2)).round().astype(np.int64),
+    )
+
+
+def _choice_counts(labels: np.ndarray, nl: np.ndarray, no: np.ndarray, spec: KeypointSpec,
+                   base: ErrorProfile, swap_possible: np.ndarray | None) -> np.ndarray:
+    """(G, L, O, 4, 5) keypoint counts by profile cell, availability pattern and type."""
+    P, K = labels.shape
+    G, (L, NO) = len(base.group_names), base.num_bins
     partner = spec.partner_index
     has_partner = partner >= 0
     partner_lab = np.zeros((P, K), dtype=bool)
@@ -478,41 +501,27 @@ def fit_profile(
         swap_ok = np.asarray(swap_possible, dtype=bool).reshape(P, K) & (no > 0)[:, None]
     pattern = partner_lab.astype(np.int64) + 2 * swap_ok.astype(np.int64)
     keep = (labels >= 0) & (labels < _NT) & spec.used_mask[None, :]
-    cell = (np.broadcast_to(g[None, :], (P, K)) * L + base.labelled_bin(nl)[:, None]) * NO \
-        + base.overlap_bin(no)[:, None]
+    cell = (np.broadcast_to(base.group_index(spec)[None, :], (P, K)) * L
+            + base.labelled_bin(nl)[:, None]) * NO + base.overlap_bin(no)[:, None]
     flat = ((cell * 4 + pattern) * _NT + np.where(keep, labels, 0))[keep]
-    counts = np.bincount(flat, minlength=G * L * NO * 4 * _NT).reshape(G, L, NO, 4, _NT)
-    counts = counts.astype(np.float64)
-    n = counts.sum((-1, -2))  # (G, L, NO)
-    fixed = base.rates
-    # Finest to coarsest pools, each broadcast back to (G, L, NO, 4, 5).
-    pools = [
+    counts = np.bincount(flat, minlength=G * L * NO * 4 * _NT)
+    return counts.reshape(G, L, NO, 4, _NT).astype(np.float64)
+
+
+def _pooled_rates(counts: np.ndarray, fixed: np.ndarray, min_count: int) -> np.ndarray:
+    """Rates per cell from the finest pool with ``min_count`` keypoints, else ``fixed``."""
+    pools = [  # finest to coarsest, each broadcast back to (G, L, O, 4, 5)
         counts,
         np.broadcast_to(counts.sum(2, keepdims=True), counts.shape),
         np.broadcast_to(counts.sum(1, keepdims=True), counts.shape),
         np.broadcast_to(counts.sum((1, 2), keepdims=True), counts.shape),
     ]
     rates = np.array(fixed, dtype=np.float64, copy=True)
-    done = np.zeros((G, L, NO), dtype=bool)
+    done = np.zeros(counts.shape[:3], dtype=bool)
     for pool in pools:
         enough = (pool.sum((-1, -2)) >= max(min_count, 1)) & ~done
         if enough.any():
             rates[enough] = _choice_mle(pool[enough], fixed[enough])
             done |= enough
     rates = np.clip(rates, 0, None)
-    rates /= rates.sum(-1, keepdims=True)
-    return ErrorProfile(
-        name=name,
-        labelled_bins=base.labelled_bins,
-        overlap_bins=base.overlap_bins,
-        group_names=base.group_names,
-        group_keypoints=base.group_keypoints,
-        rates=rates,
-        fallback=dict(base.fallback),
-        default_group=base.default_group,
-        description=(f"fitted on {P} persons ({int(keep.sum())} labelled keypoints) of layout "
-                     f"{spec.name}; cells with fewer than {min_count} keypoints pooled or "
-                     f"taken from profile {base.name!r}"),
-        samples=n.round().astype(np.int64),
-    )
-
+    return rates / rates.sum(-1, keepdims=True)

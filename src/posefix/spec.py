@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from .config import builtin_names
+from .builtin import builtin_names, read_yaml
 
 __all__ = ["KeypointSpec", "SpecError", "available_specs", "load_spec"]
 
@@ -212,20 +210,5 @@ def load_spec(name_or_path: str | Path | KeypointSpec) -> KeypointSpec:
     if isinstance(name_or_path, KeypointSpec):
         return name_or_path
     key = str(name_or_path)
-    builtin = _ALIASES.get(key.lower(), key.lower())
-    if builtin in available_specs():
-        text = resources.files("posefix").joinpath(f"specs/{builtin}.yaml").read_text()
-        source = f"posefix/specs/{builtin}.yaml"
-    else:
-        path = Path(key)
-        if not path.is_file():
-            raise SpecError(
-                f"unknown keypoint spec {key!r}: not a file and not one of {available_specs()}"
-            )
-        text = path.read_text()
-        source = str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{source}: not valid YAML: {e}") from None
-    return KeypointSpec.from_dict(data, source=source)
+    found = read_yaml(_ALIASES.get(key.lower(), key), "specs", "keypoint spec", SpecError)
+    return KeypointSpec.from_dict(found.data, source=found.source)
