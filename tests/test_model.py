@@ -9,16 +9,14 @@ import pytest
 import torch
 import torchvision
 
+from posefix.backbones import BACKBONES
 from posefix.config import ConfigError, ModelConfig
 from posefix.heatmaps import bilinear_onehot, default_input_sigma, render_gaussians
+from posefix.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize
 from posefix.loss import integral_loss, pixels_to_heatmap
 from posefix.model import (
-    BACKBONES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PoseFixNet,
     build_model,
-    normalize,
 )
 
 K = 5
@@ -340,7 +338,7 @@ def test_mobilenet_pretrained_loads_every_layout(tmp_path: Path, layout: str) ->
     ref = build_model(_cfg(backbone="mobilenet_v2"), K)
     path = tmp_path / "classic.pt"
     torch.save(classic, path)
-    from posefix.model import load_pretrained_backbone
+    from posefix.pretrained import load_pretrained_backbone
 
     load_pretrained_backbone(ref, path)
     features = {k: v for k, v in ref.backbone.state_dict().items()}

@@ -46,8 +46,8 @@ from .geometry import (
     sanitize_boxes,
     warp_crop,
 )
+from .imagenet import normalize
 from .io import GroundTruth, InputError, images_of_split, load_ground_truth, load_results
-from .model import normalize
 from .profile import load_profile
 from .spec import KeypointSpec, load_spec
 from .synthesis import estimates_for, overlap_index, synthesize
@@ -291,7 +291,7 @@ class PoseFixDataset(Dataset):
     ``dataset[(epoch, index)]`` (or ``dataset[index]`` for epoch 0) returns a dict:
 
     * ``image``: (3, H, W) uint8 RGB crop, to be normalized on the device with
-      :func:`posefix.model.normalize` (a quarter of the bytes to move; float32 normalized
+      :func:`posefix.imagenet.normalize` (a quarter of the bytes to move; float32 normalized
       with ``float_images=True``);
     * ``input_pose``: (K, 3) float32 ``x, y, valid`` in crop pixels (valid: synthesized and
       inside the crop);

@@ -4,7 +4,7 @@ The exported graph is the whole refinement step of one crop batch: input-pose he
 rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis dynamic):
 
 * ``images``: (B, 3, H, W) float32, RGB normalized with the ImageNet mean/std
-  (:func:`posefix.model.normalize`);
+  (:func:`posefix.imagenet.normalize`);
 * ``input_pose``: (B, K, 3) float32 ``x, y, valid`` in input (crop) pixels;
 * ``coords``: (B, K, 2) refined ``x, y`` in input pixels (gated by the error head where the
   model has one); ``confidence``: (B, K); ``heatmaps``: (B, K, H/4, W/4) logits;

