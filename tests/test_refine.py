@@ -523,7 +523,7 @@ def test_workers_survive_a_busy_parent(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- stages alone
 def _chunk_of(n: int, image_id: int, last: bool, value: float) -> Any:
     from posefix.crops import CropTask
-    from posefix.refine import Chunk
+    from posefix.pipeline import Chunk
 
     rows = np.arange(n) + int(value) * 100
     item = {"crops": np.full((n, *INPUT, 3), value, dtype=np.uint8),
@@ -534,7 +534,7 @@ def _chunk_of(n: int, image_id: int, last: bool, value: float) -> Any:
 
 
 def test_batch_queue_makes_full_batches_across_chunks_and_returns_chunks_in_order() -> None:
-    from posefix.refine import BatchQueue
+    from posefix.pipeline import BatchQueue
 
     sizes = []
 
@@ -562,7 +562,7 @@ def test_batch_queue_makes_full_batches_across_chunks_and_returns_chunks_in_orde
 
 
 def test_result_writer_uncrops_and_suppresses_per_image_when_its_last_chunk_is_in() -> None:
-    from posefix.refine import RefineCounts, ResultWriter
+    from posefix.pipeline import RefineCounts, ResultWriter
 
     n = 4
     dets = Detections(np.array([7, 7, 7, 8]), np.zeros((n, SPEC.num_keypoints, 3)),
@@ -590,7 +590,7 @@ def test_result_writer_uncrops_and_suppresses_per_image_when_its_last_chunk_is_i
 def test_quality_score_ranks_poses_the_network_finds_wrong_lower() -> None:
     """score='quality' (and 'auto' with an error head): input score x mean probability that
     the input keypoints are right; head-less networks keep the input score under 'auto'."""
-    from posefix.refine import RefineCounts, ResultWriter
+    from posefix.pipeline import RefineCounts, ResultWriter
 
     n = 2
     dets = Detections(np.array([1, 2]), np.zeros((n, SPEC.num_keypoints, 3)),

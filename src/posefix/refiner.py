@@ -14,20 +14,23 @@ predicted again, un-mirrored and averaged with the first prediction, as the refe
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .io import InputError
+from .io import Detections, InputError
+from .pipeline import DEFAULT_SCORE, RefineOptions, run_pipeline
 from .spec import KeypointSpec, load_spec
 
 if TYPE_CHECKING:
     from .checkpoint import LoadedCheckpoint
 
-__all__ = ["BACKENDS", "Predictor", "Refiner", "as_refiner", "load_refiner", "resolve_device"]
+__all__ = ["BACKENDS", "Predictor", "RefinedPoses", "Refiner", "as_refiner", "load_refiner",
+           "resolve_device"]
 
 #: The networks :func:`load_refiner` runs.
 BACKENDS = ("torch", "onnxruntime")
@@ -43,6 +46,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@dataclass
+class RefinedPoses:
+    """The refined poses of one image, row for row with the input persons.
+
+    Attributes:
+        keypoints: (N, K, 3) ``x, y, confidence`` in image pixels; a person with no keypoint
+            inside the image keeps its input keypoints (and ``refined`` is False).
+        scores: (N,) output person scores (see ``score`` of :meth:`Refiner.refine_images`).
+        error: (N, K) the network's probability that each *input* keypoint is a gross error
+            (NaN for unrefined persons); None for a network without an error head.
+        kept: (N,) False where OKS-NMS suppressed the person (the file path drops those).
+        refined: (N,) whether the person went through the network.
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    error: np.ndarray | None
+    kept: np.ndarray
+    refined: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
 
 
 class Refiner:
@@ -173,6 +200,57 @@ class Refiner:
         return (coords.double().cpu().numpy(), conf.double().cpu().numpy(),
                 None if error is None else error.double().cpu().numpy())
 
+    def refine_image(self, image: np.ndarray, keypoints: np.ndarray,
+                     scores: np.ndarray | None = None, *, color: str = "rgb",
+                     boxes: np.ndarray | None = None, **options: Any) -> RefinedPoses:
+        """Refine the poses of one image held in memory.
+
+        Args:
+            image: (H, W, 3) uint8, RGB (the default) or, with ``color="bgr"``, BGR as
+                OpenCV reads it.
+            keypoints: (N, K, 2) ``x, y`` or (N, K, 3) ``x, y, score`` in image pixels, in
+                this refiner's keypoint layout (``self.spec``); all-zero keypoints are absent.
+            scores: (N,) person scores (default 1).
+            color: ``"rgb"`` or ``"bgr"``.
+            boxes: (N, 4) ``x, y, w, h`` detection boxes, for ``box="bbox"``.
+            options: :class:`posefix.pipeline.RefineOptions` fields (``box``, ``score``,
+                ``nms``, ``batch_size``); images in memory need no loader workers.
+        """
+        return self.refine_images([image], [keypoints],
+                                  None if scores is None else [scores], color=color,
+                                  boxes=None if boxes is None else [boxes], **options)[0]
+
+    def refine_images(self, images: Sequence[np.ndarray], keypoints: Sequence[np.ndarray],
+                      scores: Sequence[np.ndarray] | None = None, *, color: str = "rgb",
+                      boxes: Sequence[np.ndarray] | None = None, **options: Any,
+                      ) -> list[RefinedPoses]:
+        """:meth:`refine_image` over many images (video frames): their crops share network
+        batches. The pipeline is the file path's (:func:`posefix.pipeline.run_pipeline`):
+        the same crops, batching, flip test, rescoring and OKS-NMS per image, so the same
+        numbers as ``posefix refine`` on the same images and poses. Each image is refined
+        on its own: nothing passes between frames."""
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        if len(keypoints) != len(images):
+            raise ValueError(f"{len(images)} images but {len(keypoints)} keypoint arrays")
+        if not len(images):
+            return []
+        frames = [_checked_image(im, i, color) for i, im in enumerate(images)]
+        dets = _detections(keypoints, scores, boxes, self.spec.num_keypoints)
+        opts = RefineOptions(**{"workers": 0, "score": DEFAULT_SCORE, **options})
+        writer, order = run_pipeline(dets, frames.__getitem__, self, opts)
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        ends = np.cumsum([len(k) for k in keypoints])
+        out = []
+        for s, e in zip(np.r_[0, ends[:-1]], ends, strict=True):
+            rows = back[s:e]
+            out.append(RefinedPoses(
+                writer.keypoints[rows], writer.scores[rows],
+                None if writer.error is None else writer.error[rows],
+                writer.keep[rows], writer.refined[rows]))
+        return out
+
     @torch.inference_mode()
     def refine_batch(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -190,6 +268,38 @@ class Refiner:
         return self.refine_batch(crops, poses)[:2]
 
 
+
+
+def _checked_image(image: np.ndarray, index: int, color: str) -> np.ndarray:
+    """An in-memory image as (H, W, 3) uint8 RGB."""
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+        raise ValueError(f"image {index}: must be (H, W, 3) uint8, got {a.shape} {a.dtype}")
+    return np.ascontiguousarray(a[..., ::-1]) if color == "bgr" else a
+
+
+def _detections(keypoints: Sequence[np.ndarray], scores: Sequence[np.ndarray] | None,
+                boxes: Sequence[np.ndarray] | None, num_keypoints: int) -> Detections:
+    """Per-image pose arrays as :class:`Detections` whose image id is the image's index."""
+    parts = []
+    for i, kp in enumerate(keypoints):
+        kp = np.asarray(kp, dtype=np.float64)
+        if kp.ndim == 2 and kp.size == 0:
+            kp = kp.reshape(0, num_keypoints, 3)
+        if kp.ndim != 3 or kp.shape[1] != num_keypoints or kp.shape[2] not in (2, 3):
+            raise ValueError(f"image {i}: keypoints must be (N, {num_keypoints}, 2 or 3) in "
+                             f"the refiner's layout, got {kp.shape}")
+        if kp.shape[2] == 2:
+            kp = np.concatenate([kp, np.ones((*kp.shape[:2], 1))], axis=-1)
+        n = len(kp)
+        score = np.ones(n) if scores is None else np.asarray(scores[i], dtype=np.float64)
+        box = np.full((n, 4), np.nan) if boxes is None else np.asarray(boxes[i], np.float64)
+        if score.shape != (n,) or box.shape != (n, 4):
+            raise ValueError(f"image {i}: {n} persons need scores (N,) and boxes (N, 4), got "
+                             f"{score.shape} and {box.shape}")
+        parts.append(Detections(np.full(n, i, dtype=np.int64), kp, score, box,
+                                np.ones(n, dtype=np.int64)))
+    return Detections.concatenate(parts, num_keypoints)
 
 
 def _numpy_predictor(runner: Callable[..., tuple[np.ndarray, ...]]) -> Predictor:

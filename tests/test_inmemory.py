@@ -1,0 +1,110 @@
+"""In-memory refinement (posefix.Refiner.refine_image/refine_images): the same numbers as
+``posefix refine`` on the same images and poses, with the shipped model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import posefix
+from posefix.cli import main
+from posefix.images import load_image
+
+SAMPLE = Path(posefix.__file__).parent / "assets" / "sample"
+
+
+@pytest.fixture(scope="module")
+def refiner() -> posefix.Refiner:
+    return posefix.Refiner.from_checkpoint(device="cpu")  # the shipped model
+
+
+@pytest.fixture(scope="module")
+def ungated() -> posefix.Refiner:
+    """The shipped model refining every keypoint (its gate keeps most sample keypoints)."""
+    return posefix.Refiner.from_checkpoint(device="cpu", error_gate=0)
+
+
+def _by_image(results: list[dict]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for d in results:
+        out.setdefault(int(d["image_id"]), []).append(d)
+    return out
+
+
+@pytest.mark.parametrize("name", ["movenet.json", "blazepose.json"])
+def test_in_memory_equals_the_file_cli_on_the_embedded_sample(
+        ungated: posefix.Refiner, tmp_path: Path, name: str) -> None:
+    out = tmp_path / "refined.json"
+    assert main(["refine", "--images", str(SAMPLE), "--results", str(SAMPLE / name),
+                 "--image-list", str(SAMPLE / "annotations.json"), "--out", str(out),
+                 "--workers", "0", "--device", "cpu", "--batch-size", "4", "--error-gate", "0"]) == 0
+    files = _by_image(json.loads(out.read_text()))
+    inputs = _by_image(json.loads((SAMPLE / name).read_text()))
+    infos = {im["id"]: im for im in json.loads((SAMPLE / "annotations.json").read_text())["images"]}
+    ids = list(inputs)
+    images = [load_image(SAMPLE / infos[i]["file_name"]) for i in ids]
+    kps = [np.array([d["keypoints"] for d in inputs[i]]).reshape(len(inputs[i]), -1, 3)
+           for i in ids]
+    scores = [np.array([d["score"] for d in inputs[i]]) for i in ids]
+    got = ungated.refine_images(images, kps, scores, batch_size=4)
+    moved = 0
+    for i, kp_in, res in zip(ids, kps, got, strict=True):
+        assert res.keypoints.shape == kp_in.shape and res.refined.all()
+        want = files.get(i, [])
+        assert res.kept.sum() == len(want)
+        np.testing.assert_allclose(
+            res.keypoints[res.kept].reshape(len(want), -1),
+            np.array([d["keypoints"] for d in want]).reshape(len(want), -1), atol=6e-5)
+        np.testing.assert_allclose(res.scores[res.kept], [d["score"] for d in want],
+                                   rtol=1e-12)
+        # the shipped model has an error head: probabilities per input keypoint
+        assert res.error is not None and res.error.shape == kp_in.shape[:2]
+        assert np.all((res.error >= 0) & (res.error <= 1))
+        moved += int(np.abs(res.keypoints[..., :2] - kp_in[..., :2]).max() > 1)
+    assert moved > 0  # the network moved keypoints: the comparison is not of inputs
+
+
+def test_one_image_rgb_or_bgr_and_two_column_keypoints(ungated: posefix.Refiner) -> None:
+    refiner = ungated
+    inputs = _by_image(json.loads((SAMPLE / "movenet.json").read_text()))
+    image = load_image(SAMPLE / "000000196141.jpg")  # in colour (000000040083 is grey)
+    kp = np.array([d["keypoints"] for d in inputs[196141]]).reshape(-1, 17, 3)
+    rgb = refiner.refine_image(image, kp)
+    bgr = refiner.refine_image(image[..., ::-1], kp, color="bgr")
+    np.testing.assert_array_equal(rgb.keypoints, bgr.keypoints)
+    np.testing.assert_array_equal(rgb.scores, bgr.scores)
+    wrong = refiner.refine_image(image[..., ::-1], kp)  # BGR read as RGB: other numbers
+    assert not np.array_equal(wrong.keypoints, rgb.keypoints)
+    assert not np.array_equal(wrong.error, rgb.error)
+    xy = kp[..., :2] * (kp[..., 2:] > 0)  # x, y only: every non-zero keypoint is present
+    assert refiner.refine_image(image, xy).keypoints.shape == kp.shape
+    assert refiner.refine_images([], []) == []
+
+
+def test_in_memory_input_errors(refiner: posefix.Refiner) -> None:
+    image = np.zeros((50, 40, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"\(N, 17, 2 or 3\)"):
+        refiner.refine_image(image, np.zeros((1, 14, 3)))
+    with pytest.raises(ValueError, match="uint8"):
+        refiner.refine_image(image.astype(np.float32), np.zeros((1, 17, 3)))
+    with pytest.raises(ValueError, match="color"):
+        refiner.refine_image(image, np.zeros((1, 17, 3)), color="hsv")
+    with pytest.raises(ValueError, match="scores"):
+        refiner.refine_image(image, np.zeros((2, 17, 3)), np.ones(3))
+    # nothing inside the image: kept unchanged, not refined
+    kp = np.full((1, 17, 3), 500.0)
+    res = refiner.refine_image(image, kp)
+    assert not res.refined[0] and res.kept[0]
+    np.testing.assert_array_equal(res.keypoints, kp)
+
+
+def test_the_readmes_python_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 12
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("(4, 17, 3)")  # the four MoveNet persons
