@@ -10,14 +10,14 @@ import yaml
 
 from posefix.spec import KeypointSpec, SpecError, available_specs, load_spec
 
-BUILTIN = ["aic14", "coco17", "crowdpose14", "lsp14", "mpii16", "ochuman17", "parse14",
-           "posetrack17"]
+BUILTIN = ["aic14", "body25", "coco17", "crowdpose14", "lsp14", "mpii16", "ochuman17",
+           "openpose18", "parse14", "posetrack17"]
 
 
 def test_every_builtin_spec_loads() -> None:
     assert available_specs() == BUILTIN
     sizes = {"aic14": 14, "coco17": 17, "crowdpose14": 14, "mpii16": 16, "ochuman17": 17,
-             "posetrack17": 17, "lsp14": 14, "parse14": 14}
+             "posetrack17": 17, "lsp14": 14, "parse14": 14, "body25": 25, "openpose18": 18}
     for name in BUILTIN:
         spec = load_spec(name)
         assert spec.name == name and spec.num_keypoints == sizes[name]

@@ -107,10 +107,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- refine
 def _add_refine(sub: argparse._SubParsersAction) -> None:
+    from .formats import FORMATS
+
     p = sub.add_parser("refine", help="refine any estimator's COCO keypoint results")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: the demo model)")
     p.add_argument("--images", required=True, help="image folder")
-    p.add_argument("--results", required=True, help="input COCO keypoint results JSON")
+    p.add_argument("--results", required=True,
+                   help="the estimator's poses: COCO results, mmpose or OpenPose JSON (or a "
+                        "folder of per-image files), or per-image arrays (see --format)")
+    p.add_argument("--format", default=None, choices=list(FORMATS),
+                   help="format of --results (default: detected)")
     p.add_argument("--out", required=True, help="output COCO keypoint results JSON")
     p.add_argument("--gt", default=None, help="annotations: report AP and errors before/after")
     p.add_argument("--image-list", default=None,
@@ -158,7 +164,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
         onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
-        report=a.report, error_gate=a.error_gate, split=a.split,
+        report=a.report, error_gate=a.error_gate, split=a.split, format=a.format,
     )
     _print_json(summary) if a.json else print(summary.get("text", ""))
     if "report" in summary and not a.json:

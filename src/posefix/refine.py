@@ -20,12 +20,12 @@ import torch
 
 from .comparison import compare_results
 from .crops import ImageSource, crop_detections
+from .formats import image_list_from_keys, read_poses, sniff_format, to_detections
 from .images import load_image, load_image_list
 from .io import (
     Detections,
     InputError,
     load_ground_truth,
-    load_results,
     resolve_image_path,
     write_json_atomic,
 )
@@ -192,8 +192,10 @@ def refine_files(
     report: str | Path | None = None,
     error_gate: float | None = None,
     split: str | None = None,
+    format: str | None = None,
 ) -> dict[str, Any]:
-    """Refine a COCO keypoint results file into another (``posefix refine``).
+    """Refine an estimator's results file into a COCO keypoint results file
+    (``posefix refine``).
 
     Image ids map to files through ``image_list`` (a COCO annotation or image-info JSON
     with ``images``: ``id``, ``file_name``, ``width``, ``height``) or else ``gt``; one of
@@ -203,7 +205,10 @@ def refine_files(
     Args:
         checkpoint: trained checkpoint (None: the shipped demo model).
         images: image folder.
-        results: input results JSON (any estimator's, in the model's keypoint layout).
+        results: input results: COCO results in the model's keypoint layout, or mmpose,
+            OpenPose (a file or a folder of per-image files) or per-image arrays
+            (:mod:`posefix.formats`); poses keyed by image name need no image list (the
+            names are files in ``images``).
         out: output results JSON, written atomically; must not be an input file.
         gt: COCO keypoint annotations, for the image list and the before/after report.
         image_list: image-id -> file mapping (default: ``gt``).
@@ -222,6 +227,8 @@ def refine_files(
             ``index.html`` into this folder (:func:`posefix.report.write_refine_report`).
         split: with ``gt``, only its images whose ``split`` field has this value (e.g.
             LSP's ``test``): the detections of other images are skipped.
+        format: the format of ``results`` (:data:`posefix.formats.FORMATS`; default:
+            detected).
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -244,23 +251,29 @@ def refine_files(
     if split is not None and gt is None:
         raise InputError(results_p, f"split {split!r} selects images of the ground truth: "
                          "pass --gt")
-    if image_list is None and gt is None:
+    fmt = format or sniff_format(results_p)
+    if image_list is None and gt is None and fmt in ("coco", None):
         raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
                          "--image-list (a COCO JSON with 'images': id, file_name)")
     root = Path(images)
     if not root.is_dir():
         raise InputError(root, "image folder does not exist")
-    list_path = Path(image_list if image_list is not None else gt)
+    list_path = Path(image_list if image_list is not None else gt
+                     if gt is not None else results_p)
 
     refiner = load_refiner(checkpoint, backend, onnx, device=device, flip=flip,
                            error_gate=error_gate)
     spec = refiner.spec
     truth = load_ground_truth(gt, spec=spec, image_root=root, split=split) \
         if gt is not None else None
-    infos = load_image_list(image_list) if image_list is not None else dict(truth.images)
+    infos = load_image_list(image_list) if image_list is not None else \
+        dict(truth.images) if truth is not None else None
     if split is not None:
         infos = {i: infos[i] for i in truth.images if i in infos}
-    dets = load_results(results_p, spec, image_ids=infos, strict=strict)
+    poses = read_poses(results_p, spec, fmt, infos, strict)
+    if infos is None:
+        infos = image_list_from_keys(poses.keys, root, results_p)
+    dets = to_detections(poses, infos, results_p, strict)
 
     paths: dict[int, Path] = {}
     missing = []

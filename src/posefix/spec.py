@@ -27,6 +27,9 @@ _ALIASES = {
     "mpii": "mpii16",
     "lsp": "lsp14",
     "parse": "parse14",
+    "body_25": "body25",
+    "openpose": "body25",
+    "openpose_coco": "openpose18",
 }
 
 
