@@ -111,7 +111,12 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("refine", help="refine any estimator's COCO keypoint results")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: the demo model)")
-    p.add_argument("--images", required=True, help="image folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--images", help="image folder")
+    where.add_argument("--video", default=None,
+                       help="a video instead: --results keyed by frame index (0, 1, ...); "
+                            "frames are streamed with OpenCV and refined one by one (no "
+                            "temporal model)")
     p.add_argument("--results", required=True,
                    help="the estimator's poses: COCO results, mmpose or OpenPose JSON (or a "
                         "folder of per-image files), or per-image arrays (see --format)")
@@ -156,10 +161,28 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_refine)
 
 
+def _refine_video(a: argparse.Namespace) -> dict:
+    from .io import InputError
+    from .pipeline import RefineOptions
+    from .refine import refine_video_file
+    from .refiner import load_refiner
+
+    for flag, value in (("--gt", a.gt), ("--image-list", a.image_list), ("--report", a.report),
+                        ("--split", a.split)):
+        if value is not None:
+            raise InputError(a.video, f"{flag} does not apply to --video (frames are images "
+                             "0, 1, ...)")
+    refiner = load_refiner(a.checkpoint, a.backend, a.onnx, device=a.device,
+                           flip=not a.no_flip, error_gate=a.error_gate)
+    options = RefineOptions(box=a.box, score=a.score, nms=a.nms, batch_size=a.batch_size,
+                            skip_missing=a.skip_missing, progress=sys.stderr.isatty())
+    return refine_video_file(refiner, a.video, a.results, a.out, options, a.format, a.strict)
+
+
 def _cmd_refine(a: argparse.Namespace) -> int:
     from .refine import refine_files
 
-    summary = refine_files(
+    summary = _refine_video(a) if a.video else refine_files(
         checkpoint=a.checkpoint, images=a.images, results=a.results, out=a.out, gt=a.gt,
         image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
@@ -175,8 +198,13 @@ def _cmd_refine(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- visualize
 def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("visualize", help="draw ground truth, input and refined poses to PNGs")
-    p.add_argument("--images", required=True, help="image folder")
-    p.add_argument("--out", required=True, help="output folder for PNG files")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--images", help="image folder")
+    where.add_argument("--video", default=None,
+                       help="a video instead (results keyed by frame index): --out is the "
+                            "side-by-side video to write (.mp4, .avi)")
+    p.add_argument("--out", required=True, help="output folder for PNG files (a video file "
+                   "with --video)")
     p.add_argument("--gt", default=None, help="annotations (drawn, and image ids -> files)")
     p.add_argument("--results", action="append", default=[], metavar="[LABEL=]FILE",
                    help="a results file to draw; repeat for side-by-side panels")
@@ -191,7 +219,14 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_visualize(a: argparse.Namespace) -> int:
-    from .visualize import visualize_files
+    from .visualize import visualize_files, visualize_video
+
+    if a.video:
+        out = visualize_video(a.video, a.out, results=a.results, spec=a.spec,
+                              min_score=a.min_score, max_frames=a.max_images,
+                              max_side=a.max_side or None)
+        print(f"wrote {out}")
+        return 0
 
     written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results,
                               spec=a.spec, min_score=a.min_score, max_images=a.max_images,

@@ -312,12 +312,18 @@ def _image_id(key: int | str, images: dict[int, ImageInfo], names: dict[str, int
 
 
 def to_detections(poses: PoseFile, images: dict[int, ImageInfo], source: str | Path = "",
-                  strict: bool = False) -> Detections:
+                  strict: bool = False, frame_numbers: bool = False) -> Detections:
     """The poses with real image ids: an integer key is an image id (or frame index), a
-    name is looked up by file name, base name or stem. Keys of no image are skipped with a
-    warning that counts their detections, or raise if ``strict``."""
+    name is looked up by file name, base name or stem; with ``frame_numbers`` a name ending
+    in digits (OpenPose's ``clip_000000000012``) is that frame. Keys of no image are
+    skipped with a warning that counts their detections, or raise if ``strict``."""
     names = _lookup(images)
     ids = np.array([_image_id(k, images, names) for k in poses.keys], dtype=np.int64)
+    if frame_numbers:
+        for i, key in enumerate(poses.keys):
+            tail = re.search(r"(\d+)$", str(key))
+            if ids[i] < 0 and tail and int(tail.group(1)) in images:
+                ids[i] = int(tail.group(1))
     dets = poses.detections
     found = ids[dets.image_ids] >= 0 if len(ids) else np.zeros(0, bool)
     if not found.all():

@@ -10,6 +10,7 @@ out, in the input's order grouped by image, less the poses OKS-NMS suppressed) a
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from .formats import image_list_from_keys, read_poses, sniff_format, to_detectio
 from .images import load_image, load_image_list
 from .io import (
     Detections,
+    ImageInfo,
     InputError,
     load_ground_truth,
     resolve_image_path,
@@ -56,6 +58,7 @@ __all__ = [
     "refine",
     "refine_detections",
     "refine_files",
+    "refine_video_file",
     "resolve_device",
 ]
 
@@ -313,6 +316,48 @@ def refine_files(
         summary["report"] = str(write_refine_report(
             truth, dets, refined, report, images=paths, summary=summary, exif=exif)["index"])
     summary["text"] = format_summary(summary)
+    return summary
+
+
+def refine_video_file(refiner: Refiner, video: str | Path, results: str | Path,
+                      out: str | Path, options: RefineOptions, format: str | None = None,
+                      strict: bool = False) -> dict[str, Any]:
+    """Refine an estimator's per-frame poses on a video (``posefix refine --video``).
+
+    ``results`` is in any format of :mod:`posefix.formats`, keyed by frame index (COCO's
+    ``image_id``, mmpose's ``frame_id``, an arrays key, an OpenPose file name ending in the
+    frame number). Frames are streamed with OpenCV and each is refined on its own (no
+    temporal model). Writes COCO results (image id = frame index) to ``out``, atomically;
+    returns the summary of :func:`refine_files` (without ground truth).
+    """
+    from .video import frame_list, refine_video
+
+    results_p, out_p = Path(results), Path(out)
+    for name, p in (("results", results_p), ("video", Path(video))):
+        if _same_file(out_p, p):
+            raise InputError(out_p, f"refusing to write over the input {name} file; "
+                             "choose another --out")
+    frames = frame_list(video)  # the container's count, which may be off: keep every index
+    poses = read_poses(results_p, refiner.spec, format, None, strict)
+    for key in poses.keys:
+        tail = re.search(r"(\d+)$", str(key))
+        if tail:
+            frames.setdefault(int(tail.group(1)), ImageInfo(int(tail.group(1)), "", 0, 0))
+    dets = to_detections(poses, frames, results_p, strict, frame_numbers=True)
+    start = time.perf_counter()
+    refined, counts = refine_video(dets, video, refiner, options)
+    seconds = time.perf_counter() - start
+    write_json_atomic(out_p, refined.to_json())
+    summary: dict[str, Any] = {
+        "results": str(results_p), "video": str(video), "out": str(out_p),
+        "backend": refiner.description, "device": str(refiner.device),
+        "spec": refiner.spec.name, "box": options.box, "flip": refiner.flip,
+        "score": options.score, "nms": float(options.nms), "batch_size": options.batch_size,
+        "workers": 0, **counts.to_dict(), "seconds": round(seconds, 3),
+        "detections_per_second": round(counts.detections_in / seconds, 2) if seconds else None,
+    }
+    summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "
+                                                 "one by one (no temporal model)")
     return summary
 
 

@@ -6,12 +6,13 @@ shoulders...) green; the side of a keypoint comes from its name (``left_*`` / ``
 ``l_*`` / ``r_*``) where the spec's flip pairs name it, else from the order of the pair.
 
 :func:`visualize_files` writes one PNG per image: a labelled panel with the ground truth
-(when given) followed by one panel per results file, in the order given.
+(when given) followed by one panel per results file, in the order given;
+:func:`visualize_video` writes the same side by side for every frame of a video, as a video.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,7 @@ __all__ = [
     "label_panel",
     "render_panels",
     "visualize_files",
+    "visualize_video",
 ]
 
 LEFT_COLOR: tuple[int, int, int] = (40, 140, 255)  # RGB
@@ -293,3 +295,43 @@ def visualize_files(
         Image.fromarray(canvas).save(target)
         written.append(target)
     return written
+
+
+def visualize_video(
+    video: str | Path,
+    out: str | Path,
+    results: Sequence[str] = (),
+    spec: KeypointSpec | str | None = None,
+    min_score: float = 0.0,
+    max_frames: int | None = None,
+    *,
+    max_side: int | None = 640,
+) -> Path:
+    """Draw per-frame results files side by side on every frame of a video, as a video.
+
+    ``results`` are ``[LABEL=]FILE`` in any format of :mod:`posefix.formats`, keyed by frame
+    index (as ``posefix refine --video`` writes them); ``out`` is the video to write
+    (``.mp4``, ``.avi``, ...), at the input's frame rate. Returns ``out``.
+    """
+    from itertools import islice
+
+    from .formats import read_poses, to_detections
+    from .video import frame_list, read_frames, video_info, write_video
+
+    spec = load_spec(spec or "coco17")
+    frames = frame_list(video)
+    panels = []
+    for arg in results:
+        label, file = _parse_results_arg(arg)
+        poses = read_poses(file, spec, images=frames)
+        panels.append((label, to_detections(poses, frames, file, frame_numbers=True)))
+
+    def canvases() -> Iterator[np.ndarray]:
+        for index, frame in islice(read_frames(video), max_frames):
+            sets = []
+            for label, d in panels:
+                rows = np.flatnonzero((d.image_ids == index) & (d.scores >= min_score))
+                sets.append((label, d.keypoints[rows], d.scores[rows]))
+            yield render_panels(frame, sets, spec, max_side=max_side)
+
+    return write_video(out, canvases(), video_info(video).fps)
