@@ -14,7 +14,11 @@ from posefix.spec import load_spec
 from posefix.visualize import (
     CENTER_COLOR,
     LEFT_COLOR,
+    MOVE_COLOR,
+    REMOVED_COLOR,
     RIGHT_COLOR,
+    Panel,
+    draw_moves,
     draw_pose,
     keypoint_sides,
     label_panel,
@@ -138,3 +142,47 @@ def test_text_outline_hugs_the_text(text: str) -> None:
     bright = np.flatnonzero((bar > 200).any(axis=(0, 2)))
     assert len(bright) > 0
     assert changed.max() - bright.max() <= 2 and bright.min() - changed.min() <= 2
+
+
+def _near(img: np.ndarray, color: tuple[int, int, int], tol: int = 40) -> np.ndarray:
+    return np.abs(img.astype(int) - np.asarray(color)).max(-1) <= tol
+
+
+def test_draw_moves_marks_each_moved_keypoint_from_its_origin() -> None:
+    img = np.full((200, 200, 3), 255, np.uint8)
+    kp = np.zeros((1, COCO.num_keypoints, 3))
+    kp[0, COCO.index("left_knee")] = [150, 100, 1]
+    kp[0, COCO.index("right_knee")] = [60, 40, 1]
+    origins = np.full((1, COCO.num_keypoints, 2), np.nan)
+    origins[0, COCO.index("left_knee")] = [50, 100]  # moved 100 px to the right
+    out = draw_moves(img, kp, origins)
+    assert _near(out[100, 80:120], MOVE_COLOR).all()  # the line between them
+    assert not _near(out[30:50, 50:70], MOVE_COLOR).any()  # the unmoved knee: nothing
+    ring = _near(out[90:111, 40:61], MOVE_COLOR)
+    assert ring.any() and not ring[10, 10]  # a ring, hollow, at the origin
+    assert (draw_moves(img, kp, np.full_like(origins, np.nan)) == img).all()
+
+
+def test_render_panels_enlarges_small_images_and_marks_moves_and_removed() -> None:
+    img = np.full((170, 60, 3), 90, np.uint8)  # an LSP-sized image
+    before = _pose({"left_hip": (30, 80), "left_knee": (10, 120)})[None]
+    after = before.copy()
+    after[0, COCO.index("left_knee"), :2] = [30, 130]
+    origins = np.full((1, COCO.num_keypoints, 2), np.nan)
+    origins[0, COCO.index("left_knee")] = [10, 120]
+    removed = _pose({"left_hip": (30, 20), "left_knee": (40, 50)})[None]
+    canvas = render_panels(img, [Panel("input", before), Panel("refined", after, origins=origins,
+                                                               removed=removed)],
+                           COCO, min_side=480, title=["one line", "two lines"])
+    panel_h = canvas.shape[0] - 28 - 44
+    assert panel_h == 480  # enlarged 480/170
+    width = round(60 * 480 / 170)
+    right = canvas[-480:, width + 6:]
+    left = canvas[-480:, :width]
+    assert _near(right, MOVE_COLOR, 20).sum() > 20 and not _near(left, MOVE_COLOR, 20).any()
+    assert _near(right, REMOVED_COLOR, 10).sum() > 20
+    assert (canvas[:44] > 0).all() and (canvas[:44] < 255).any()  # a title bar with text
+    # Large images are still shrunk to max_side, and never enlarged past min_side.
+    big = render_panels(np.zeros((1000, 800, 3), np.uint8), [("a", before, None)], COCO,
+                        max_side=560, min_side=480)
+    assert big.shape[0] == 560 + 28

@@ -2,8 +2,9 @@
 
 Every 20th image of the Leeds Sports Pose test split (im1001, im1021, ..., im1781: 40
 images, never trained on), their ground truth in the COCO-17 layout (``lsp/coco17.json``)
-and two real estimators' poses on them that PoseFix never trains on: BlazePose on the
-ground-truth boxes and MoveNet MultiPose on the whole image.
+and three real estimators' poses on them that PoseFix never trains on: BlazePose on the
+ground-truth boxes, MoveNet MultiPose on the whole image, and the weak PoseNet single-pose
+on the ground-truth boxes (where refinement visibly puts limbs back).
 
     .venv/bin/python recipes/demo/make_sample.py
 """
@@ -19,11 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 LSP = REPO.parent / "shared" / "data" / "lsp"
 OUT = REPO / "src" / "posefix" / "assets" / "sample" / "lsp"
 IDS = range(1001, 1801, 20)
-ESTIMATORS = {"blazepose.json": "blazepose_gtboxes.json", "movenet.json": "movenet_multipose.json"}
+ESTIMATORS = {"blazepose.json": "blazepose_gtboxes.json", "movenet.json": "movenet_multipose.json",
+              "posenet.json": "posenet_gtboxes.json"}
 
 
 def main() -> None:
-    """Write images, annotations.json and the two estimators' results."""
+    """Write images, annotations.json and the estimators' results."""
     gt = read_json(LSP / "coco17.json")
     keep = {i["id"]: i for i in gt["images"] if i["id"] in IDS}
     assert all(i["split"] == "test" for i in keep.values()) and len(keep) == len(IDS)

@@ -11,7 +11,9 @@ from .evaluate import evaluate
 from .io import Detections, GroundTruth
 from .taxonomy import ERROR_TYPES
 
-__all__ = ["compare_results"]
+__all__ = ["MOVED_PX", "STEPS", "align_rows", "attribute_change", "compare_results",
+           "moved_keypoints",
+           "person_oks"]
 
 
 def compare_results(truth: GroundTruth, before: Detections, after: Detections
@@ -51,4 +53,138 @@ def compare_results(truth: GroundTruth, before: Detections, after: Detections
         "fixed": {t: int(trans[c, good]) for c, t in enumerate(ERROR_TYPES) if c != good},
         "made": {t: int(trans[good, c]) for c, t in enumerate(ERROR_TYPES) if c != good},
     }
+    return out
+
+
+#: A keypoint "moved" when refinement displaced it by more than this (image pixels): the
+#: error gate keeps input keypoints, which come back through the crop's inverse affine map
+#: with rounding error far below it.
+MOVED_PX = 0.05
+#: Steps from the input to the refined output, in the order :func:`attribute_change`
+#: applies them: each step's AP change is its part of the whole.
+STEPS = ("keypoints", "scores", "nms")
+
+
+def moved_keypoints(before: Detections, after: Detections, spec_used: np.ndarray | None = None,
+                    tol: float = MOVED_PX) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) keypoints refinement moved (present in the input, displaced more than
+    ``tol`` px) and added (absent in the input, placed after), for row-aligned results."""
+    kb, ka = before.keypoints, after.keypoints
+    present_b = ~np.all(kb[..., :2] == 0, axis=-1) & (kb[..., 2] > 0)
+    present_a = ~np.all(ka[..., :2] == 0, axis=-1)
+    if spec_used is not None:
+        present_b &= spec_used[None]
+        present_a &= spec_used[None]
+    dist = np.linalg.norm(ka[..., :2] - kb[..., :2], axis=-1)
+    return present_b & present_a & (dist > tol), ~present_b & present_a
+
+
+def person_oks(truth: GroundTruth, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """(G,) OKS of each ground-truth person with the detection matched to it (0 where none,
+    as :func:`posefix.diagnosis.classify_keypoints` matches) and (G,) that detection's row
+    (-1 where none)."""
+    d = classify_keypoints(truth, dets)
+    oks, row = np.zeros(len(truth)), np.full(len(truth), -1, dtype=np.int64)
+    oks[d.gt_index] = d.oks
+    row[d.gt_index] = d.det_index
+    return oks, row
+
+
+def attribute_change(truth: GroundTruth, before: Detections, refined: Detections,
+                     kept: np.ndarray, eps: float = 5e-4) -> dict[str, Any]:
+    """Split what refinement changed into its three steps, applied in turn: the keypoints
+    moved (refined keypoints, input person scores), the new person scores, and OKS-NMS.
+
+    Args:
+        truth: the ground truth.
+        before: the input results.
+        refined: the refined results *before* OKS-NMS, row for row the input's.
+        kept: rows of ``refined`` that OKS-NMS kept (the output is ``refined.select(kept)``).
+        eps: a person's OKS change smaller than this is no change (a person changes when
+            its OKS changes or it becomes matched or unmatched; matching an equally good
+            duplicate instead is no change).
+
+    Returns:
+        ``ap`` (AP after each of input, keypoints, scores, nms), ``parts`` (step -> AP
+        change; they add up to the total), ``ap_scores_only`` (input keypoints with the new
+        scores), ``keypoints_moved``/``keypoints_added``/``detections_moved`` (persons with a
+        moved keypoint), ``removed_by_nms`` (rows) and ``removed_matched`` (those matched to a
+        person in the input), ``persons`` (per counted person whose OKS changed: image, OKS
+        per step, ``causes``), ``image_change`` (image id -> summed OKS change) and
+        ``moved``/``added`` masks (N, K).
+    """
+    kept = np.sort(np.asarray(kept, dtype=np.int64))
+    with_kps = Detections(image_ids=before.image_ids, keypoints=refined.keypoints,
+                          scores=before.scores, boxes=before.boxes,
+                          category_ids=before.category_ids)
+    scores_only = Detections(image_ids=before.image_ids, keypoints=before.keypoints,
+                             scores=refined.scores, boxes=before.boxes,
+                             category_ids=before.category_ids)
+    stages = [before, with_kps, refined, refined.select(kept)]
+    ap = [float(evaluate(truth, s)["AP"]) for s in stages]
+    oks = np.zeros((len(stages), len(truth)))
+    rows = np.zeros((len(stages), len(truth)), dtype=np.int64)
+    for i, s in enumerate(stages):
+        oks[i], rows[i] = person_oks(truth, s)
+    rows[3] = np.where(rows[3] >= 0, kept[np.maximum(rows[3], 0)], -1)  # input rows
+    moved, added = moved_keypoints(before, refined, truth.spec.used_mask)
+    removed = np.setdiff1d(np.arange(len(before)), kept)
+    counted = np.flatnonzero(truth.counted)
+    steps = np.diff(oks, axis=0)  # 3, G
+    persons = []
+    found = rows >= 0
+    for g in counted:
+        if abs(oks[3, g] - oks[0, g]) < eps and found[0, g] == found[3, g]:
+            continue
+        causes = [s for j, s in enumerate(STEPS)
+                  if abs(steps[j, g]) >= eps or found[j, g] != found[j + 1, g]]
+        persons.append({"person": int(g), "image_id": int(truth.image_ids[g]),
+                        "oks": [float(o) for o in oks[:, g]],
+                        "matched": [bool(r >= 0) for r in rows[:, g]],
+                        "change": float(oks[3, g] - oks[0, g]), "causes": causes})
+    change = oks[3] - oks[0]
+    image_change = {int(i): float(change[counted][truth.image_ids[counted] == i].sum())
+                    for i in np.unique(truth.image_ids[counted])}
+    return {
+        "ap": dict(zip(("input", *STEPS), ap, strict=True)),
+        "parts": {s: ap[j + 1] - ap[j] for j, s in enumerate(STEPS)},
+        "ap_scores_only": float(evaluate(truth, scores_only)["AP"]),
+        "keypoints_moved": int(moved.sum()), "keypoints_added": int(added.sum()),
+        "detections_moved": int(moved.any(1).sum()),
+        "removed_by_nms": removed, "removed_matched": int(np.isin(removed, rows[0]).sum()),
+        "persons": persons, "image_change": image_change, "moved": moved, "added": added,
+    }
+
+
+def align_rows(before: Detections, after: Detections) -> np.ndarray:
+    """(M,) the row of ``before`` each row of ``after`` refines (-1: none found), for an
+    ``after`` that keeps ``before``'s rows in order less some (as ``posefix refine`` writes
+    its output, less the OKS-NMS suppressions).
+
+    Per image, the order-keeping assignment of after-rows to before-rows with the least
+    summed median keypoint displacement (dynamic programming); an image with more rows
+    after than before is left unaligned.
+    """
+    out = np.full(len(after), -1, dtype=np.int64)
+    for image_id in np.unique(after.image_ids):
+        a = np.flatnonzero(after.image_ids == image_id)
+        b = np.flatnonzero(before.image_ids == image_id)
+        m, n = len(a), len(b)
+        if m == 0 or m > n:
+            continue
+        d = np.linalg.norm(after.keypoints[a][:, None, :, :2] - before.keypoints[b][None, :, :, :2],
+                           axis=-1)
+        cost = np.median(d, axis=-1)  # m, n
+        best = np.full((m + 1, n + 1), np.inf)
+        best[0, :] = 0.0  # best[i, j]: first i after-rows placed among the first j before-rows
+        for i in range(1, m + 1):
+            for j in range(i, n + 1):
+                best[i, j] = min(best[i, j - 1], best[i - 1, j - 1] + cost[i - 1, j - 1])
+        i, j = m, n
+        while i > 0:
+            if best[i, j] == best[i, j - 1] and j > i:
+                j -= 1
+            else:
+                out[a[i - 1]] = b[j - 1]
+                i, j = i - 1, j - 1
     return out

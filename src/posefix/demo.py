@@ -3,14 +3,23 @@
 The sample (``posefix/assets/sample``) holds real images that the demonstration model never
 saw in training, in two parts: three multi-person images (two MS COCO val2017 images, one
 OCHuman image) and 40 images of the Leeds Sports Pose test split (``lsp/``, every 20th);
-each with its ground truth and two real estimators' poses on it (MediaPipe BlazePose run
-top-down on the ground-truth boxes, and MoveNet MultiPose, bottom-up), which PoseFix never
-trained on. The demo refines all four inputs, and writes into the output folder:
+each with its ground truth and real estimators' poses on it, which PoseFix never trained on:
+MediaPipe BlazePose run top-down on the ground-truth boxes and MoveNet MultiPose, bottom-up,
+on both parts, and the weak PoseNet single-pose (on the ground-truth boxes) on LSP. The demo
+refines the five inputs as ``posefix refine`` does, and tells what each step did:
+
+- which keypoints moved, and the keypoint errors fixed and made (as ``refine --gt``);
+- the AP change split into its steps, applied in turn: the moved keypoints (with the input
+  person scores), the new person scores, and the detections OKS-NMS removed;
+- each person whose OKS changed, and which step changed it.
+
+It writes into the output folder:
 
 - ``<part>/refined_<estimator>.json``: the refined COCO keypoint results;
-- ``pictures/<part>/<estimator>/``: ground truth | input | refined, one PNG per image;
-- ``report.md`` and ``report.json``: AP and mean OKS before and after, and the keypoint
-  errors (jitter, inversion, swap, miss) before and after.
+- ``pictures/<part>/<estimator>/``: ground truth | input | refined for the images whose OKS
+  rose most (``gain*.png``) and fell most (``loss*.png``), small images enlarged; each moved
+  keypoint is marked by a magenta line from its input position, removed detections are grey;
+- ``report.md`` and ``report.json``.
 """
 
 from __future__ import annotations
@@ -20,15 +29,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .io import write_json_atomic
+import numpy as np
 
-__all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_PARTS", "run_demo", "sample_dir"]
+from .io import Detections, GroundTruth, write_json_atomic
 
-# Estimator name -> results file of each part of the embedded sample.
-SAMPLE_ESTIMATORS = {"blazepose": "blazepose.json", "movenet": "movenet.json"}
+__all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_INPUTS", "SAMPLE_PARTS", "kept_rows", "run_demo",
+           "sample_dir"]
+
+# Estimator name -> results file name in a part's folder.
+SAMPLE_ESTIMATORS = {"blazepose": "blazepose.json", "movenet": "movenet.json",
+                     "posenet": "posenet.json"}
 # Part name -> folder under the sample (images, annotations.json, estimators' results).
 SAMPLE_PARTS = {"multi-person": ".", "lsp": "lsp"}
-_PICTURES_PER_INPUT = 8
+# The (part, estimator) inputs the demo refines, in order.
+SAMPLE_INPUTS = (("multi-person", "blazepose"), ("multi-person", "movenet"),
+                 ("lsp", "blazepose"), ("lsp", "movenet"), ("lsp", "posenet"))
+_PICTURES_EACH_WAY = 3  # images whose OKS rose most, and as many where it fell most
+_PANEL_MIN_SIDE = 480  # enlarge smaller images (LSP's are ~60x170 px) to this
+_PANEL_MAX_SIDE = 560
+_NMS = 0.9
+_STEP_WORDS = {"keypoints": "moved keypoints", "scores": "new scores (another detection "
+               "matched it first)", "nms": "OKS-NMS (its detection removed)"}
 
 
 def sample_dir() -> Path:
@@ -36,86 +57,259 @@ def sample_dir() -> Path:
     return Path(str(resources.files("posefix").joinpath("assets/sample")))
 
 
+def kept_rows(refined: Detections, final: Detections, atol: float = 1e-4) -> np.ndarray:
+    """Rows of ``refined`` (all detections, before OKS-NMS) that ``final`` (the same run with
+    OKS-NMS: the same rows less the suppressed ones, in order) kept."""
+    kept, j = [], 0
+    for i in range(len(refined)):
+        if (j < len(final) and refined.image_ids[i] == final.image_ids[j]
+                and np.allclose(refined.keypoints[i], final.keypoints[j], atol=atol)):
+            kept.append(i)
+            j += 1
+    if j != len(final):
+        raise RuntimeError(f"the refined output is not the un-suppressed one less some rows "
+                           f"({j} of {len(final)} rows found)")
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _refine_input(model: Any, spec: Any, padding: float | None, part: str, estimator: str,
+                  out: Path) -> dict[str, Any]:
+    """Refine one input of the sample; the row of the report, with the pictures drawn."""
+    from .comparison import attribute_change, compare_results
+    from .io import load_ground_truth, load_results, resolve_image_path
+    from .refine import refine_detections
+
+    root = sample_dir() / SAMPLE_PARTS[part]
+    gt_path, file = root / "annotations.json", root / SAMPLE_ESTIMATORS[estimator]
+    truth = load_ground_truth(gt_path, spec=spec, image_root=root)
+    dets = load_results(file, spec, image_ids=truth.images, strict=True)
+    paths = {i: resolve_image_path(root, truth.images[i].file_name, source=gt_path)
+             for i in np.unique(dets.image_ids).tolist()}
+    sizes = {i: (truth.images[i].width, truth.images[i].height) for i in paths}
+    common = {"padding": padding, "workers": 0, "image_sizes": sizes}
+    # Once without OKS-NMS (every row refined and rescored), once as `posefix refine` does.
+    every, _ = refine_detections(dets, paths, model, spec, nms=0.0, **common)
+    final, counts = refine_detections(dets, paths, model, spec, nms=_NMS, **common)
+    kept = kept_rows(every, final)
+    refined_path = out / part / f"refined_{estimator}.json"
+    refined_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(refined_path, final.to_json())
+    summary = compare_results(truth, dets, final)
+    steps = attribute_change(truth, dets, every, kept)
+    pictures = _draw_pictures(truth, dets, every, kept, steps, paths,
+                              out / "pictures" / part / estimator)
+    return {
+        "part": part, "estimator": estimator, "input": str(file), "refined": str(refined_path),
+        "persons": int(truth.counted.sum()), "detections_in": len(dets),
+        "detections_out": len(final), "removed_by_nms": int(counts.suppressed_nms),
+        "matched_before": summary["matched_before"], "matched_after": summary["matched_after"],
+        "ap_before": summary["ap_before"]["AP"], "ap_after": summary["ap_after"]["AP"],
+        "ap_parts": steps["parts"], "ap_steps": steps["ap"],
+        "ap_scores_only": steps["ap_scores_only"],
+        "oks_before": summary["mean_oks_before"], "oks_after": summary["mean_oks_after"],
+        "errors_before": summary["errors_before"], "errors_after": summary["errors_after"],
+        "error_changes": summary["error_changes"],
+        "keypoints_moved": steps["keypoints_moved"], "keypoints_added": steps["keypoints_added"],
+        "detections_moved": steps["detections_moved"],
+        "removed_matched": steps["removed_matched"],
+        "persons_changed": [{**p, "file_name": truth.images[p["image_id"]].file_name}
+                            for p in steps["persons"]],
+        "pictures": pictures,
+    }
+
+
+def _pick_images(steps: dict[str, Any], eps: float = 5e-4) -> list[tuple[str, int]]:
+    """(kind, image id): the images whose summed OKS rose most and fell most; where none
+    changed, those where most keypoints moved or a detection was removed."""
+    change = steps["image_change"]
+    ids = sorted(change, key=lambda i: (-change[i], i))
+    picks = [("gain", i) for i in ids[:_PICTURES_EACH_WAY] if change[i] >= eps]
+    picks += [("loss", i) for i in ids[::-1][:_PICTURES_EACH_WAY] if change[i] <= -eps]
+    return picks
+
+
+def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept: np.ndarray,
+                   steps: dict[str, Any], paths: dict[int, Path], folder: Path,
+                   ) -> list[dict[str, Any]]:
+    """Ground truth | input | refined of the picked images; moved keypoints marked."""
+    from PIL import Image
+
+    from .images import load_image
+    from .visualize import Panel, render_panels
+
+    folder.mkdir(parents=True, exist_ok=True)
+    keep = np.zeros(len(every), dtype=bool)
+    keep[kept] = True
+    origins = np.where(steps["moved"][..., None], dets.keypoints[..., :2], np.nan)
+    written = []
+    counts: dict[str, int] = {}
+    for kind, image_id in _pick_images(steps):
+        counts[kind] = counts.get(kind, 0) + 1
+        info = truth.images[image_id]
+        rows = np.flatnonzero(dets.image_ids == image_id)
+        on, off = rows[keep[rows]], rows[~keep[rows]]
+        persons = [p for p in steps["persons"] if p["image_id"] == image_id]
+        title = [f"{Path(info.file_name).name}: OKS {steps['image_change'][image_id]:+.3f}",
+                 f"{int(steps['moved'][rows].sum())} keypoint(s) moved, {len(off)} detection(s)"
+                 " removed"]
+        title += [f"OKS {_oks(p, 0)} -> {_oks(p, 3)}: "
+                  + ", ".join(_STEP_WORDS[c].split(" (")[0] for c in p["causes"])
+                  for p in persons[:3]]
+        canvas = render_panels(
+            load_image(paths[image_id], "auto", (info.width, info.height)),
+            [Panel("ground truth", truth.keypoints[truth.indices_of_image(image_id)]),
+             Panel("input", dets.keypoints[rows], dets.scores[rows]),
+             Panel("refined", every.keypoints[on], every.scores[on], origins=origins[on],
+                   removed=every.keypoints[off])],
+            truth.spec, max_side=_PANEL_MAX_SIDE, min_side=_PANEL_MIN_SIDE, title=title)
+        target = folder / f"{kind}{counts[kind]}_{Path(info.file_name).stem}.png"
+        Image.fromarray(canvas).save(target)
+        written.append({"kind": kind, "image_id": int(image_id), "file_name": info.file_name,
+                        "oks_change": steps["image_change"][image_id], "png": str(target)})
+    return written
+
+
+def _oks(person: dict[str, Any], step: int) -> str:
+    return f"{person['oks'][step]:.3f}" if person["matched"][step] else "unmatched"
+
+
+def _ap_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## AP, and what each step of refinement did to it",
+        "",
+        "Steps applied in turn: the refined keypoints with the input's person scores, then "
+        "the new person scores, then OKS-NMS (threshold 0.9). The three parts add up to the "
+        "change. Persons: counted in the ground truth; matched: with a detection at OKS 0.1.",
+        "",
+        "| part | input | persons matched before -> after | detections in -> out | AP before "
+        "| AP after | change | = moved keypoints | + new scores | + OKS-NMS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        b, a, p = r["ap_before"], r["ap_after"], r["ap_parts"]
+        lines.append(
+            f"| {r['part']} | {r['estimator']} | {r['matched_before']} -> {r['matched_after']} "
+            f"of {r['persons']} | {r['detections_in']} -> {r['detections_out']} | {b:.3f} | "
+            f"{a:.3f} | {a - b:+.3f} | {p['keypoints']:+.3f} | {p['scores']:+.3f} | "
+            f"{p['nms']:+.3f} |")
+    mean_b = sum(r["ap_before"] for r in rows) / len(rows)
+    mean_a = sum(r["ap_after"] for r in rows) / len(rows)
+    lines.append(f"| all | mean of the {len(rows)} inputs | | | {mean_b:.3f} | {mean_a:.3f} | "
+                 f"{mean_a - mean_b:+.3f} | | | |")
+    return lines
+
+
+def _keypoint_lines(rows: list[dict[str, Any]]) -> list[str]:
+    types = ("good", "jitter", "inversion", "swap", "miss")
+    lines = [
+        "", "## Keypoints",
+        "",
+        "Moved: displaced by refinement (more than 0.05 px; the error gate keeps the others "
+        "exactly). Error types (Ronchi & Perona) of the keypoints of the persons matched "
+        "both before and after, before -> after, with how many refinement fixed (the type "
+        "before, good after) and made (good before, the type after); the keypoints of "
+        "persons matched only before or only after are counted apart, so each row adds up.",
+        "",
+        "| part | input | keypoints moved (detections) | persons in both | "
+        + " | ".join(types) + " | persons matched only before / after (their keypoints) |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in types) + " | --- |",
+    ]
+    for r in rows:
+        ch = r["error_changes"]
+        m = np.asarray(ch["transitions"], dtype=np.int64)
+        cells = []
+        for c, t in enumerate(ch["types"]):
+            cell = f"{m[c].sum()} -> {m[:, c].sum()}"
+            if t != "good":
+                cell += f" (fixed {ch['fixed'][t]}, made {ch['made'][t]})"
+            cells.append(cell)
+        n_b = sum(r["errors_before"].values()) - int(m.sum())
+        n_a = sum(r["errors_after"].values()) - int(m.sum())
+        only_b = r["matched_before"] - ch["persons_compared"]
+        only_a = r["matched_after"] - ch["persons_compared"]
+        lines.append(f"| {r['part']} | {r['estimator']} | {r['keypoints_moved']} "
+                     f"({r['detections_moved']}) | {ch['persons_compared']} | "
+                     + " | ".join(cells) + f" | {only_b} ({n_b}) / {only_a} ({n_a}) |")
+    return lines
+
+
+def _person_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Persons whose OKS changed, and why", ""]
+    for r in rows:
+        changed = r["persons_changed"]
+        by = {s: sum(s in p["causes"] for p in changed) for s in _STEP_WORDS}
+        head = (f"- **{r['part']} / {r['estimator']}**: {len(changed)} of {r['persons']} "
+                f"persons changed OKS (or matched status)")
+        if changed:
+            head += ": " + ", ".join(f"{n} by {_STEP_WORDS[s].split(' (')[0]}"
+                                     for s, n in by.items() if n)
+        head += (f". OKS-NMS removed {r['removed_by_nms']} detection(s), "
+                 f"{r['removed_matched']} of them matched to a person in the input.")
+        lines.append(head)
+        biggest = sorted(changed, key=lambda p: -abs(p["change"]))
+        shown = [p for p in biggest if p["causes"] != ["keypoints"]] + \
+            [p for p in biggest if p["causes"] == ["keypoints"]][:3]
+        for p in sorted(shown, key=lambda p: -abs(p["change"])):
+            lines.append(f"  - {p['file_name']}: OKS {_oks(p, 0)} -> {_oks(p, 3)} ("
+                         + "; ".join(_STEP_WORDS[c] for c in p["causes"]) + ")")
+        if len(shown) < len(changed):
+            lines.append(f"  - and {len(changed) - len(shown)} more by moved keypoints alone "
+                         "(report.json)")
+    return lines
+
+
+def _picture_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Pictures", "",
+             "Ground truth | input | refined, for the images whose summed OKS rose most "
+             "(gain*.png) and fell most (loss*.png). In the refined panel a magenta line runs "
+             "from each moved keypoint's input position (ring) to its refined one; detections "
+             "OKS-NMS removed are grey.", ""]
+    for r in rows:
+        pics = r["pictures"]
+        what = ", ".join(f"{Path(p['png']).name} ({p['oks_change']:+.3f})" for p in pics)
+        lines.append(f"- {r['part']} / {r['estimator']}: "
+                     + (what or "none: no person's OKS changed"))
+    return lines
+
+
 def _report_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# posefix demo",
         "",
         "The shipped demonstration model (a small MobileNetV2 PoseFix trained on a CPU; not the",
-        "paper's COCO-trained model) on the embedded sample: images it never saw, and two real",
+        "paper's COCO-trained model) on the embedded sample: images it never saw, and real",
         "estimators it never trained on.",
         "",
-        "| part | input | persons matched | AP before | AP after | change | mean OKS before -> after |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *_ap_lines(rows), *_keypoint_lines(rows), *_person_lines(rows), *_picture_lines(rows),
     ]
-    for r in rows:
-        b, a = r["ap_before"], r["ap_after"]
-        lines.append(f"| {r['part']} | {r['estimator']} | {r['persons']} | {b:.3f} | {a:.3f} "
-                     f"| {a - b:+.3f} | {r['oks_before']:.3f} -> {r['oks_after']:.3f} |")
-    mean_b = sum(r["ap_before"] for r in rows) / len(rows)
-    mean_a = sum(r["ap_after"] for r in rows) / len(rows)
-    lines.append(f"| all | mean of the {len(rows)} inputs | | {mean_b:.3f} | {mean_a:.3f} | "
-                 f"{mean_a - mean_b:+.3f} | |")
-    lines += ["", "Keypoint errors (Ronchi & Perona taxonomy), before -> after:", "",
-              "| part | input | good | jitter | inversion | swap | miss |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        cells = [f"{r['errors_before'].get(t, 0)} -> {r['errors_after'].get(t, 0)}"
-                 for t in ("good", "jitter", "inversion", "swap", "miss")]
-        lines.append(f"| {r['part']} | {r['estimator']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = None,
-             workers: int = 0) -> dict[str, Any]:
+def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = None
+             ) -> dict[str, Any]:
     """Refine the embedded sample's estimator outputs; write results, pictures and a report.
 
     Args:
         out: output folder (created).
         checkpoint: a trained checkpoint (default: the shipped demonstration model).
-        workers: image-loading processes (0: in this process; the sample is small).
 
     Returns:
         The report (also written to ``out/report.json``).
     """
-    from .checkpoint import default_checkpoint_path
-    from .refine import refine_files
-    from .visualize import visualize_files
+    from .checkpoint import default_checkpoint_path, load_checkpoint
 
     if checkpoint is None:
         checkpoint = default_checkpoint_path()
     elif not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    sample = sample_dir()
+    ckpt = load_checkpoint(checkpoint)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for part, folder in SAMPLE_PARTS.items():
-        root = sample / folder
-        gt = root / "annotations.json"
-        for name, file in SAMPLE_ESTIMATORS.items():
-            refined = out / part / f"refined_{name}.json"
-            refined.parent.mkdir(parents=True, exist_ok=True)
-            summary = refine_files(
-                checkpoint=checkpoint, images=root, results=root / file, out=refined, gt=gt,
-                workers=workers, progress=False)
-            visualize_files(
-                images=root, out=out / "pictures" / part / name, gt=gt,
-                results=[f"{name} (input)={root / file}", f"refined={refined}"],
-                max_images=_PICTURES_PER_INPUT)
-            rows.append({
-                "part": part,
-                "estimator": name,
-                "refined": str(refined),
-                "persons": summary["matched_before"],
-                "ap_before": summary["ap_before"]["AP"],
-                "ap_after": summary["ap_after"]["AP"],
-                "oks_before": summary["mean_oks_before"],
-                "oks_after": summary["mean_oks_after"],
-                "errors_before": summary["errors_before"],
-                "errors_after": summary["errors_after"],
-                "summary": summary,
-            })
-    report = {"sample": str(sample), "out": str(out), "rows": rows}
+    padding = float(ckpt.config.data.bbox_padding)
+    rows = [_refine_input(ckpt, ckpt.spec, padding, part, est, out)
+            for part, est in SAMPLE_INPUTS]
+    report = {"sample": str(sample_dir()), "out": str(out), "checkpoint": str(ckpt.path),
+              "nms": _NMS, "rows": rows}
     write_json_atomic(out / "report.json", json.loads(json.dumps(report, default=str)), indent=2)
     md = _report_markdown(rows)
     (out / "report.md").write_text(md)

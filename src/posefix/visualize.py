@@ -13,6 +13,7 @@ shoulders...) green; the side of a keypoint comes from its name (``left_*`` / ``
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -32,7 +33,11 @@ from .spec import KeypointSpec, load_spec
 __all__ = [
     "CENTER_COLOR",
     "LEFT_COLOR",
+    "MOVE_COLOR",
+    "REMOVED_COLOR",
     "RIGHT_COLOR",
+    "Panel",
+    "draw_moves",
     "draw_pose",
     "keypoint_sides",
     "label_panel",
@@ -44,6 +49,8 @@ __all__ = [
 LEFT_COLOR: tuple[int, int, int] = (40, 140, 255)  # RGB
 RIGHT_COLOR: tuple[int, int, int] = (255, 120, 20)
 CENTER_COLOR: tuple[int, int, int] = (40, 200, 80)
+MOVE_COLOR: tuple[int, int, int] = (235, 30, 235)  # a moved keypoint's path (magenta)
+REMOVED_COLOR: tuple[int, int, int] = (170, 170, 170)  # a removed pose (grey)
 _LABEL_HEIGHT = 28
 _GAP = 6
 
@@ -161,48 +168,139 @@ def label_panel(panel: np.ndarray, label: str) -> np.ndarray:
     return np.concatenate([bar, panel], axis=0)
 
 
+@dataclass
+class Panel:
+    """One panel of :func:`render_panels`.
+
+    Attributes:
+        label: the panel's title (the pose count is appended).
+        keypoints: (N, K, 3) poses drawn.
+        scores: (N,) person scores written above each pose, or None.
+        origins: (N, K, 2) where each keypoint was before it moved (NaN: it did not move);
+            a magenta line is drawn from there to the keypoint, with a ring at the origin.
+        removed: (M, K, 3) poses drawn grey and labelled "removed (OKS-NMS)" below.
+    """
+
+    label: str
+    keypoints: np.ndarray
+    scores: np.ndarray | None = None
+    origins: np.ndarray | None = None
+    removed: np.ndarray | None = None
+
+
+def draw_moves(image: np.ndarray, keypoints: np.ndarray, origins: np.ndarray, *,
+               scale: float = 1.0, color: tuple[int, int, int] = MOVE_COLOR) -> np.ndarray:
+    """Mark moved keypoints on a copy of an image: a line from each origin to its keypoint
+    and a ring at the origin.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        keypoints: (..., K, 2+) where the keypoints are now, in image pixels.
+        origins: (..., K, 2) where they were (NaN: not moved, nothing drawn).
+        scale: multiply coordinates by this first (to draw on a resized image).
+        color: RGB of the lines and rings (outlined in black).
+
+    Returns:
+        The drawn image.
+    """
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    to = np.asarray(keypoints, dtype=np.float64)[..., :2].reshape(-1, 2) * scale
+    fr = np.asarray(origins, dtype=np.float64)[..., :2].reshape(-1, 2) * scale
+    ok = np.all(np.isfinite(fr), axis=1) & np.all(np.isfinite(to), axis=1)
+    side = max(out.shape[:2])
+    width = max(1, round(side / 400))
+    ring = max(3, round(side / 110))
+    shift = 4
+    a = np.clip(np.rint(fr[ok] * (1 << shift)), -(1 << 28), 1 << 28).astype(np.int64)
+    b = np.clip(np.rint(to[ok] * (1 << shift)), -(1 << 28), 1 << 28).astype(np.int64)
+    for pass_color, extra in (((0, 0, 0), 2), (color, 0)):
+        for (x0, y0), (x1, y1) in zip(a.tolist(), b.tolist(), strict=True):
+            cv2.line(out, (x0, y0), (x1, y1), pass_color, width + extra, cv2.LINE_AA, shift)
+            cv2.circle(out, (x0, y0), ring << shift, pass_color, width + extra, cv2.LINE_AA,
+                       shift)
+    return out
+
+
+def _as_panel(p: Panel | tuple[str, np.ndarray, np.ndarray | None]) -> Panel:
+    return p if isinstance(p, Panel) else Panel(p[0], p[1], p[2])
+
+
+def _title_bar(width: int, lines: Sequence[str]) -> np.ndarray:
+    """A white bar holding dark lines of text, as wide as the canvas."""
+    line_h = 18
+    bar = np.full((line_h * len(lines) + 8, width, 3), 255, dtype=np.uint8)
+    for i, text in enumerate(lines):
+        cv2.putText(bar, text, (6, line_h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (20, 20, 20), 1, cv2.LINE_AA)
+    return bar
+
+
 def render_panels(
     image: np.ndarray,
-    poses: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
+    poses: Sequence[Panel | tuple[str, np.ndarray, np.ndarray | None]],
     spec: KeypointSpec | str,
     *,
     keypoint_min_score: float = 0.0,
     max_side: int | None = 640,
+    min_side: int | None = None,
+    title: Sequence[str] = (),
 ) -> np.ndarray:
     """Side-by-side labelled panels of one image, one per set of poses.
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        poses: ``(label, keypoints (N, K, 3), person scores (N,) or None)`` per panel;
-            person scores, when given, are written above each pose.
+        poses: a :class:`Panel` or ``(label, keypoints (N, K, 3), person scores (N,) or
+            None)`` per panel; person scores, when given, are written above each pose.
         spec: keypoint layout.
         keypoint_min_score: keypoint score threshold (see :func:`draw_pose`).
         max_side: shrink each panel so its longer side is at most this (None: full size).
+        min_side: enlarge a smaller image so its longer side is this (None: never).
+        title: lines of text written above the panels.
 
     Returns:
         (H', W', 3) uint8 RGB canvas.
     """
     spec = load_spec(spec)
     h, w = image.shape[:2]
-    scale = 1.0 if not max_side or max(h, w) <= max_side else max_side / max(h, w)
+    scale = 1.0
+    if max_side and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+    elif min_side and max(h, w) < min_side:
+        scale = min_side / max(h, w)
     base = image if scale == 1.0 else cv2.resize(
-        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        image, (max(1, round(w * scale)), max(1, round(h * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     panels = []
-    for label, kps, scores in poses:
+    for p in map(_as_panel, poses):
         panel = base.copy()
-        kps = np.asarray(kps, dtype=np.float64).reshape(-1, spec.num_keypoints, 3)
+        kps = np.asarray(p.keypoints, dtype=np.float64).reshape(-1, spec.num_keypoints, 3)
+        if p.removed is not None and len(p.removed):
+            grey = REMOVED_COLOR
+            panel = draw_pose(panel, p.removed, spec, min_score=keypoint_min_score, scale=scale,
+                              left_color=grey, right_color=grey, center_color=grey)
+            for kp in np.asarray(p.removed, dtype=np.float64).reshape(-1, spec.num_keypoints, 3):
+                ok = (kp[:, 2] > keypoint_min_score) & ~np.all(kp[:, :2] == 0, axis=1)
+                if ok.any():  # below the pose: a duplicate's label above it would collide
+                    x, y = kp[ok, 0].min() * scale, kp[ok, 1].max() * scale
+                    y = min(int(y) + 16, panel.shape[0] - 4)
+                    _text(panel, "removed (OKS-NMS)", (max(2, int(x)), y), 0.45, grey)
+        if p.origins is not None:
+            panel = draw_moves(panel, kps, p.origins, scale=scale)
         for n in range(len(kps)):
-            text = None if scores is None else f"{float(scores[n]):.2f}"
+            text = None if p.scores is None else f"{float(p.scores[n]):.2f}"
             panel = draw_pose(panel, kps[n], spec, min_score=keypoint_min_score, scale=scale,
                               label=text)
-        panels.append(label_panel(panel, f"{label} ({len(kps)})"))
+        panels.append(label_panel(panel, f"{p.label} ({len(kps)})"))
     if not panels:
         panels.append(label_panel(base.copy(), "image"))
     gap = np.full((panels[0].shape[0], _GAP, 3), 255, dtype=np.uint8)
     parts: list[np.ndarray] = []
     for i, p in enumerate(panels):
         parts += [gap, p] if i else [p]
-    return np.concatenate(parts, axis=1)
+    canvas = np.concatenate(parts, axis=1)
+    if title:
+        canvas = np.concatenate([_title_bar(canvas.shape[1], title), canvas], axis=0)
+    return canvas
 
 
 def _parse_results_arg(arg: str) -> tuple[str, Path]:
