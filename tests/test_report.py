@@ -255,3 +255,97 @@ def test_palette_covers_every_type_and_step() -> None:
     assert set(PR_STEPS) - {"original"} <= set(PALETTE)
     steps = [PALETTE[s] for s in PR_STEPS]
     assert len(set(steps)) == len(steps)
+
+
+# ------------------------------------------------------------------ edge cases, on the sample
+def _sample(folder: str, estimator: str) -> tuple[GroundTruth, Detections]:
+    from posefix.demo import sample_dir
+
+    root = sample_dir() / folder
+    gt = load_ground_truth(root / "annotations.json", image_root=root)
+    return gt, load_results(root / f"{estimator}.json", gt.spec)
+
+
+def test_refine_report_says_so_where_no_keypoint_changed(tmp_path: Path) -> None:
+    # The demo's multi-person BlazePose case: OKS-NMS removes a duplicate, no keypoint moves.
+    gt, before = _sample(".", "blazepose")
+    d = classify_keypoints(gt, before)
+    after = before.select(np.setdiff1d(np.arange(len(before)), [d.det_index[-1]]))
+    out = write_refine_report(gt, before, after, tmp_path / "r")
+    md = out["markdown"].read_text()
+    assert "Refinement fixed no keypoint error and made none" in md
+    assert "→ good |" not in md  # no per-keypoint table of zeros
+    with Image.open(out["figures"]["transitions.png"]) as im:
+        assert im.width < 800  # the matrix alone, no empty per-keypoint panel
+    assert "No image: on no image did the summed OKS of its persons rise" in md
+    ex = out["drawn"]["examples"]
+    assert ex and all(e["kind"] == "worst" and e["detections_removed"] == 1 for e in ex)
+
+
+def test_refine_report_lists_only_real_changes_and_marks_moved_keypoints(
+        tmp_path: Path) -> None:
+    gt, before = _sample("lsp", "posenet")
+    after = Detections(image_ids=before.image_ids, keypoints=before.keypoints.copy(),
+                       scores=before.scores, boxes=before.boxes,
+                       category_ids=before.category_ids)
+    after.keypoints[:, :, :2] += 0.01  # a change that prints as 0.000 on every image
+    g = int(gt.indices_of_image(int(before.image_ids[0]))[0])
+    off = np.linalg.norm(before.keypoints[0, :, :2] - gt.keypoints[g, :, :2], axis=-1)
+    k = int(np.argmax(np.where(gt.keypoints[g, :, 2] > 0, off, -1)))  # its worst keypoint
+    after.keypoints[0, k, :2] = gt.keypoints[g, k, :2]  # one real change: put on the truth
+    out = write_refine_report(gt, before, after, tmp_path / "r")
+    ex = out["drawn"]["examples"]
+    assert len(ex) == 1 and ex[0]["kind"] == "best" and ex[0]["oks_change"] >= 5e-4
+    assert ex[0]["keypoints_moved"] == 1
+    md = out["markdown"].read_text()
+    assert "-0.000" not in md and "+0.000 (" not in md
+    with Image.open(tmp_path / "r" / ex[0]["png"]) as im:
+        pic = np.asarray(im.convert("RGB"))
+    assert max(pic.shape[0] - 28, (pic.shape[1] - 12) / 3) >= 480  # enlarged LSP image
+    third = pic[:, 2 * (pic.shape[1] - 12) // 3 + 12:]
+    magenta = np.abs(third.astype(int) - [235, 30, 235]).max(-1) <= 20
+    assert magenta.sum() > 10  # the moved knee is marked in the refined panel
+
+
+def test_count_axes_have_integer_ticks() -> None:
+    gt, before = _sample(".", "blazepose")
+    after = fix_errors(gt, before, classify_keypoints(gt, before), ["jitter"])
+    ch = compare_results(gt, before, after)["error_changes"]
+    per_kp = np.array(list(ch["per_keypoint"].values()))
+    assert 0 < per_kp[:, 1, 0].max() <= 4  # a few per keypoint: matplotlib would pick 0.5s
+    a = run_analysis(gt, before)
+    for fig in (report_mod._fig_transitions(ch, gt.spec.keypoints, ("a", "b"))[0],
+                report_mod._fig_oks([("a", a)])[0]):
+        fig.canvas.draw()
+        counted = [ax for ax in fig.axes if ax.get_xlabel().startswith("keypoints")
+                   or ax.get_ylabel() == "matched detections"]
+        assert counted
+        for ax in counted:
+            axis = ax.xaxis if ax.get_xlabel().startswith("keypoints") else ax.yaxis
+            lo, hi = sorted(axis.get_view_interval())
+            ticks = [t for t in axis.get_ticklocs() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+            labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+            assert all("-" not in x and "−" not in x for x in labels)  # counts, not signs
+
+
+def test_label_colours_are_readable_on_white() -> None:
+    def contrast(rgb: tuple[float, float, float]) -> float:
+        c = np.asarray(rgb)
+        lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return 1.05 / (float(lin @ [0.2126, 0.7152, 0.0722]) + 0.05)
+
+    from matplotlib.colors import to_rgb
+
+    assert contrast(to_rgb(PALETTE["jitter"])) < 2  # the light yellow as it is
+    for t in ERROR_TYPES:
+        ink = report_mod.ink(PALETTE[t])
+        assert contrast(ink) >= 3.0, t
+        hue = np.asarray(ink) / max(ink)
+        assert np.allclose(hue, np.asarray(to_rgb(PALETTE[t])) / max(to_rgb(PALETTE[t])),
+                           atol=0.2)  # the same colour, darker
+    gt, before = _sample(".", "blazepose")
+    ch = compare_results(gt, before, before)["error_changes"]
+    fig, _ = report_mod._fig_transitions(ch, gt.spec.keypoints, ("a", "b"))
+    colours = [t.get_color() for t in fig.axes[0].get_yticklabels()]
+    assert colours == [report_mod.ink(PALETTE[t]) for t in ERROR_TYPES]

@@ -34,16 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .diagnosis import PR_STEP_LABELS, PR_STEPS, PR_THRESHOLDS, Analysis, run_analysis
 from .evaluate import RECALL_THRESHOLDS, _detection_areas
 from .io import Detections, GroundTruth, atomic_write
 from .taxonomy import ERROR_TYPES
 
-__all__ = ["PALETTE", "SIZE_EDGES", "write_analysis_report", "write_refine_report"]
+__all__ = ["PALETTE", "SIZE_EDGES", "ink", "write_analysis_report", "write_refine_report"]
+
+#: Example pictures: each panel's longer side, small images enlarged so a change shows.
+_EXAMPLE_MIN_SIDE = 480
+_EXAMPLE_MAX_SIDE = 560
 
 #: One colour per error type and outcome, the same in every figure.
 PALETTE: dict[str, str] = {
@@ -224,6 +229,32 @@ def _plain(obj: Any) -> Any:
 Column = tuple[str, Analysis]
 
 
+def ink(color: str, most: float = 0.30) -> tuple[float, float, float]:
+    """``color`` darkened until its relative luminance is at most ``most``: the same hue,
+    readable as text on white (the jitter yellow is not)."""
+    rgb = np.asarray(to_rgb(color))
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    lum = float(lin @ np.array([0.2126, 0.7152, 0.0722]))
+    if lum <= most:
+        return (float(rgb[0]), float(rgb[1]), float(rgb[2]))
+    lin = lin * most / lum
+    out = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return (float(out[0]), float(out[1]), float(out[2]))
+
+
+def _integer_axis(axis: Any, absolute: bool = False) -> None:
+    """Counts: integer ticks only (no 0.25 detections); ``absolute`` labels -3 as 3."""
+    axis.set_major_locator(MaxNLocator(integer=True))
+    if absolute:
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{abs(round(v))}"))
+
+
+def _empty(ax: Any, text: str) -> None:
+    """Say in an axes why it has nothing drawn."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10,
+            color="#555", wrap=True)
+
+
 def _area(curve: np.ndarray) -> float:
     """The area under a drawn precision curve: its mean over the recall points (-1: none)."""
     defined = curve[curve > -1]
@@ -330,6 +361,9 @@ def _fig_oks(columns: Sequence[Column]) -> tuple[Figure, dict[str, Any]]:
                     va="top", fontsize=8)
         mean = float(np.mean(oks)) if len(oks) else float("nan")
         ax.set_xlim(0.1, 1.0)
+        _integer_axis(ax.yaxis)
+        if not len(oks):
+            _empty(ax, "no detection matched a person")
         ax.set_xlabel("OKS with the matched person")
         ax.set_ylabel("matched detections")
         ax.set_title(f"{label}: OKS of the {len(oks)} matched detections\n"
@@ -492,15 +526,22 @@ def _fig_labelled(columns: Sequence[tuple[str, Analysis, Detections]], gt: Groun
     return fig, drawn
 
 
-def _fig_transitions(changes: Mapping[str, Any], spec_keypoints: Sequence[str],
-                     labels: tuple[str, str]) -> tuple[Figure, dict[str, Any]]:
-    """The from-type -> to-type matrix, and per keypoint the errors fixed and made."""
+def _fixed_made(changes: Mapping[str, Any], spec_keypoints: Sequence[str],
+                ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Per keypoint and error type: errors fixed (type -> good), good made into errors."""
     types = list(changes["types"])
     good = types.index("good")
-    matrix = np.asarray(changes["transitions"], dtype=np.int64)
     per_kp = {k: np.asarray(v, dtype=np.int64) for k, v in changes["per_keypoint"].items()}
-    fig = Figure(figsize=(14, max(4.8, 0.32 * len(spec_keypoints) + 2)), layout="constrained")
-    ax_m, ax_k = fig.subplots(1, 2, width_ratios=[1, 1.5])
+    fixed = {k: {t: int(per_kp[k][c, good]) for c, t in enumerate(types) if c != good}
+             for k in spec_keypoints}
+    made = {k: {t: int(per_kp[k][good, c]) for c, t in enumerate(types) if c != good}
+            for k in spec_keypoints}
+    return fixed, made
+
+
+def _draw_matrix(ax_m: Any, changes: Mapping[str, Any], labels: tuple[str, str]) -> np.ndarray:
+    types = list(changes["types"])
+    matrix = np.asarray(changes["transitions"], dtype=np.int64)
     ax_m.imshow(np.log1p(matrix), cmap="Blues")
     for i in range(len(types)):
         for j in range(len(types)):
@@ -510,20 +551,32 @@ def _fig_transitions(changes: Mapping[str, Any], spec_keypoints: Sequence[str],
     ax_m.set_xticks(range(len(types)), types)
     ax_m.set_yticks(range(len(types)), types)
     for tick, t in zip(ax_m.get_yticklabels(), types, strict=True):
-        tick.set_color(PALETTE[t])
+        tick.set_color(ink(PALETTE[t]))
     for tick, t in zip(ax_m.get_xticklabels(), types, strict=True):
-        tick.set_color(PALETTE[t])
+        tick.set_color(ink(PALETTE[t]))
     ax_m.set_xlabel(f"type {labels[1]} (after)")
     ax_m.set_ylabel(f"type {labels[0]} (before)")
     ax_m.set_title(f"keypoints by error type, {labels[0]} → {labels[1]}\n"
                    f"({changes['persons_compared']} persons matched in both; "
                    "diagonal: unchanged)", fontsize=10)
+    return matrix
 
+
+def _fig_transitions(changes: Mapping[str, Any], spec_keypoints: Sequence[str],
+                     labels: tuple[str, str]) -> tuple[Figure, dict[str, Any]]:
+    """The from-type -> to-type matrix, and per keypoint the errors fixed and made (that
+    panel left out where refinement fixed and made none)."""
+    types = list(changes["types"])
+    fixed, made = _fixed_made(changes, spec_keypoints)
+    any_change = any(v for d in (fixed, made) for kp in d.values() for v in kp.values())
+    if not any_change:
+        fig = Figure(figsize=(6, 4.8), layout="constrained")
+        matrix = _draw_matrix(fig.subplots(), changes, labels)
+        return fig, {"types": types, "matrix": matrix, "fixed": fixed, "made": made}
+    fig = Figure(figsize=(14, max(4.8, 0.32 * len(spec_keypoints) + 2)), layout="constrained")
+    ax_m, ax_k = fig.subplots(1, 2, width_ratios=[1, 1.5])
+    matrix = _draw_matrix(ax_m, changes, labels)
     y = np.arange(len(spec_keypoints))
-    fixed = {k: {t: int(per_kp[k][c, good]) for c, t in enumerate(types) if c != good}
-             for k in spec_keypoints}
-    made = {k: {t: int(per_kp[k][good, c]) for c, t in enumerate(types) if c != good}
-            for k in spec_keypoints}
     right = np.zeros(len(y))
     left = np.zeros(len(y))
     for t in types:
@@ -538,6 +591,7 @@ def _fig_transitions(changes: Mapping[str, Any], spec_keypoints: Sequence[str],
         left += m
     lim = max(1.0, right.max(initial=0), left.max(initial=0)) * 1.1
     ax_k.set_xlim(-lim, lim)
+    _integer_axis(ax_k.xaxis, absolute=True)
     ax_k.axvline(0, color="black", linewidth=0.8)
     ax_k.set_yticks(y, list(spec_keypoints))
     ax_k.invert_yaxis()
@@ -701,6 +755,35 @@ def _oks_changes(gt: GroundTruth, before: Analysis, after: Analysis,
     return persons, ob[persons], oa[persons]
 
 
+#: A summed OKS change of an image smaller than this is no change (it would print as 0.000).
+_MIN_CHANGE = 5e-4
+
+
+def _example_panels(gt: GroundTruth, before: Detections, after: Detections, image_id: int,
+                    labels: tuple[str, str]) -> tuple[list[Any], int, int]:
+    """Ground truth, before and after panels of one image, the after panel marking the
+    moved keypoints and the before-rows it has no row for; (panels, moved, removed)."""
+    from .comparison import align_rows, moved_keypoints
+    from .visualize import Panel
+
+    rb = np.flatnonzero(before.image_ids == image_id)
+    ra = np.flatnonzero(after.image_ids == image_id)
+    b_img, a_img = before.select(rb), after.select(ra)
+    src = align_rows(b_img, a_img)
+    origins = np.full(a_img.keypoints.shape[:2] + (2,), np.nan)
+    aligned = src >= 0
+    moved, _ = moved_keypoints(b_img.select(src[aligned]), a_img.select(np.flatnonzero(aligned)),
+                               gt.spec.used_mask)
+    origins[aligned] = np.where(moved[..., None], b_img.keypoints[src[aligned], :, :2], np.nan)
+    removed = (np.setdiff1d(np.arange(len(rb)), src[aligned]) if aligned.all()
+               else np.zeros(0, dtype=np.int64))
+    panels = [Panel("ground truth", gt.keypoints[gt.indices_of_image(image_id)]),
+              Panel(labels[0], b_img.keypoints, b_img.scores),
+              Panel(labels[1], a_img.keypoints, a_img.scores, origins=origins,
+                    removed=b_img.keypoints[removed])]
+    return panels, int(moved.sum()), len(removed)
+
+
 def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysis,
               a: Analysis, images: Mapping[int, str | Path] | None, num: int, exif: str,
               labels: tuple[str, str], w: _Writer, doc: _Doc) -> list[dict[str, Any]]:
@@ -713,18 +796,20 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysi
     ids = np.unique(img)
     total = np.array([float(np.sum((oa - ob)[img == i])) for i in ids])
     order = np.argsort(-total, kind="stable")
-    best = [i for i in order[:num] if total[i] > 1e-9]
-    worst = [i for i in order[::-1][:num] if total[i] < -1e-9]
+    best = [i for i in order[:num] if total[i] >= _MIN_CHANGE]
+    worst = [i for i in order[::-1][:num] if total[i] <= -_MIN_CHANGE]
     out = []
     for kind, picks in (("best", best), ("worst", worst)):
-        doc.heading(f"Images whose OKS {'rose' if kind == 'best' else 'fell'} most")
+        verb, base = ("rose", "rise") if kind == "best" else ("fell", "fall")
+        doc.heading(f"Images whose OKS {verb} most")
         if not picks:
-            doc.para("None: no person's OKS changed in this direction.")
+            doc.para(f"No image: on no image did the summed OKS of its persons {base} by "
+                     f"{_MIN_CHANGE:g} or more.")
         for rank, k in enumerate(picks, 1):
             image_id = int(ids[k])
-            sel = img == image_id
-            changes = ", ".join(f"{x:.2f} → {y:.2f}" for x, y in zip(ob[sel], oa[sel],
-                                                                    strict=True))
+            sel = (img == image_id) & (np.abs(oa - ob) >= _MIN_CHANGE)
+            changes = ", ".join(f"{x:.3f} → {y:.3f}" for x, y in zip(ob[sel], oa[sel],
+                                                                      strict=True))
             info = gt.images.get(image_id)
             name = info.file_name if info is not None else str(image_id)
             entry = {"kind": kind, "image_id": image_id, "file_name": name,
@@ -734,9 +819,14 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysi
                 path = Path(images[image_id])
             elif gt.image_root is not None and info is not None:
                 path = gt.image_root / info.file_name
-            caption = (f"{name}: summed OKS change {total[k]:+.3f} (per person, "
-                       f"{labels[0]} → {labels[1]}: {changes}). Panels: ground truth, "
-                       f"{labels[0]}, {labels[1]}; left side blue, right orange.")
+            panels, moved, removed = _example_panels(gt, before, after, image_id, labels)
+            entry.update(keypoints_moved=moved, detections_removed=removed)
+            caption = (f"{name}: summed OKS change {total[k]:+.3f} (the persons whose OKS "
+                       f"changed, {labels[0]} → {labels[1]}: {changes}); {moved} keypoint(s) "
+                       f"moved, {removed} detection(s) removed. Panels: ground truth, "
+                       f"{labels[0]}, {labels[1]} (a magenta line from each moved keypoint's "
+                       f"{labels[0]} position; removed detections grey); left side blue, "
+                       "right orange.")
             try:
                 if path is None:
                     raise FileNotFoundError(name)
@@ -747,11 +837,8 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysi
                 entry["drawn"] = False
                 out.append(entry)
                 continue
-            panels = [("ground truth", gt.keypoints[gt.indices_of_image(image_id)], None)]
-            for label, d in zip(labels, (before, after), strict=True):
-                rows = np.flatnonzero(d.image_ids == image_id)
-                panels.append((label, d.keypoints[rows], d.scores[rows]))
-            canvas = render_panels(picture, panels, gt.spec, max_side=360)
+            canvas = render_panels(picture, panels, gt.spec, max_side=_EXAMPLE_MAX_SIDE,
+                                   min_side=_EXAMPLE_MIN_SIDE)
             entry["png"] = w.png(f"examples/{kind}_{rank}.png", canvas)
             entry["drawn"] = True
             doc.image(entry["png"], f"{kind} {rank}: {name}", caption)
@@ -819,20 +906,38 @@ def write_refine_report(
     doc.heading("What refinement did to each keypoint")
     ch = comparison["error_changes"]
     fig, drawn["transitions"] = _fig_transitions(ch, gt.spec.keypoints, labels)
-    doc.image(w.figure("transitions.png", fig), "error type transitions",
-              f"Left: keypoints of the persons matched {labels[0]} and {labels[1]} by error "
-              f"type {labels[0]} (rows) and {labels[1]} (columns). Right: per keypoint, the "
-              "errors refinement fixed (to good, right) and the good keypoints it made into "
-              "errors (left, hatched), coloured by the error type.")
+    fixed, made = drawn["transitions"]["fixed"], drawn["transitions"]["made"]
+    changed = [k for k in gt.spec.keypoints
+               if any(fixed[k].values()) or any(made[k].values())]
+    matrix = np.asarray(ch["transitions"], dtype=np.int64)
+    caption = (f"Keypoints of the persons matched {labels[0]} and {labels[1]} by error type "
+               f"{labels[0]} (rows) and {labels[1]} (columns)")
+    if changed:
+        caption += (". Right: per keypoint, the errors refinement fixed (to good, right) and "
+                    "the good keypoints it made into errors (left, hatched), coloured by the "
+                    "error type.")
+    else:
+        caption += "."
+    doc.image(w.figure("transitions.png", fig), "error type transitions", caption)
+    if not ch["persons_compared"]:
+        doc.para(f"No person was matched both {labels[0]} and {labels[1]}: there is no "
+                 "keypoint to compare.")
+    elif not changed:
+        off = int(matrix.sum() - np.trace(matrix))
+        doc.para(f"Refinement fixed no keypoint error and made none: of the "
+                 f"{int(matrix.sum())} labelled keypoints of the {ch['persons_compared']} "
+                 f"persons matched in both, {off} changed from one error type to another and "
+                 "none to or from good, so there is no per-keypoint panel or table.")
     types = ch["types"]
     doc.table([f"{labels[0]} \\ {labels[1]}", *types],
               [[t, *row] for t, row in zip(types, ch["transitions"], strict=True)])
-    good = types.index("good")
-    doc.table(["keypoint", *(f"{t} → good" for t in types if t != "good"),
-               *(f"good → {t}" for t in types if t != "good")],
-              [[k, *(m[c][good] for c, t in enumerate(types) if t != "good"),
-                *(m[good][c] for c, t in enumerate(types) if t != "good")]
-               for k, m in ch["per_keypoint"].items()])
+    if changed:
+        bad = [t for t in types if t != "good"]
+        doc.para(f"Per keypoint (the {len(changed)} of {len(gt.spec.keypoints)} keypoints "
+                 "with an error fixed or made):")
+        doc.table(["keypoint", *(f"{t} → good" for t in bad), *(f"good → {t}" for t in bad)],
+                  [[k, *(fixed[k][t] for t in bad), *(made[k][t] for t in bad)]
+                   for k in changed])
     drawn["examples"] = _examples(gt, before, after, b, a, images, num_examples, exif, labels,
                                   w, doc)
     doc.heading("AP if each error type were fixed")
