@@ -204,7 +204,7 @@ def test_demo_without_arguments_refines_with_the_shipped_model(tmp_path: Path) -
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "d" / "report.json").read_text())
-    assert report["checkpoint"].endswith("demo_model.pt")
+    assert report["model"].endswith("demo_model.pt")
     rows = {(r["part"], r["estimator"]): r for r in report["rows"]}
     before = sum(r["ap_before"] for r in rows.values()) / len(rows)
     after = sum(r["ap_after"] for r in rows.values()) / len(rows)

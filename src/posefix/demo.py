@@ -72,8 +72,7 @@ def kept_rows(refined: Detections, final: Detections, atol: float = 1e-4) -> np.
     return np.asarray(kept, dtype=np.int64)
 
 
-def _refine_input(model: Any, spec: Any, padding: float | None, part: str, estimator: str,
-                  out: Path) -> dict[str, Any]:
+def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[str, Any]:
     """Refine one input of the sample; the row of the report, with the pictures drawn."""
     from .comparison import attribute_change, compare_results
     from .io import load_ground_truth, load_results, resolve_image_path
@@ -81,15 +80,16 @@ def _refine_input(model: Any, spec: Any, padding: float | None, part: str, estim
 
     root = sample_dir() / SAMPLE_PARTS[part]
     gt_path, file = root / "annotations.json", root / SAMPLE_ESTIMATORS[estimator]
+    spec = refiner.spec
     truth = load_ground_truth(gt_path, spec=spec, image_root=root)
     dets = load_results(file, spec, image_ids=truth.images, strict=True)
     paths = {i: resolve_image_path(root, truth.images[i].file_name, source=gt_path)
              for i in np.unique(dets.image_ids).tolist()}
     sizes = {i: (truth.images[i].width, truth.images[i].height) for i in paths}
-    common = {"padding": padding, "workers": 0, "image_sizes": sizes}
     # Once without OKS-NMS (every row refined and rescored), once as `posefix refine` does.
-    every, _ = refine_detections(dets, paths, model, spec, nms=0.0, **common)
-    final, counts = refine_detections(dets, paths, model, spec, nms=_NMS, **common)
+    every, _ = refine_detections(dets, paths, refiner, nms=0.0, workers=0, image_sizes=sizes)
+    final, counts = refine_detections(dets, paths, refiner, nms=_NMS, workers=0,
+                                      image_sizes=sizes)
     kept = kept_rows(every, final)
     refined_path = out / part / f"refined_{estimator}.json"
     refined_path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,19 +296,15 @@ def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = N
     Returns:
         The report (also written to ``out/report.json``).
     """
-    from .checkpoint import default_checkpoint_path, load_checkpoint
+    from .refiner import Refiner
 
-    if checkpoint is None:
-        checkpoint = default_checkpoint_path()
-    elif not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    ckpt = load_checkpoint(checkpoint)
+    refiner = Refiner.from_checkpoint(checkpoint)  # None: the shipped model
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    padding = float(ckpt.config.data.bbox_padding)
-    rows = [_refine_input(ckpt, ckpt.spec, padding, part, est, out)
-            for part, est in SAMPLE_INPUTS]
-    report = {"sample": str(sample_dir()), "out": str(out), "checkpoint": str(ckpt.path),
+    rows = [_refine_input(refiner, part, est, out) for part, est in SAMPLE_INPUTS]
+    report = {"sample": str(sample_dir()), "out": str(out), "model": refiner.description,
               "nms": _NMS, "rows": rows}
     write_json_atomic(out / "report.json", json.loads(json.dumps(report, default=str)), indent=2)
     md = _report_markdown(rows)
