@@ -188,3 +188,14 @@ def test_refine_an_openpose_folder_without_an_image_list(tmp_path: Path) -> None
     np.testing.assert_allclose([d["score"] for d in a], [d["score"] for d in b])
     assert main(["refine", "--results", str(tmp_path / "coco.json"), "--format", "arrays",
                  "--out", str(tmp_path / "c.json"), *common]) == 2
+    # arrays keyed by file name in, the same arrays out (--out-format arrays)
+    arrays = {names[i]: kps[i].tolist() for i in kps}
+    _write(tmp_path / "arrays.json", arrays)
+    assert main(["refine", "--results", str(tmp_path / "arrays.json"), "--out-format",
+                 "arrays", "--out", str(tmp_path / "d.json"), "--error-gate", "0",
+                 *common]) == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert list(d) == list(arrays)
+    back = read_poses(tmp_path / "d.json", COCO)
+    assert back.format == "arrays" and len(back.detections) == len(coco)
+    assert not np.allclose(back.detections.keypoints, np.concatenate(list(kps.values())))

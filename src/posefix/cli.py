@@ -123,6 +123,9 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=None, choices=list(FORMATS),
                    help="format of --results (default: detected)")
     p.add_argument("--out", required=True, help="output COCO keypoint results JSON")
+    p.add_argument("--out-format", default="coco", choices=["coco", "arrays"],
+                   help="write COCO results (default) or per-image arrays keyed as the input's "
+                        "images ({image: {keypoints, scores}})")
     p.add_argument("--gt", default=None, help="annotations: report AP and errors before/after")
     p.add_argument("--image-list", default=None,
                    help="COCO annotation or image-info JSON mapping image ids to file names "
@@ -176,7 +179,8 @@ def _refine_video(a: argparse.Namespace) -> dict:
                            flip=not a.no_flip, error_gate=a.error_gate)
     options = RefineOptions(box=a.box, score=a.score, nms=a.nms, batch_size=a.batch_size,
                             skip_missing=a.skip_missing, progress=sys.stderr.isatty())
-    return refine_video_file(refiner, a.video, a.results, a.out, options, a.format, a.strict)
+    return refine_video_file(refiner, a.video, a.results, a.out, options, a.format, a.strict,
+                             a.out_format)
 
 
 def _cmd_refine(a: argparse.Namespace) -> int:
@@ -188,6 +192,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
         onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
         report=a.report, error_gate=a.error_gate, split=a.split, format=a.format,
+        out_format=a.out_format,
     )
     _print_json(summary) if a.json else print(summary.get("text", ""))
     if "report" in summary and not a.json:

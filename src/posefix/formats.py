@@ -38,8 +38,9 @@ import numpy as np
 from .io import Detections, ImageInfo, InputError, load_results, read_json
 from .spec import KeypointSpec, load_spec
 
-__all__ = ["FORMATS", "PoseFile", "convert_layout", "detect_format", "image_list_from_keys",
-           "read_poses", "sniff_format", "to_detections"]
+__all__ = ["FORMATS", "OUT_FORMATS", "PoseFile", "convert_layout", "detect_format",
+           "image_keys", "image_list_from_keys", "read_poses", "sniff_format", "to_arrays",
+           "to_detections"]
 
 #: Each format and what it expects (the message for a file that matches none).
 FORMATS = {
@@ -50,6 +51,8 @@ FORMATS = {
                 "of <image>_keypoints.json",
     "arrays": "{image: (N, K, 2 or 3) nested lists} or {image: {keypoints, scores}}",
 }
+#: What ``posefix refine`` writes: COCO results, or the ``arrays`` format keyed as the input.
+OUT_FORMATS = ("coco", "arrays")
 _OPENPOSE = {25 * 3: "body25", 18 * 3: "openpose18"}
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -311,12 +314,9 @@ def _image_id(key: int | str, images: dict[int, ImageInfo], names: dict[str, int
     return int(key) if re.fullmatch(r"\d+", key) and int(key) in images else -1
 
 
-def to_detections(poses: PoseFile, images: dict[int, ImageInfo], source: str | Path = "",
-                  strict: bool = False, frame_numbers: bool = False) -> Detections:
-    """The poses with real image ids: an integer key is an image id (or frame index), a
-    name is looked up by file name, base name or stem; with ``frame_numbers`` a name ending
-    in digits (OpenPose's ``clip_000000000012``) is that frame. Keys of no image are
-    skipped with a warning that counts their detections, or raise if ``strict``."""
+def _key_ids(poses: PoseFile, images: dict[int, ImageInfo], frame_numbers: bool,
+             ) -> np.ndarray:
+    """The image id of each of the poses' keys (-1: none)."""
     names = _lookup(images)
     ids = np.array([_image_id(k, images, names) for k in poses.keys], dtype=np.int64)
     if frame_numbers:
@@ -324,6 +324,35 @@ def to_detections(poses: PoseFile, images: dict[int, ImageInfo], source: str | P
             tail = re.search(r"(\d+)$", str(key))
             if ids[i] < 0 and tail and int(tail.group(1)) in images:
                 ids[i] = int(tail.group(1))
+    return ids
+
+
+def image_keys(poses: PoseFile, images: dict[int, ImageInfo], frame_numbers: bool = False,
+               ) -> dict[int, int | str]:
+    """Image id -> the poses' own key for it (as :func:`to_detections` maps them)."""
+    ids = _key_ids(poses, images, frame_numbers)
+    return {int(i): k for k, i in zip(poses.keys, ids, strict=True) if i >= 0}
+
+
+def to_arrays(detections: Detections, keys: dict[int, int | str]) -> dict[str, Any]:
+    """Detections in the ``arrays`` format, ``{image: {keypoints: (N, K, 3), scores: (N,)}}``,
+    keyed by each image id's key in ``keys`` (else the id), in order of appearance."""
+    out: dict[str, Any] = {}
+    for image_id in dict.fromkeys(detections.image_ids.tolist()):
+        rows = detections.image_ids == image_id
+        out[str(keys.get(image_id, image_id))] = {
+            "keypoints": np.round(detections.keypoints[rows], 4).tolist(),
+            "scores": detections.scores[rows].tolist()}
+    return out
+
+
+def to_detections(poses: PoseFile, images: dict[int, ImageInfo], source: str | Path = "",
+                  strict: bool = False, frame_numbers: bool = False) -> Detections:
+    """The poses with real image ids: an integer key is an image id (or frame index), a
+    name is looked up by file name, base name or stem; with ``frame_numbers`` a name ending
+    in digits (OpenPose's ``clip_000000000012``) is that frame. Keys of no image are
+    skipped with a warning that counts their detections, or raise if ``strict``."""
+    ids = _key_ids(poses, images, frame_numbers)
     dets = poses.detections
     found = ids[dets.image_ids] >= 0 if len(ids) else np.zeros(0, bool)
     if not found.all():

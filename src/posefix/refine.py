@@ -21,7 +21,15 @@ import torch
 
 from .comparison import compare_results
 from .crops import ImageSource, crop_detections
-from .formats import image_list_from_keys, read_poses, sniff_format, to_detections
+from .formats import (
+    OUT_FORMATS,
+    image_keys,
+    image_list_from_keys,
+    read_poses,
+    sniff_format,
+    to_arrays,
+    to_detections,
+)
 from .images import load_image, load_image_list
 from .io import (
     Detections,
@@ -196,6 +204,7 @@ def refine_files(
     error_gate: float | None = None,
     split: str | None = None,
     format: str | None = None,
+    out_format: str = "coco",
 ) -> dict[str, Any]:
     """Refine an estimator's results file into a COCO keypoint results file
     (``posefix refine``).
@@ -232,6 +241,8 @@ def refine_files(
             LSP's ``test``): the detections of other images are skipped.
         format: the format of ``results`` (:data:`posefix.formats.FORMATS`; default:
             detected).
+        out_format: ``"coco"`` results, or ``"arrays"`` keyed as the input's images
+            (:func:`posefix.formats.to_arrays`).
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -254,6 +265,9 @@ def refine_files(
     if split is not None and gt is None:
         raise InputError(results_p, f"split {split!r} selects images of the ground truth: "
                          "pass --gt")
+    if out_format not in OUT_FORMATS:
+        raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got "
+                         f"{out_format!r}")
     fmt = format or sniff_format(results_p)
     if image_list is None and gt is None and fmt in ("coco", None):
         raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
@@ -299,7 +313,8 @@ def refine_files(
         workers=workers, image_sizes=sizes, exif=exif, skip_missing=skip_missing,
         progress=show)
     seconds = time.perf_counter() - start
-    write_json_atomic(out_p, refined.to_json())
+    write_json_atomic(out_p, refined.to_json() if out_format == "coco"
+                      else to_arrays(refined, image_keys(poses, infos)))
 
     summary: dict[str, Any] = {
         "results": str(results_p), "out": str(out_p), "backend": refiner.description,
@@ -321,14 +336,15 @@ def refine_files(
 
 def refine_video_file(refiner: Refiner, video: str | Path, results: str | Path,
                       out: str | Path, options: RefineOptions, format: str | None = None,
-                      strict: bool = False) -> dict[str, Any]:
+                      strict: bool = False, out_format: str = "coco") -> dict[str, Any]:
     """Refine an estimator's per-frame poses on a video (``posefix refine --video``).
 
     ``results`` is in any format of :mod:`posefix.formats`, keyed by frame index (COCO's
     ``image_id``, mmpose's ``frame_id``, an arrays key, an OpenPose file name ending in the
     frame number). Frames are streamed with OpenCV and each is refined on its own (no
-    temporal model). Writes COCO results (image id = frame index) to ``out``, atomically;
-    returns the summary of :func:`refine_files` (without ground truth).
+    temporal model). Writes COCO results (image id = frame index; or ``out_format="arrays"``
+    keyed as the input) to ``out``, atomically; returns the summary of :func:`refine_files`
+    (without ground truth).
     """
     from .video import frame_list, refine_video
 
@@ -347,7 +363,8 @@ def refine_video_file(refiner: Refiner, video: str | Path, results: str | Path,
     start = time.perf_counter()
     refined, counts = refine_video(dets, video, refiner, options)
     seconds = time.perf_counter() - start
-    write_json_atomic(out_p, refined.to_json())
+    write_json_atomic(out_p, refined.to_json() if out_format == "coco" else
+                      to_arrays(refined, image_keys(poses, frames, frame_numbers=True)))
     summary: dict[str, Any] = {
         "results": str(results_p), "video": str(video), "out": str(out_p),
         "backend": refiner.description, "device": str(refiner.device),
