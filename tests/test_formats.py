@@ -105,6 +105,7 @@ def test_mmpose_inferencer_outputs(tmp_path: Path) -> None:
 
     for i in ids:  # pred_out_dir: one file per image, named after it
         _write(tmp_path / "preds" / f"{Path(names[i]).stem}.json", instances(kps[i]))
+    _write(tmp_path / "preds" / "0000_nobody.json", [])  # an image without persons, first
     folder = read_poses(tmp_path / "preds", COCO)
     assert folder.format == "mmpose"
     dets = to_detections(folder, load_image_list(SAMPLE / "annotations.json"))

@@ -96,9 +96,12 @@ def sniff_format(path: str | Path) -> str | None:
     """The format of a file or folder: COCO results (and mmpose lists) from the head of the
     file, without parsing a large file twice; others by :func:`detect_format`."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.json"))
-        return detect_format(read_json(files[0])) if files else None
+    if path.is_dir():  # the first file that tells (an image without persons may be [])
+        for file in sorted(path.glob("*.json")):
+            data = read_json(file)
+            if data != []:
+                return detect_format(data)
+        return None
     if not path.is_file():
         raise InputError(path, "file does not exist")
     with open(path, encoding="utf-8", errors="replace") as f:
