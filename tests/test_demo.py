@@ -15,7 +15,13 @@ from PIL import Image
 from posefix.checkpoint import save_checkpoint
 from posefix.comparison import attribute_change, moved_keypoints
 from posefix.config import Config, ModelConfig
-from posefix.demo import SAMPLE_ESTIMATORS, SAMPLE_INPUTS, SAMPLE_PARTS, kept_rows, sample_dir
+from posefix.demo import (
+    SAMPLE_ESTIMATORS,
+    SAMPLE_INPUTS,
+    SAMPLE_PARTS,
+    refine_every_row,
+    sample_dir,
+)
 from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
 from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
@@ -131,13 +137,27 @@ def test_moved_keypoints_ignores_rounding_and_counts_added() -> None:
     assert added.sum() == 1 and added[1, 6]
 
 
-def test_kept_rows_finds_the_suppressed_rows() -> None:
-    _, dets = _sample("lsp", "movenet")
-    keep = np.setdiff1d(np.arange(len(dets)), [0, 7, len(dets) - 1])
-    assert (kept_rows(dets, dets.select(keep)) == keep).all()
-    other = _with(dets, dets.keypoints + 5.0)
-    with pytest.raises(RuntimeError, match="rows found"):
-        kept_rows(dets, other.select(keep))
+def test_every_row_refined_is_posefix_refine_before_nms(small_checkpoint: Path) -> None:
+    # The demo refines once, keeping every row and the OKS-NMS verdict; less the suppressed
+    # rows that is what `posefix refine` writes (the multi-person BlazePose input has a
+    # duplicate that OKS-NMS removes).
+    from posefix.images import load_image
+    from posefix.refine import refine_detections
+    from posefix.refiner import Refiner
+
+    gt, dets = _sample("multi-person", "blazepose")
+    refiner = Refiner.from_checkpoint(small_checkpoint)
+    paths = {i: gt.image_path(i) for i in gt.images}
+    sizes = {i: (gt.images[i].width, gt.images[i].height) for i in gt.images}
+    images = {i: load_image(p, "auto", sizes[i]) for i, p in paths.items()}
+    every, kept = refine_every_row(refiner, dets, images)
+    want, counts = refine_detections(dets, paths, refiner, workers=0, image_sizes=sizes)
+    assert len(kept) == len(want) == len(dets) - counts.suppressed_nms < len(dets)
+    got = every.select(kept)
+    assert (got.image_ids == want.image_ids).all()
+    np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    assert not np.allclose(every.keypoints, dets.keypoints)  # refined, every row
 
 
 def test_demo_cli_writes_results_pictures_and_report(tmp_path: Path,

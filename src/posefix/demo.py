@@ -33,8 +33,8 @@ import numpy as np
 
 from .io import Detections, GroundTruth, write_json_atomic
 
-__all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_INPUTS", "SAMPLE_PARTS", "kept_rows", "run_demo",
-           "sample_dir"]
+__all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_INPUTS", "SAMPLE_PARTS", "refine_every_row",
+           "run_demo", "sample_dir"]
 
 # Estimator name -> results file name in a part's folder.
 SAMPLE_ESTIMATORS = {"blazepose": "blazepose.json", "movenet": "movenet.json",
@@ -57,51 +57,53 @@ def sample_dir() -> Path:
     return Path(str(resources.files("posefix").joinpath("assets/sample")))
 
 
-def kept_rows(refined: Detections, final: Detections, atol: float = 1e-4) -> np.ndarray:
-    """Rows of ``refined`` (all detections, before OKS-NMS) that ``final`` (the same run with
-    OKS-NMS: the same rows less the suppressed ones, in order) kept."""
-    kept, j = [], 0
-    for i in range(len(refined)):
-        if (j < len(final) and refined.image_ids[i] == final.image_ids[j]
-                and np.allclose(refined.keypoints[i], final.keypoints[j], atol=atol)):
-            kept.append(i)
-            j += 1
-    if j != len(final):
-        raise RuntimeError(f"the refined output is not the un-suppressed one less some rows "
-                           f"({j} of {len(final)} rows found)")
-    return np.asarray(kept, dtype=np.int64)
+def refine_every_row(refiner: Any, dets: Detections, images: dict[int, np.ndarray],
+                     nms: float = _NMS) -> tuple[Detections, np.ndarray]:
+    """Refine as ``posefix refine`` does, but keep every row: (the refined and rescored
+    detections row for row with ``dets``, the rows OKS-NMS kept). ``posefix refine``'s
+    output is ``refined.select(kept)``."""
+    ids = list(dict.fromkeys(dets.image_ids.tolist()))  # in order of first appearance
+    rows = [np.flatnonzero(dets.image_ids == i) for i in ids]
+    out = refiner.refine_images([images[i] for i in ids], [dets.keypoints[r] for r in rows],
+                                [dets.scores[r] for r in rows],
+                                boxes=[dets.boxes[r] for r in rows], nms=nms)
+    keypoints, scores = dets.keypoints.copy(), dets.scores.copy()
+    keep = np.zeros(len(dets), dtype=bool)
+    for r, poses in zip(rows, out, strict=True):
+        keypoints[r], scores[r], keep[r] = poses.keypoints, poses.scores, poses.kept
+    refined = Detections(image_ids=dets.image_ids, keypoints=keypoints, scores=scores,
+                         boxes=dets.boxes, category_ids=dets.category_ids)
+    return refined, np.flatnonzero(keep)
 
 
 def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[str, Any]:
     """Refine one input of the sample; the row of the report, with the pictures drawn."""
     from .comparison import attribute_change, compare_results
+    from .images import load_image
     from .io import load_ground_truth, load_results, resolve_image_path
-    from .refine import refine_detections
 
     root = sample_dir() / SAMPLE_PARTS[part]
     gt_path, file = root / "annotations.json", root / SAMPLE_ESTIMATORS[estimator]
     spec = refiner.spec
     truth = load_ground_truth(gt_path, spec=spec, image_root=root)
     dets = load_results(file, spec, image_ids=truth.images, strict=True)
-    paths = {i: resolve_image_path(root, truth.images[i].file_name, source=gt_path)
-             for i in np.unique(dets.image_ids).tolist()}
-    sizes = {i: (truth.images[i].width, truth.images[i].height) for i in paths}
-    # Once without OKS-NMS (every row refined and rescored), once as `posefix refine` does.
-    every, _ = refine_detections(dets, paths, refiner, nms=0.0, workers=0, image_sizes=sizes)
-    final, counts = refine_detections(dets, paths, refiner, nms=_NMS, workers=0,
-                                      image_sizes=sizes)
-    kept = kept_rows(every, final)
+    images = {i: load_image(resolve_image_path(root, truth.images[i].file_name,
+                                               source=gt_path), "auto",
+                            (truth.images[i].width, truth.images[i].height))
+              for i in np.unique(dets.image_ids).tolist()}
+    every, kept = refine_every_row(refiner, dets, images)
+    final = every.select(kept)
     refined_path = out / part / f"refined_{estimator}.json"
     refined_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(refined_path, final.to_json())
     summary = compare_results(truth, dets, final)
     steps = attribute_change(truth, dets, every, kept)
-    pictures = _draw_pictures(truth, dets, every, kept, steps, paths,
+    pictures = _draw_pictures(truth, dets, every, kept, steps, images,
                               out / "pictures" / part / estimator)
     return {
         "part": part, "estimator": estimator, "input": str(file), "refined": str(refined_path),
         "persons": int(truth.counted.sum()), "detections_in": len(dets),
-        "detections_out": len(final), "removed_by_nms": int(counts.suppressed_nms),
+        "detections_out": len(final), "removed_by_nms": len(dets) - len(final),
         "matched_before": summary["matched_before"], "matched_after": summary["matched_after"],
         "ap_before": summary["ap_before"]["AP"], "ap_after": summary["ap_after"]["AP"],
         "ap_parts": steps["parts"], "ap_steps": steps["ap"],
@@ -119,8 +121,8 @@ def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[st
 
 
 def _pick_images(steps: dict[str, Any], eps: float = 5e-4) -> list[tuple[str, int]]:
-    """(kind, image id): the images whose summed OKS rose most and fell most; where none
-    changed, those where most keypoints moved or a detection was removed."""
+    """(kind, image id): the images whose summed OKS rose most and fell most (by ``eps`` or
+    more)."""
     change = steps["image_change"]
     ids = sorted(change, key=lambda i: (-change[i], i))
     picks = [("gain", i) for i in ids[:_PICTURES_EACH_WAY] if change[i] >= eps]
@@ -129,12 +131,11 @@ def _pick_images(steps: dict[str, Any], eps: float = 5e-4) -> list[tuple[str, in
 
 
 def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept: np.ndarray,
-                   steps: dict[str, Any], paths: dict[int, Path], folder: Path,
+                   steps: dict[str, Any], images: dict[int, np.ndarray], folder: Path,
                    ) -> list[dict[str, Any]]:
     """Ground truth | input | refined of the picked images; moved keypoints marked."""
     from PIL import Image
 
-    from .images import load_image
     from .visualize import Panel, render_panels
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
                   + ", ".join(_STEP_WORDS[c].split(" (")[0] for c in p["causes"])
                   for p in persons[:3]]
         canvas = render_panels(
-            load_image(paths[image_id], "auto", (info.width, info.height)),
+            images[image_id],
             [Panel("ground truth", truth.keypoints[truth.indices_of_image(image_id)]),
              Panel("input", dets.keypoints[rows], dets.scores[rows]),
              Panel("refined", every.keypoints[on], every.scores[on], origins=origins[on],
@@ -179,11 +180,14 @@ def _ap_lines(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Steps applied in turn: the refined keypoints with the input's person scores, then "
         "the new person scores, then OKS-NMS (threshold 0.9). The three parts add up to the "
-        "change. Persons: counted in the ground truth; matched: with a detection at OKS 0.1.",
+        "change. The last column, for comparison: the AP of the input keypoints with the new "
+        "scores alone. Persons: counted in the ground truth; matched: with a detection at "
+        "OKS 0.1.",
         "",
         "| part | input | persons matched before -> after | detections in -> out | AP before "
-        "| AP after | change | = moved keypoints | + new scores | + OKS-NMS |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| AP after | change | = moved keypoints | + new scores | + OKS-NMS "
+        "| AP with new scores alone |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         b, a, p = r["ap_before"], r["ap_after"], r["ap_parts"]
@@ -191,11 +195,11 @@ def _ap_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['part']} | {r['estimator']} | {r['matched_before']} -> {r['matched_after']} "
             f"of {r['persons']} | {r['detections_in']} -> {r['detections_out']} | {b:.3f} | "
             f"{a:.3f} | {a - b:+.3f} | {p['keypoints']:+.3f} | {p['scores']:+.3f} | "
-            f"{p['nms']:+.3f} |")
+            f"{p['nms']:+.3f} | {r['ap_scores_only']:.3f} |")
     mean_b = sum(r["ap_before"] for r in rows) / len(rows)
     mean_a = sum(r["ap_after"] for r in rows) / len(rows)
     lines.append(f"| all | mean of the {len(rows)} inputs | | | {mean_b:.3f} | {mean_a:.3f} | "
-                 f"{mean_a - mean_b:+.3f} | | | |")
+                 f"{mean_a - mean_b:+.3f} | | | | |")
     return lines
 
 
