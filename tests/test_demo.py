@@ -245,6 +245,11 @@ def test_demo_without_arguments_refines_with_the_shipped_model(tmp_path: Path) -
             f"{blaze['ap_parts']['keypoints']:+.3f})",
             f"({rows['lsp', 'movenet']['keypoints_moved']} and "
             f"{rows['lsp', 'blazepose']['keypoints_moved']} keypoints)"]
+    best = posenet["pictures"][0]  # the README's picture: the largest gain, its person
+    person = next(p for p in posenet["persons_changed"] if p["image_id"] == best["image_id"])
+    said += [f"`pictures/lsp/posenet/{Path(best['png']).name}`",
+             f"OKS goes {person['oks'][0]:.3f} -> {person['oks'][-1]:.3f}, all from moved "
+             "keypoints" if person["causes"] == ["keypoints"] else "(causes differ)"]
     text = " ".join(readme.split())
     assert [s for s in said if s not in text] == [], "update the README's demo paragraph"
     assert blaze["removed_by_nms"] >= 1  # "removing a duplicate detection"
