@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -179,8 +181,10 @@ def test_load_errors_name_the_file(tmp_path: Path, trained: tuple[torch.nn.Modul
     good = save_checkpoint(tmp_path / "good.pt", model=net, config=cfg, spec=SPEC)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated.pt"):
+    with pytest.raises(CheckpointError) as e:
         load_checkpoint(truncated)
+    assert str(e.value) == (f"{truncated}: not a readable checkpoint (truncated or corrupt; "
+                            "was it copied completely?)")
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": net.state_dict()}, foreign)
     with pytest.raises(CheckpointError, match="foreign.pt.*not a posefix checkpoint"):
@@ -223,3 +227,14 @@ def test_rng_state_round_trip(tmp_path: Path, trained: tuple[torch.nn.Module, Co
     assert random.random() == expected[0]
     assert torch.equal(torch.rand(3), expected[1])
     np.testing.assert_array_equal(other.random(4), expected[2])
+
+
+def test_saved_checkpoint_follows_the_umask(tmp_path: Path,
+                                            trained: tuple[torch.nn.Module, Config]) -> None:
+    net, cfg = trained
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ck.pt", model=net, config=cfg, spec=SPEC)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

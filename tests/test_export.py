@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,9 @@ def test_metadata_and_folder(exported: Path) -> None:
     import onnx
 
     assert sorted(p.name for p in exported.parent.iterdir()) == ["model.onnx"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o666 & ~umask  # not private
     meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
     assert meta["posefix.spec_name"] == "coco17"
     assert json.loads(meta["posefix.input_size"]) == [H, W]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from posefix.io import (
     Detections,
     InputError,
+    atomic_write,
     convert_mpii,
     load_ground_truth,
     load_results,
@@ -174,8 +176,32 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_empty_results_list(tmp_path: Path) -> None:
-    dets = load_results(results_file(tmp_path, []), SPEC)
+    path = results_file(tmp_path, [])
+    with pytest.warns(UserWarning) as caught:
+        dets = load_results(path, SPEC)
     assert len(dets) == 0 and dets.keypoints.shape == (0, 17, 3)
+    [w] = caught
+    assert str(w.message) == f"{path}: no detections (an empty results list)"
+
+
+def test_nested_keypoints_say_the_expected_shape(tmp_path: Path) -> None:
+    path = bad_entry(tmp_path, 1, keypoints=[[1.0, 2.0, 2.0]] * 17)
+    with pytest.raises(InputError) as e:
+        load_results(path, SPEC)
+    assert_names(e, path, 1, "keypoints",
+                 "must be a flat list of 51 numbers (17 keypoints x 3: x, y, score), "
+                 "not a list of lists")
+
+
+def test_duplicate_annotation_id_is_an_error(coco_dir: Path, tmp_path: Path) -> None:
+    data = json.loads((coco_dir / "test_coco.json").read_text())
+    data["annotations"][7]["id"] = data["annotations"][3]["id"]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError) as e:
+        load_ground_truth(path)
+    assert_names(e, path, 7, "id", f"duplicate annotation id {data['annotations'][3]['id']} "
+                 "(also entry 3)")
 
 
 def test_ground_truth_errors_name_the_annotation(coco_dir: Path, tmp_path: Path) -> None:
@@ -239,6 +265,20 @@ def test_write_json_atomic_leaves_nothing_half_written(tmp_path: Path) -> None:
         write_json_atomic(tmp_path / "new.json", loop)
     assert not (tmp_path / "new.json").exists()
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        paths = [write_json_atomic(tmp_path / "a.json", [1]),
+                 atomic_write(tmp_path / "b.bin", lambda f: f.write(b"x"), binary=True)]
+        fresh = tmp_path / "plain.txt"
+        fresh.write_text("as open() makes it")
+    finally:
+        os.umask(old)
+    for path in [*paths, fresh]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 def test_load_every_shared_dataset(data_dir: Path) -> None:

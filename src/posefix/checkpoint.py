@@ -147,8 +147,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, not a zip/pickle, or holding non-plain objects
-        raise CheckpointError(path, f"not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        why = ("it holds Python objects, not plain data: not a posefix checkpoint"
+               if "Weights only load failed" in str(e)
+               else "truncated or corrupt; was it copied completely?")
+        raise CheckpointError(path, f"not a readable checkpoint ({why})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(path, f"not a posefix checkpoint (no '{FORMAT}' format tag)")
     version = data.get("version")

@@ -5,9 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (where it has one) and keeps the example's layout."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, summary: str, example: str,
+          notes: str = "") -> argparse.ArgumentParser:
+    """A verb's parser: ``summary`` is its one-line description; the help page ends with
+    ``notes`` and the example."""
+    epilog = (notes + "\n\n" if notes else "") + "example:\n  " + example
+    return sub.add_parser(name, help=summary, description=summary + ".", epilog=epilog,
+                          formatter_class=_HelpFormatter)
 
 
 def _print_json(obj: object) -> None:
@@ -21,7 +41,9 @@ def _add_split(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="COCO keypoint AP/AR of a results file")
+    p = _verb(sub, "evaluate", "COCO keypoint AP/AR of a results file (pycocotools' numbers)",
+              "posefix evaluate --gt $(posefix sample)/annotations.json \\\n"
+              "      --results $(posefix sample)/blazepose.json")
     p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
     p.add_argument("--results", required=True, help="COCO keypoint results JSON")
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
@@ -41,7 +63,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- analyze
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="error diagnosis (Ronchi & Perona) of a results file")
+    p = _verb(sub, "analyze", "Error diagnosis (Ronchi & Perona) of a results file",
+              "posefix analyze --gt $(posefix sample)/annotations.json \\\n"
+              "      --results $(posefix sample)/blazepose.json --report analysis/")
     p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
     p.add_argument("--results", required=True, help="COCO keypoint results JSON")
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
@@ -67,12 +91,14 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- synthesize
 def _add_synthesize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synthesize", help="write synthetic input poses made from ground truth")
+    p = _verb(sub, "synthesize", "Write synthetic input poses made from ground truth",
+              "posefix synthesize --gt $(posefix sample)/annotations.json --out synth.json "
+              "--seed 1")
     p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
     p.add_argument("--out", required=True, help="output COCO results JSON")
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
     p.add_argument("--profile", default="default", help="error profile name or file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
     p.add_argument("--trainset-results", default=None,
                    help="an estimator's results on --gt, for unlabelled keypoints")
     p.set_defaults(func=_cmd_synthesize)
@@ -89,12 +115,28 @@ def _cmd_synthesize(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a refiner (one process; use torchrun for many)")
+    p = _verb(sub, "train", "Train a refiner (one process; use torchrun for many)",
+              "posefix train tiny_cpu run.out_dir=runs/tiny optim.max_steps=100",
+              notes=_builtin_configs())
     p.add_argument("config", help="config file or built-in config name")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--resume", default="auto",
                    help="'auto' (latest checkpoint in out_dir), a checkpoint path, or 'no'")
     p.set_defaults(func=_cmd_train)
+
+
+def _builtin_configs() -> str:
+    """The built-in configs, one a line with the first line of its comment."""
+    from importlib import resources
+
+    from .config import available_configs
+
+    lines = ["built-in configs (or give a YAML file of your own):"]
+    for name in available_configs():
+        text = resources.files("posefix").joinpath(f"configs/{name}.yaml").read_text()
+        first = text.splitlines()[0].lstrip("# ").rstrip(",:") if text.startswith("#") else ""
+        lines.append(f"  {name:<14} {first}".rstrip())
+    return "\n".join(lines)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -109,7 +151,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _add_refine(sub: argparse._SubParsersAction) -> None:
     from .formats import FORMATS
 
-    p = sub.add_parser("refine", help="refine any estimator's COCO keypoint results")
+    p = _verb(sub, "refine", "Refine any estimator's poses (COCO results, mmpose, OpenPose, arrays)",
+              "posefix refine --images $(posefix sample) --gt $(posefix sample)/annotations.json \\\n"
+              "      --results $(posefix sample)/movenet.json --out refined.json")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: the demo model)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--images", help="image folder")
@@ -131,19 +175,20 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="COCO annotation or image-info JSON mapping image ids to file names "
                         "(default: --gt; one of the two is required)")
     p.add_argument("--box", choices=["pose", "bbox"], default="pose",
-                   help="crop from the input pose's extent (default) or from its bbox")
+                   help="crop from the input pose's extent or from the detection's bbox")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
     p.add_argument("--score", choices=["auto", "input", "heatmap", "quality"], default="auto",
                    help="output person score: 'input' keeps the estimator's; 'heatmap': input "
                         "score x mean keypoint confidence of the refined pose; 'quality': input "
                         "score x mean probability (error head) that the input keypoints are "
-                        "right; 'auto' (default): quality where the network has an error head, "
-                        "else input")
+                        "right; 'auto': quality where the network has an error head, else "
+                        "input")
     p.add_argument("--nms", type=float, default=0.9, help="OKS-NMS threshold (<=0 disables)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    p.add_argument("--batch-size", type=int, default=32, help="crops per network call")
+    p.add_argument("--workers", type=int, default=2, help="image-reading processes")
+    p.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run the network with PyTorch or an exported ONNX model")
     p.add_argument("--onnx", default=None, help="ONNX model for --backend onnxruntime")
     p.add_argument("--skip-missing", action="store_true",
                    help="keep (unrefined) and count detections whose image is missing or "
@@ -184,6 +229,12 @@ def _refine_video(a: argparse.Namespace) -> dict:
 
 
 def _cmd_refine(a: argparse.Namespace) -> int:
+    from .preflight import check_refine_inputs
+
+    if not a.video:  # the input files first: importing torch and loading the model take seconds
+        check_refine_inputs(a.results, a.out, a.images, gt=a.gt, image_list=a.image_list,
+                            checkpoint=a.checkpoint, onnx=a.onnx, report=a.report,
+                            split=a.split, strict=a.strict, format=a.format)
     from .refine import refine_files
 
     summary = _refine_video(a) if a.video else refine_files(
@@ -202,7 +253,10 @@ def _cmd_refine(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- visualize
 def _add_visualize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("visualize", help="draw ground truth, input and refined poses to PNGs")
+    p = _verb(sub, "visualize", "Draw ground truth, input and refined poses side by side",
+              "posefix visualize --images $(posefix sample) --gt $(posefix sample)/annotations.json \\\n"
+              "      --results input=$(posefix sample)/movenet.json --results refined=refined.json \\\n"
+              "      --out pictures/")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--images", help="image folder")
     where.add_argument("--video", default=None,
@@ -211,11 +265,12 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder for PNG files (a video file "
                    "with --video)")
     p.add_argument("--gt", default=None, help="annotations (drawn, and image ids -> files)")
-    p.add_argument("--results", action="append", default=[], metavar="[LABEL=]FILE",
+    p.add_argument("--results", action="append", default=None, metavar="[LABEL=]FILE",
                    help="a results file to draw; repeat for side-by-side panels")
     p.add_argument("--spec", default=None, help="keypoint spec (default: from --gt, or coco17)")
     p.add_argument("--min-score", type=float, default=0.0, help="hide detections scoring less")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None,
+                   help="draw at most this many images (frames with --video)")
     p.add_argument("--max-side", type=int, default=640,
                    help="longer side of each panel in pixels (0: full size)")
     p.add_argument("--exif", choices=["auto", "apply", "ignore"], default="auto",
@@ -227,13 +282,13 @@ def _cmd_visualize(a: argparse.Namespace) -> int:
     from .visualize import visualize_files, visualize_video
 
     if a.video:
-        out = visualize_video(a.video, a.out, results=a.results, spec=a.spec,
+        out = visualize_video(a.video, a.out, results=a.results or [], spec=a.spec,
                               min_score=a.min_score, max_frames=a.max_images,
                               max_side=a.max_side or None)
         print(f"wrote {out}")
         return 0
 
-    written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results,
+    written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results or [],
                               spec=a.spec, min_score=a.min_score, max_images=a.max_images,
                               max_side=a.max_side or None, exif=a.exif)
     print(f"wrote {len(written)} image(s) to {a.out}")
@@ -242,10 +297,13 @@ def _cmd_visualize(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- export
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint's network to ONNX")
+    p = _verb(sub, "export", "Export a checkpoint's network to ONNX",
+              "posefix export --onnx refiner.onnx   # the shipped model; then\n"
+              "  posefix refine --backend onnxruntime --onnx refiner.onnx --images ... "
+              "--results ... --out ...")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: demo model)")
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument("--error-gate", type=float, default=None, metavar="P",
                    help="fix the error gate in the exported graph (default: the checkpoint's)")
     p.set_defaults(func=_cmd_export)
@@ -260,7 +318,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="refine the embedded sample with the shipped model")
+    p = _verb(sub, "demo", "Refine the embedded sample with the shipped model and report",
+              "posefix demo --out my-demo   # then read my-demo/report.md")
     p.add_argument("--out", default="posefix-demo", help="output folder")
     p.add_argument("--checkpoint", default=None,
                    help="a trained checkpoint (default: the model shipped in the package)")
@@ -274,9 +333,28 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- sample
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = _verb(sub, "sample", "Print the folder of the sample embedded in the package",
+              "posefix sample   # .../site-packages/posefix/assets/sample\n"
+              "  posefix evaluate --gt $(posefix sample)/annotations.json "
+              "--results $(posefix sample)/blazepose.json",
+              notes="The folder holds images, their annotations.json and real estimators' "
+                    "results on them\n(blazepose.json, movenet.json); lsp/ holds LSP test "
+                    "images in the same form.")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from .demo import sample_dir
+
+    print(sample_dir())
+    return 0
+
+
 _VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_evaluate, _add_analyze, _add_synthesize, _add_train, _add_refine, _add_visualize,
-    _add_export, _add_demo,
+    _add_export, _add_demo, _add_sample,
 )
 
 
@@ -300,11 +378,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .spec import SpecError
 
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+
+    def one_line(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"posefix {args.verb}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        try:
+            return int(args.func(args) or 0)
+        except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
+            print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

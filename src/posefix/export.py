@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
+from .io import new_file_mode
 from .model import PoseFixNet
 from .spec import KeypointSpec
 
@@ -123,6 +124,7 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
             prop.key, prop.value = key, value
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's file is private (0600)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ __all__ = [
     "images_of_split",
     "load_ground_truth",
     "load_results",
+    "new_file_mode",
     "read_json",
     "resolve_image_path",
     "same_image_pairs",
@@ -253,17 +254,28 @@ def read_json(path: str | Path) -> Any:
         ) from None
 
 
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file under the current umask (0644 under the
+    usual 022): what every file posefix writes gets, though written via a private
+    temporary file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *,
                  binary: bool = False) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
 
     Nothing is left half-written: on any error the temporary file is removed and ``path``
-    keeps its old content (or stays absent).
+    keeps its old content (or stays absent). The file gets the user's umask, as with
+    ``open()`` (:func:`new_file_mode`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's file is private (0600)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
                        ) as f:
             write(f)
@@ -305,6 +317,24 @@ def _number_array(values: Any, path: Path, index: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise InputError(path, "has a NaN or infinite value", index, name)
     return arr
+
+
+def _keypoint_array(values: Any, path: Path, index: int, spec: KeypointSpec | None,
+                    third: str, K: int) -> np.ndarray:
+    """Entry ``index``'s ``keypoints``: a flat list of 3K numbers, as (K, 3); ``spec`` None:
+    K is the first entry's."""
+    if isinstance(values, list) and any(isinstance(v, (list, tuple)) for v in values):
+        n = f"{3 * K} " if K else "3K "
+        raise InputError(path, f"must be a flat list of {n}numbers ({K or 'K'} keypoints x 3: "
+                         f"x, y, {third}), not a list of lists", index, "keypoints")
+    kp = _number_array(values, path, index, "keypoints")
+    if not K:
+        raise InputError(path, f"has {kp.size} values, not 3 per keypoint", index, "keypoints")
+    if kp.size != 3 * K:
+        needs = f"spec {spec.name} needs" if spec is not None else "entry 0 has"
+        raise InputError(path, f"has {kp.size} values; {needs} {3 * K} ({K} keypoints x 3)",
+                         index, "keypoints")
+    return kp.reshape(K, 3)
 
 
 def _spec_from_categories(data: dict, path: Path) -> KeypointSpec | None:
@@ -374,11 +404,7 @@ def load_ground_truth(
     for r, a in enumerate(anns):
         if "keypoints" not in a:
             raise InputError(path, "missing", r, "keypoints")
-        kp = _number_array(a["keypoints"], path, r, "keypoints")
-        if kp.size != 3 * K:
-            raise InputError(path, f"has {kp.size} values; spec {spec.name} needs {3 * K} "
-                             f"({K} keypoints x 3)", r, "keypoints")
-        kps[r] = kp.reshape(K, 3)
+        kps[r] = _keypoint_array(a["keypoints"], path, r, spec, "visibility", K)
         if "image_id" not in a:
             raise InputError(path, "missing", r, "image_id")
         image_ids[r] = int(a["image_id"])
@@ -395,6 +421,7 @@ def load_ground_truth(
                 boxes[r] = [*lo, *(hi - lo)]
         # PoseTrack has no 'area': use the box, as its own evaluation does.
         areas[r] = float(a["area"]) if "area" in a else float(boxes[r, 2] * boxes[r, 3])
+    _check_unique_ids(ann_ids, path)
     ignored = list(spec.ignore)
     if ignored:
         kps[:, ignored, 2] = 0
@@ -404,6 +431,18 @@ def load_ground_truth(
         image_root=Path(image_root) if image_root is not None else _guess_root(path, images),
     )
     return gt if split is None else _restrict_to_split(gt, split, path)
+
+
+def _check_unique_ids(ann_ids: np.ndarray, path: Path) -> None:
+    """Refuse a repeated annotation id: pycocotools indexes annotations by id, so it would
+    evaluate against a different set of persons than this file lists."""
+    ids, counts = np.unique(ann_ids, return_counts=True)
+    if (counts > 1).any():
+        dup = int(ids[counts > 1][0])
+        first, again = np.flatnonzero(ann_ids == dup)[:2].tolist()
+        raise InputError(path, f"duplicate annotation id {dup} (also entry {first}); every "
+                         "annotation needs its own id (pycocotools keeps only one of them)",
+                         again, "id")
 
 
 def _restrict_to_split(gt: GroundTruth, split: str, path: Path) -> GroundTruth:
@@ -438,7 +477,7 @@ def _guess_root(path: Path, images: dict[int, ImageInfo]) -> Path:
 
 def load_results(
     path: str | Path,
-    spec: KeypointSpec | str,
+    spec: KeypointSpec | str | None,
     image_ids: Iterable[int] | None = None,
     strict: bool = False,
 ) -> Detections:
@@ -446,17 +485,20 @@ def load_results(
 
     Args:
         path: results JSON, a list of ``{image_id, category_id, keypoints, score}``.
-        spec: the keypoint layout the results must have.
+        spec: the keypoint layout the results must have (None: any, every detection with
+            as many keypoints as the first; to check a file before the layout is known).
         image_ids: known image ids; detections of other images are skipped with a warning
             that counts them, or raise if ``strict``.
         strict: make unknown image ids an error.
     """
     path = Path(path)
-    spec = load_spec(spec)
-    K = spec.num_keypoints
+    spec = load_spec(spec) if spec is not None else None
     data = read_json(path)
     if not isinstance(data, list):
         raise InputError(path, "a COCO results file must be a JSON list of detections")
+    if not data:
+        warnings.warn(f"{path}: no detections (an empty results list)", stacklevel=2)
+    K = spec.num_keypoints if spec is not None else _first_keypoint_count(data)
     known = set(int(i) for i in image_ids) if image_ids is not None else None
     rows_img, rows_kp, rows_score, rows_box, rows_cat = [], [], [], [], []
     unknown = 0
@@ -472,10 +514,7 @@ def load_results(
             img = int(d["image_id"])
         except ValueError:
             raise InputError(path, "must be an integer", i, "image_id") from None
-        kp = _number_array(d["keypoints"], path, i, "keypoints")
-        if kp.size != 3 * K:
-            raise InputError(path, f"has {kp.size} values; spec {spec.name} needs {3 * K} "
-                             f"({K} keypoints x 3)", i, "keypoints")
+        kp = _keypoint_array(d["keypoints"], path, i, spec, "score", K)
         s = d["score"]
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
             raise InputError(path, f"must be a finite number, got {s!r}", i, "score")
@@ -493,7 +532,7 @@ def load_results(
             unknown += 1
             continue
         rows_img.append(img)
-        rows_kp.append(kp.reshape(K, 3))
+        rows_kp.append(kp)
         rows_score.append(float(s))
         rows_box.append(box)
         rows_cat.append(int(d.get("category_id", 1)))
@@ -509,6 +548,16 @@ def load_results(
         boxes=np.stack(rows_box),
         category_ids=np.asarray(rows_cat, dtype=np.int64),
     )
+
+
+def _first_keypoint_count(data: list) -> int:
+    """K of the first detection of a results list (0 where it cannot tell)."""
+    first = data[0].get("keypoints") if data and isinstance(data[0], dict) else None
+    if not isinstance(first, list):
+        return 0
+    if first and all(isinstance(v, list) and len(v) == 3 for v in first):
+        return len(first)  # [[x, y, s], ...]: refused, but the message can say 3K
+    return len(first) // 3 if len(first) % 3 == 0 else 0
 
 
 def convert_mpii(path: str | Path, spec: KeypointSpec | str = "mpii16") -> dict[str, Any]:

@@ -9,7 +9,6 @@ out, in the input's order grouped by image, less the poses OKS-NMS suppressed) a
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Mapping
@@ -26,7 +25,6 @@ from .formats import (
     image_keys,
     image_list_from_keys,
     read_poses,
-    sniff_format,
     to_arrays,
     to_detections,
 )
@@ -48,6 +46,7 @@ from .pipeline import (
     ResultWriter,
     run_pipeline,
 )
+from .preflight import check_refine_paths, same_file
 from .refiner import Refiner, as_refiner, load_refiner, resolve_device
 from .spec import KeypointSpec
 
@@ -170,15 +169,6 @@ def refine(
 
 
 # --------------------------------------------------------------------------- files
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def refine_files(
     checkpoint: str | Path | None,
     images: str | Path,
@@ -252,29 +242,12 @@ def refine_files(
     """
     import sys
 
-    results_p, out_p = Path(results), Path(out)
-    for name, p in (("results", results), ("gt", gt), ("image list", image_list),
-                    ("checkpoint", checkpoint), ("onnx", onnx)):
-        if p is not None and _same_file(out_p, Path(p)):
-            raise InputError(out_p, f"refusing to write over the input {name} file; "
-                             "choose another --out")
-    if out_p.is_dir():
-        raise InputError(out_p, "is a folder; --out must be a file path")
-    if report is not None and gt is None:
-        raise InputError(Path(report), "a report needs the ground truth: pass --gt")
-    if split is not None and gt is None:
-        raise InputError(results_p, f"split {split!r} selects images of the ground truth: "
-                         "pass --gt")
+    results_p, out_p, root = Path(results), Path(out), Path(images)
+    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, onnx, report,
+                             split, format)
     if out_format not in OUT_FORMATS:
         raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got "
                          f"{out_format!r}")
-    fmt = format or sniff_format(results_p)
-    if image_list is None and gt is None and fmt in ("coco", None):
-        raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
-                         "--image-list (a COCO JSON with 'images': id, file_name)")
-    root = Path(images)
-    if not root.is_dir():
-        raise InputError(root, "image folder does not exist")
     list_path = Path(image_list if image_list is not None else gt
                      if gt is not None else results_p)
 
@@ -350,7 +323,7 @@ def refine_video_file(refiner: Refiner, video: str | Path, results: str | Path,
 
     results_p, out_p = Path(results), Path(out)
     for name, p in (("results", results_p), ("video", Path(video))):
-        if _same_file(out_p, p):
+        if same_file(out_p, p):
             raise InputError(out_p, f"refusing to write over the input {name} file; "
                              "choose another --out")
     frames = frame_list(video)  # the container's count, which may be off: keep every index

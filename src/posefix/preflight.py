@@ -1,0 +1,87 @@
+"""Checks of ``posefix refine``'s inputs that need neither torch nor the model.
+
+Importing torch and loading a model takes seconds; a malformed results file, a missing
+image folder or a ground truth with a repeated id is found here first, in well under a
+second, with the same one-line errors (:class:`posefix.io.InputError`) that naming the
+file and field.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from .formats import sniff_format
+from .images import load_image_list
+from .io import InputError, load_ground_truth, load_results
+
+__all__ = ["check_refine_inputs", "check_refine_paths", "same_file"]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are the same path or name the same existing file."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
+                       gt: str | Path | None = None, image_list: str | Path | None = None,
+                       checkpoint: str | Path | None = None, onnx: str | Path | None = None,
+                       report: str | Path | None = None, split: str | None = None,
+                       format: str | None = None) -> str | None:
+    """The arguments of :func:`posefix.refine.refine_files` fit together; returns the
+    results' format (``format``, else detected: :func:`posefix.formats.sniff_format`)."""
+    results_p, out_p = Path(results), Path(out)
+    for name, p in (("results", results), ("gt", gt), ("image list", image_list),
+                    ("checkpoint", checkpoint), ("onnx", onnx)):
+        if p is not None and same_file(out_p, Path(p)):
+            raise InputError(out_p, f"refusing to write over the input {name} file; "
+                             "choose another --out")
+    if out_p.is_dir():
+        raise InputError(out_p, "is a folder; --out must be a file path")
+    if report is not None and gt is None:
+        raise InputError(Path(report), "a report needs the ground truth: pass --gt")
+    if split is not None and gt is None:
+        raise InputError(results_p, f"split {split!r} selects images of the ground truth: "
+                         "pass --gt")
+    fmt = format or sniff_format(results_p)
+    if image_list is None and gt is None and fmt in ("coco", None):
+        raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
+                         "--image-list (a COCO JSON with 'images': id, file_name)")
+    if not Path(images).is_dir():
+        raise InputError(Path(images), "image folder does not exist")
+    return fmt
+
+
+def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path,
+                        gt: str | Path | None = None, image_list: str | Path | None = None,
+                        checkpoint: str | Path | None = None, onnx: str | Path | None = None,
+                        report: str | Path | None = None, split: str | None = None,
+                        strict: bool = False, format: str | None = None) -> None:
+    """:func:`check_refine_paths`, then read every input file but the model: the ground
+    truth (its own layout), the image list and COCO results (any layout; the model's, and
+    the other formats, are checked once it is loaded). Raises :class:`InputError`."""
+    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, onnx, report,
+                             split, format)
+    for p, what in ((checkpoint, "checkpoint"), (onnx, "ONNX model")):
+        if p is not None and not Path(p).is_file():
+            raise InputError(Path(p), f"{what} file does not exist")
+    ids = None
+    if gt is not None:
+        try:
+            ids = set(load_ground_truth(gt, split=split).images)
+        except InputError as e:
+            if e.field != "categories":  # no layout named: the model's is used
+                raise
+    if image_list is not None:
+        ids = set(load_image_list(image_list))
+    if fmt != "coco" or Path(results).is_dir():
+        return
+    with warnings.catch_warnings():  # an empty file: refine's own reading warns, once
+        warnings.simplefilter("ignore")
+        load_results(results, None, image_ids=ids if strict else None, strict=strict)
