@@ -349,3 +349,20 @@ def test_label_colours_are_readable_on_white() -> None:
     fig, _ = report_mod._fig_transitions(ch, gt.spec.keypoints, ("a", "b"))
     colours = [t.get_color() for t in fig.axes[0].get_yticklabels()]
     assert colours == [report_mod.ink(PALETTE[t]) for t in ERROR_TYPES]
+
+
+def test_reports_say_why_a_figure_is_empty(tmp_path: Path) -> None:
+    gt, dets = _sample(".", "movenet")
+    none = Detections.empty(gt.spec.num_keypoints)
+    out = write_analysis_report(gt, none, tmp_path / "a")
+    md = out["markdown"].read_text()
+    assert "no detections, so no precision-recall curve, keypoint error type or OKS" in md
+    assert out["drawn"]["oks_histogram"]["results"]["n"] == 0
+    for name in ("pr_oks50.png", "error_types.png", "oks_histogram.png"):
+        check_png(out["figures"][name])
+    # Refinement that lost every detection: nothing to compare keypoint by keypoint.
+    out = write_refine_report(gt, dets, none, tmp_path / "r")
+    md = out["markdown"].read_text()
+    assert "refined: no detections" in md
+    assert "No person was matched both input and refined" in md
+    assert "No image: on no image did the summed OKS of its persons rise" in md

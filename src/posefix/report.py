@@ -293,6 +293,8 @@ def _fig_pr(columns: Sequence[Column], oks: float) -> tuple[Figure, dict[str, An
         ax.set_ylabel("precision")
         ax.grid(alpha=0.3)
         ax.set_title(f"{label}: precision-recall at OKS {oks:.2f}")
+        if not analysis.report["num_detections"]:
+            _empty(ax, "no detections: no curve")
         ax.legend(handles=handles[::-1], loc="upper left", bbox_to_anchor=(1.02, 1),
                   fontsize=9, title=f"[AP at OKS {oks:.2f}: area under the curve]",
                   title_fontsize=9,
@@ -328,6 +330,8 @@ def _fig_error_types(columns: Sequence[Column]) -> tuple[Figure, dict[str, Any]]
             for (name, b), w in zip(_share_rows(analysis.report), width, strict=True):
                 if b is not None:
                     shares.setdefault(name, {})[t] = float(w)
+        if not analysis.report["keypoints"]["labelled"]:
+            _empty(ax, "no detection matched a person:\nno keypoint to classify")
         for yi, (_, b) in zip(y, _share_rows(analysis.report), strict=True):
             if b is not None:
                 text = f"n={b['labelled']}" if b["labelled"] else "not labelled"
@@ -350,6 +354,8 @@ def _fig_oks(columns: Sequence[Column]) -> tuple[Figure, dict[str, Any]]:
     fig = Figure(figsize=(5.6 * len(columns), 4.2), layout="constrained")
     axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
     drawn: dict[str, Any] = {}
+    top = max(1, *(int(np.histogram(np.asarray(a.diagnosis.oks, dtype=float), bins=_OKS_BINS)[0]
+                       .max(initial=0)) for _, a in columns))  # the panels share their y axis
     for ax, (label, analysis) in zip(axes, columns, strict=True):
         oks = np.asarray(analysis.diagnosis.oks, dtype=float)
         counts, _ = np.histogram(oks, bins=_OKS_BINS)
@@ -361,6 +367,7 @@ def _fig_oks(columns: Sequence[Column]) -> tuple[Figure, dict[str, Any]]:
                     va="top", fontsize=8)
         mean = float(np.mean(oks)) if len(oks) else float("nan")
         ax.set_xlim(0.1, 1.0)
+        ax.set_ylim(0, top * 1.08)
         _integer_axis(ax.yaxis)
         if not len(oks):
             _empty(ax, "no detection matched a person")
@@ -368,7 +375,8 @@ def _fig_oks(columns: Sequence[Column]) -> tuple[Figure, dict[str, Any]]:
         ax.set_ylabel("matched detections")
         ax.set_title(f"{label}: OKS of the {len(oks)} matched detections\n"
                      f"(matched at OKS {analysis.diagnosis.oks_threshold:g}; mean "
-                     f"{mean:.3f})", fontsize=10)
+                     f"{mean:.3f})" if len(oks) else
+                     f"{label}: no detection matched a person", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         drawn[label] = {"bin_edges": _OKS_BINS, "counts": counts, "n": int(len(oks)),
                         "mean": mean}
@@ -517,6 +525,8 @@ def _fig_labelled(columns: Sequence[tuple[str, Analysis, Detections]], gt: Groun
             bottom += v
         ax_e.set_xticks(x, c["bins"])
         ax_e.set_ylim(0, 100)
+        if not len(analysis.diagnosis.gt_index):
+            _empty(ax_e, "no detection matched a person")
         ax_e.set_xlabel("labelled keypoints of the person")
         ax_e.set_ylabel("% of their keypoints")
         ax_e.set_title(f"{label}: keypoint error types")
@@ -626,6 +636,14 @@ def _figure_sections(doc: _Doc, w: _Writer, gt: GroundTruth,
     """The figure kinds for one or more columns; returns the numbers drawn."""
     cols = [(label, a) for label, a, _ in columns]
     drawn: dict[str, Any] = {}
+    none = [label for label, a in cols if not a.report["num_detections"]]
+    unmatched = [label for label, a in cols if not a.report["matched"]]
+    if none:
+        doc.para(f"{' and '.join(none)}: no detections, so no precision-recall curve, keypoint "
+                 "error type or OKS to draw; their panels say so.")
+    elif unmatched:
+        doc.para(f"{' and '.join(unmatched)}: no detection matched a person, so no keypoint "
+                 "error type or OKS to draw; their panels say so.")
     doc.heading("Precision-recall breakdown")
     doc.para("As coco-analyze draws it: the precision-recall curve of the results as they "
              "are, then with each keypoint error type fixed in turn (misses, then swaps, "
