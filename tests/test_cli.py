@@ -150,3 +150,12 @@ def test_refine_of_an_empty_results_file_warns_once(coco_dir: Path, tmp_path: Pa
     assert r.stderr == (f"posefix refine: warning: {empty}: no detections "
                         "(an empty results list)\n")
     assert json.loads(out.read_text()) == []
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(coco_dir: Path) -> None:
+    """``posefix evaluate ... | head``: a reader that has gone is no traceback."""
+    cmd = (f"'{POSEFIX}' evaluate --gt '{coco_dir / 'test_coco.json'}' "
+           f"--results '{coco_dir / 'blazepose_gtboxes.json'}' | true")  # reader gone first
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

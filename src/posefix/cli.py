@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -389,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
             print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `posefix evaluate ... | head`: the reader has had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+            return 0
 
 
 if __name__ == "__main__":
