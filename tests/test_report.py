@@ -366,3 +366,21 @@ def test_reports_say_why_a_figure_is_empty(tmp_path: Path) -> None:
     assert "refined: no detections" in md
     assert "No person was matched both input and refined" in md
     assert "No image: on no image did the summed OKS of its persons rise" in md
+
+
+def test_align_rows_finds_each_refined_rows_input() -> None:
+    from posefix.comparison import align_rows
+
+    _, dets = _sample("lsp", "movenet")  # several detections on some images
+    counts = np.bincount(np.unique(dets.image_ids, return_inverse=True)[1])
+    crowded = int(np.unique(dets.image_ids)[np.argmax(counts)])
+    rows = np.flatnonzero(dets.image_ids == crowded)
+    assert len(rows) >= 3
+    drop = rows[1]  # a middle row suppressed
+    keep = np.setdiff1d(np.arange(len(dets)), [drop])
+    after = dets.select(keep)
+    rng = np.random.default_rng(0)
+    after.keypoints[:, :, :2] += rng.normal(0, 2.0, after.keypoints[:, :, :2].shape)  # moved
+    assert (align_rows(dets, after) == keep).all()
+    sub = dets.select(np.r_[rows, rows[0]])  # one row more after than before
+    assert (align_rows(dets, sub) == -1).all()  # unaligned: nothing wrongly marked
