@@ -9,6 +9,10 @@ callable, given its spec and crop size).
 predicts every keypoint in crop pixels with a confidence. With the flip test (on by default)
 the crop and the input pose are mirrored (left/right swapped with ``spec.flip_index``),
 predicted again, un-mirrored and averaged with the first prediction, as the reference does.
+
+**In memory.** :meth:`Refiner.refine_image` and :meth:`Refiner.refine_images` refine poses
+on images already held (RGB or BGR), through :func:`posefix.pipeline.run_pipeline`: the same
+crops, batches, flip test, rescoring and OKS-NMS as ``posefix refine``, so the same numbers.
 """
 
 from __future__ import annotations
