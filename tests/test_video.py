@@ -95,3 +95,31 @@ def test_refine_video_frames_past_the_end(clip: tuple[Path, Path, list[np.ndarra
     summary = json.loads(capsys.readouterr().out)
     assert summary["skipped_missing_image"] == len(poses[0]) == summary["refined"]
     assert main([*args, "--gt", str(SAMPLE / "annotations.json")]) == 2
+
+
+def test_refine_video_from_openpose_frame_files(clip: tuple[Path, Path, list[np.ndarray]],
+                                                tmp_path: Path) -> None:
+    """OpenPose on a video writes <video>_<frame, 12 digits>_keypoints.json: the number that
+    ends the name is the frame. Same output as the COCO per-frame results."""
+    from posefix.formats import convert_layout
+    from posefix.spec import load_spec
+
+    video, results, poses = clip
+    body25, coco = load_spec("body25"), load_spec("coco17")
+    folder = tmp_path / "openpose"
+    folder.mkdir()
+    for f, kp in enumerate(poses):
+        people = [] if f == EMPTY else [
+            {"person_id": [-1], "pose_keypoints_2d": convert_layout(p[None], coco, body25)
+             .reshape(-1).tolist()} for p in kp]
+        (folder / f"clip_{f:012d}_keypoints.json").write_text(
+            json.dumps({"version": 1.3, "people": people}))
+    common = ["--video", str(video), "--device", "cpu", "--score", "input", "--nms", "0"]
+    assert main(["refine", "--results", str(folder), "--out", str(tmp_path / "a.json"),
+                 *common]) == 0
+    assert main(["refine", "--results", str(results), "--out", str(tmp_path / "b.json"),
+                 *common]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert [d["image_id"] for d in a] == [d["image_id"] for d in b] and len(a) == 16
+    np.testing.assert_allclose([d["keypoints"] for d in a], [d["keypoints"] for d in b])
