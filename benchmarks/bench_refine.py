@@ -3,7 +3,7 @@ network on the same batches already in memory.
 
 The input is the real BlazePose output of ../shared/data/coco, repeated over ``--images``
 image ids (an image list maps them all to the four COCO images, so every id is decoded and
-cropped again). End to end is :func:`posefix.refine.refine_files`, file in -> file out
+cropped again). End to end is :func:`posefix.commands.refine.refine_files`, file in -> file out
 (checkpoint loading, JSON reading and validation, image decoding and cropping in the
 DataLoader workers, flip test, uncropping, OKS-NMS, atomic JSON write). The baseline
 runs only ``PoseFixNet.predict`` on the very same network inputs (normalized crops with
@@ -37,11 +37,13 @@ import numpy as np
 import torch
 
 from posefix.checkpoint import load_checkpoint, save_checkpoint
+from posefix.commands.refine import refine_files
 from posefix.config import load_config
 from posefix.crops import CropDataset, group_by_image
+from posefix.images import load_image_list
 from posefix.io import load_ground_truth, load_results
 from posefix.model import build_model
-from posefix.refine import Refiner, load_image_list, refine_files
+from posefix.refiner import Refiner
 from posefix.spec import load_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -158,8 +158,8 @@ def memory_report(run: dict, refine_start: float) -> list[str]:
 
 
 def cmd_io(a: argparse.Namespace) -> None:
+    from posefix.images import load_image_list
     from posefix.io import load_results, write_json_atomic
-    from posefix.refine import load_image_list
 
     def peak() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

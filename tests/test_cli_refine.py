@@ -267,7 +267,7 @@ def test_visualize_cli(coco_dir: Path, tmp_path: Path) -> None:
 
 def test_refine_split_selects_the_ground_truths_images(shared_data: Path,
                                                        tmp_path: Path) -> None:
-    from posefix.demo import sample_dir
+    from posefix.commands.demo import sample_dir
 
     gt = shared_data / "lsp" / "coco17.json"
     results = sample_dir() / "lsp" / "blazepose.json"  # 36 detections on LSP test images

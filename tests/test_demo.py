@@ -13,15 +13,15 @@ import torch
 from PIL import Image
 
 from posefix.checkpoint import save_checkpoint
-from posefix.comparison import attribute_change, moved_keypoints
-from posefix.config import Config, ModelConfig
-from posefix.demo import (
+from posefix.commands.demo import (
     SAMPLE_ESTIMATORS,
     SAMPLE_INPUTS,
     SAMPLE_PARTS,
     refine_every_row,
     sample_dir,
 )
+from posefix.comparison import attribute_change, moved_keypoints
+from posefix.config import Config, ModelConfig
 from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
 from posefix.io import Detections, GroundTruth, load_ground_truth, load_results

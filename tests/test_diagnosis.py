@@ -13,9 +13,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from posefix.commands.analyze import analyze_files
 from posefix.diagnosis import (
     analyze,
-    analyze_files,
     classify_keypoints,
     fix_errors,
     format_report,

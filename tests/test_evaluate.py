@@ -13,11 +13,11 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from posefix.commands.evaluate import evaluate_files
 from posefix.evaluate import (
     STAT_NAMES,
     coco_oks,
     evaluate,
-    evaluate_files,
     format_stats,
     match_detections,
 )

@@ -12,17 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from posefix.commands.refine import refine_files
 from posefix.config import Config, ModelConfig
+from posefix.crops import crop_detections
+from posefix.images import load_image, load_image_list
 from posefix.io import Detections, InputError
-from posefix.refine import (
-    Refiner,
-    crop_detections,
-    load_image,
-    load_image_list,
-    refine,
-    refine_detections,
-    refine_files,
-)
+from posefix.refine import refine, refine_detections
+from posefix.refiner import Refiner
 from posefix.spec import load_spec
 
 SPEC = load_spec("coco17")

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from posefix.checkpoint import save_checkpoint
+from posefix.commands.refine import refine_files
 from posefix.config import Config, ModelConfig
 from posefix.model import build_model
-from posefix.refine import refine_files
 from posefix.spec import load_spec
 
 GOLDEN = Path(__file__).parent / "data" / "refine_golden"

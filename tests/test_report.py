@@ -259,7 +259,7 @@ def test_palette_covers_every_type_and_step() -> None:
 
 # ------------------------------------------------------------------ edge cases, on the sample
 def _sample(folder: str, estimator: str) -> tuple[GroundTruth, Detections]:
-    from posefix.demo import sample_dir
+    from posefix.commands.demo import sample_dir
 
     root = sample_dir() / folder
     gt = load_ground_truth(root / "annotations.json", image_root=root)

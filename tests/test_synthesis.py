@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import posefix.synthesis as synthesis_module
+from posefix.commands.synthesize import synthesize_file
 from posefix.geometry import box_iou
 from posefix.io import Detections, GroundTruth, ImageInfo, load_ground_truth, load_results
 from posefix.profile import ErrorProfile, fit_profile, load_profile
@@ -19,7 +20,6 @@ from posefix.synthesis import (
     overlap_index,
     overlapping_persons,
     synthesize,
-    synthesize_file,
 )
 from posefix.taxonomy import ABSENT, ERROR_TYPES, GOOD, INVERSION, JITTER, MISS, SWAP
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from posefix.commands.visualize import visualize_files
 from posefix.io import InputError
 from posefix.spec import load_spec
 from posefix.visualize import (
@@ -23,7 +24,6 @@ from posefix.visualize import (
     keypoint_sides,
     label_panel,
     render_panels,
-    visualize_files,
 )
 
 COCO = load_spec("coco17")

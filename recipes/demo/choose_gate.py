@@ -21,9 +21,9 @@ import argparse
 from pathlib import Path
 
 from posefix.checkpoint import load_checkpoint
+from posefix.commands.refine import refine_files
+from posefix.commands.synthesize import synthesize_file
 from posefix.io import read_json, write_json_atomic
-from posefix.refine import refine_files
-from posefix.synthesis import synthesize_file
 
 REPO = Path(__file__).resolve().parents[2]
 LSP = REPO.parent / "shared" / "data" / "lsp"

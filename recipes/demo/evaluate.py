@@ -30,11 +30,11 @@ import numpy as np
 import yaml
 
 from posefix.checkpoint import default_checkpoint_path, load_checkpoint, save_checkpoint
+from posefix.commands.refine import refine_files
+from posefix.commands.synthesize import synthesize_file
 from posefix.config import config_from_dict, config_to_dict
 from posefix.diagnosis import classify_keypoints
 from posefix.io import load_ground_truth, load_results, read_json, write_json_atomic
-from posefix.refine import refine_files
-from posefix.synthesis import synthesize_file
 from posefix.taxonomy import ERROR_TYPES
 
 REPO = Path(__file__).resolve().parents[2]

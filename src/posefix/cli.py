@@ -55,7 +55,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate_files, format_stats
+    from .commands.evaluate import evaluate_files
+    from .evaluate import format_stats
 
     stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict, split=a.split)
     _print_json(stats) if a.json else print(format_stats(stats))
@@ -81,7 +82,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_analyze(a: argparse.Namespace) -> int:
-    from .diagnosis import analyze_files, format_report
+    from .commands.analyze import analyze_files
+    from .diagnosis import format_report
 
     report = analyze_files(a.gt, a.results, spec=a.spec, strict=a.strict,
                            fit_profile_out=a.fit_profile, report_dir=a.report,
@@ -106,7 +108,7 @@ def _add_synthesize(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_synthesize(a: argparse.Namespace) -> int:
-    from .synthesis import synthesize_file
+    from .commands.synthesize import synthesize_file
 
     out = synthesize_file(a.gt, a.out, spec=a.spec, profile=a.profile, seed=a.seed,
                           trainset_results=a.trainset_results)
@@ -211,9 +213,9 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
 
 
 def _refine_video(a: argparse.Namespace) -> dict:
+    from .commands.refine import refine_video_file
     from .io import InputError
     from .pipeline import RefineOptions
-    from .refine import refine_video_file
     from .refiner import load_refiner
 
     for flag, value in (("--gt", a.gt), ("--image-list", a.image_list), ("--report", a.report),
@@ -236,7 +238,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
         check_refine_inputs(a.results, a.out, a.images, gt=a.gt, image_list=a.image_list,
                             checkpoint=a.checkpoint, onnx=a.onnx, report=a.report,
                             split=a.split, strict=a.strict, format=a.format)
-    from .refine import refine_files
+    from .commands.refine import refine_files
 
     summary = _refine_video(a) if a.video else refine_files(
         checkpoint=a.checkpoint, images=a.images, results=a.results, out=a.out, gt=a.gt,
@@ -280,7 +282,7 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_visualize(a: argparse.Namespace) -> int:
-    from .visualize import visualize_files, visualize_video
+    from .commands.visualize import visualize_files, visualize_video
 
     if a.video:
         out = visualize_video(a.video, a.out, results=a.results or [], spec=a.spec,
@@ -328,7 +330,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .commands.demo import run_demo
 
     run_demo(out=a.out, checkpoint=a.checkpoint)
     return 0
@@ -347,7 +349,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from .demo import sample_dir
+    from .commands.demo import sample_dir
 
     print(sample_dir())
     return 0

@@ -69,7 +69,6 @@ Where this differs from coco-analyze (``COCOanalyze._find_kpt_errors``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,7 +77,6 @@ from .evaluate import (
     PRCurves,
     accumulate,
     evaluate,
-    load_evaluation_inputs,
     match_detections,
     summarize,
 )
@@ -107,7 +105,6 @@ __all__ = [
     "Analysis",
     "Diagnosis",
     "analyze",
-    "analyze_files",
     "classify_keypoints",
     "fix_errors",
     "format_pr_breakdown",
@@ -398,36 +395,6 @@ def analyze(gt: GroundTruth, dets: Detections, oks_threshold: float = DEFAULT_OK
     AP gained by correcting each error type, and the AP at OKS .50 and .75 of the
     precision-recall breakdown (``pr_breakdown``; see the module docstring)."""
     return run_analysis(gt, dets, oks_threshold, diagnosis).report
-
-
-def analyze_files(
-    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, fit_profile_out: str | Path | None = None,
-    report_dir: str | Path | None = None, split: str | None = None,
-) -> dict[str, Any]:
-    """:func:`analyze` a results file against an annotation file (only its images of
-    ``split``, if given); optionally fit an error profile (:func:`posefix.profile.fit_profile`)
-    and write it to ``fit_profile_out``, and write the figures, ``report.md`` and
-    ``index.html`` into ``report_dir`` (:func:`posefix.report.write_analysis_report`; its
-    path is then ``report["report"]``)."""
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
-    d = classify_keypoints(gt, dets)
-    analysis = run_analysis(gt, dets, diagnosis=d)
-    report = analysis.report
-    report.update({"gt": str(gt_path), "results": str(results_path),
-                   "skipped_unknown_image": n_unknown})
-    if report_dir is not None:
-        from .report import write_analysis_report
-
-        written = write_analysis_report(gt, dets, report_dir, analysis=analysis)
-        report["report"] = str(written["index"])
-    if fit_profile_out is not None:
-        from .profile import fit_profile, save_profile
-
-        profile = fit_profile(d.labels, d.num_labelled, d.num_overlap, gt.spec,
-                              swap_possible=d.swap_possible)
-        report["profile"] = str(save_profile(profile, fit_profile_out))
-    return report
 
 
 #: Readable names of the :data:`PR_STEPS`, as the tables and figures show them.

@@ -32,21 +32,18 @@ what :func:`evaluate` summarizes; the diagnosis's precision-recall breakdown and
 Detections of other categories than 1 (person) are not evaluated, as COCOeval skips
 categories absent from the ground truth; detections on images the ground truth does not list
 are dropped by :func:`evaluate` (pycocotools refuses the whole file), and counted, or
-refused with ``strict``, by :func:`evaluate_files`.
+refused with ``strict``, by :func:`posefix.commands.evaluate.evaluate_files`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import Detections, GroundTruth, InputError, load_ground_truth, load_results
-from .spec import KeypointSpec
+from .io import Detections, GroundTruth
 
 __all__ = [
     "AREA_RANGES",
@@ -59,9 +56,7 @@ __all__ = [
     "accumulate",
     "coco_oks",
     "evaluate",
-    "evaluate_files",
     "format_stats",
-    "load_evaluation_inputs",
     "match_detections",
     "precision_recall",
     "summarize",
@@ -427,60 +422,6 @@ def evaluate(gt: GroundTruth, dets: Detections) -> dict[str, float]:
     return summarize(precision_recall(gt, dets))
 
 
-def load_evaluation_inputs(
-    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, split: str | None = None,
-) -> tuple[GroundTruth, Detections, int]:
-    """Load ground truth (only its images of ``split``, if given) and results for
-    evaluation.
-
-    Returns ``(gt, dets, num_unknown)``: detections on images the ground truth does not
-    list are dropped and counted (with a warning), or raise :class:`InputError` naming the
-    first one if ``strict``.
-    """
-    gt = load_ground_truth(gt_path, spec=spec, split=split)
-    dets = load_results(results_path, gt.spec)  # every entry: rows are entry indices
-    known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
-    unknown = ~np.isin(dets.image_ids, known)
-    n_unknown = int(unknown.sum())
-    if n_unknown:
-        first = int(np.flatnonzero(unknown)[0])
-        if strict:
-            raise InputError(results_path, f"unknown image_id {int(dets.image_ids[first])} "
-                             f"(not in {gt_path})", first, "image_id")
-        warnings.warn(f"{results_path}: skipped {n_unknown} detection(s) with an image_id "
-                      f"not in {gt_path}", stacklevel=2)
-        dets = dets.select(~unknown)
-    return gt, dets, n_unknown
-
-
-def evaluate_files(
-    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, split: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a COCO keypoint results file against an annotation file (only its images
-    of ``split``, if given: see :func:`posefix.io.load_ground_truth`).
-
-    Returns the :data:`STAT_NAMES` statistics plus ``num_images``, ``num_ground_truth``
-    (persons that count: not crowd, with labelled keypoints), ``num_detections``,
-    ``skipped_unknown_image`` (detections on images not in the ground truth), ``spec``,
-    ``gt`` and ``results``.
-    """
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
-    stats: dict[str, Any] = dict(evaluate(gt, dets))
-    counted = gt.counted
-    stats.update({
-        "num_images": len(gt.images),
-        "num_ground_truth": int(counted.sum()),
-        "num_detections": len(dets),
-        "skipped_unknown_image": n_unknown,
-        "spec": gt.spec.name,
-        "gt": str(gt_path),
-        "results": str(results_path),
-    })
-    return stats
-
-
 _ROWS = (
     ("AP", "Average Precision", "0.50:0.95", "all"),
     ("AP50", "Average Precision", "0.50", "all"),
@@ -496,7 +437,8 @@ _ROWS = (
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    """A readable table of :func:`evaluate` / :func:`evaluate_files` statistics."""
+    """A readable table of :func:`evaluate` /
+    :func:`posefix.commands.evaluate.evaluate_files` statistics."""
     lines = []
     if "results" in stats:
         lines.append(f"results: {stats['results']}")

@@ -34,7 +34,7 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
                        checkpoint: str | Path | None = None, onnx: str | Path | None = None,
                        report: str | Path | None = None, split: str | None = None,
                        format: str | None = None) -> str | None:
-    """The arguments of :func:`posefix.refine.refine_files` fit together; returns the
+    """The arguments of :func:`posefix.commands.refine.refine_files` fit together; returns the
     results' format (``format``, else detected: :func:`posefix.formats.sniff_format`)."""
     results_p, out_p = Path(results), Path(out)
     for name, p in (("results", results), ("gt", gt), ("image list", image_list),

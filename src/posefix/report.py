@@ -880,10 +880,10 @@ def write_refine_report(
         out_dir: the report folder (created; files of an earlier report are replaced).
         images: image id -> image file for the example pictures (default: the ground
             truth's image root; without images the examples are listed, not drawn).
-        summary: :func:`posefix.refine.refine_files`' summary (its ``ap_before``,
+        summary: :func:`posefix.commands.refine.refine_files`' summary (its ``ap_before``,
             ``ap_after`` and ``error_changes``); computed here when None.
         num_examples: images to draw whose OKS rose most, and as many where it fell most.
-        exif: EXIF orientation handling of the images (see :func:`posefix.refine.load_image`).
+        exif: EXIF orientation handling of the images (see :func:`posefix.images.load_image`).
         labels: the names of the two sets of results.
         title: the page title.
 

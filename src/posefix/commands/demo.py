@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import Detections, GroundTruth, write_json_atomic
+from ..io import Detections, GroundTruth, write_json_atomic
 
 __all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_INPUTS", "SAMPLE_PARTS", "refine_every_row",
            "run_demo", "sample_dir"]
@@ -78,9 +78,9 @@ def refine_every_row(refiner: Any, dets: Detections, images: dict[int, np.ndarra
 
 def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[str, Any]:
     """Refine one input of the sample; the row of the report, with the pictures drawn."""
-    from .comparison import attribute_change, compare_results
-    from .images import load_image
-    from .io import load_ground_truth, load_results, resolve_image_path
+    from ..comparison import attribute_change, compare_results
+    from ..images import load_image
+    from ..io import load_ground_truth, load_results, resolve_image_path
 
     root = sample_dir() / SAMPLE_PARTS[part]
     gt_path, file = root / "annotations.json", root / SAMPLE_ESTIMATORS[estimator]
@@ -136,7 +136,7 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
     """Ground truth | input | refined of the picked images; moved keypoints marked."""
     from PIL import Image
 
-    from .visualize import Panel, render_panels
+    from ..visualize import Panel, render_panels
 
     folder.mkdir(parents=True, exist_ok=True)
     keep = np.zeros(len(every), dtype=bool)
@@ -300,7 +300,7 @@ def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = N
     Returns:
         The report (also written to ``out/report.json``).
     """
-    from .refiner import Refiner
+    from ..refiner import Refiner
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")

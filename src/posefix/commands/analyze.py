@@ -1,0 +1,41 @@
+"""``posefix analyze``: a results file's error diagnosis, its report and an error profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..diagnosis import classify_keypoints, run_analysis
+from ..profile import fit_profile, save_profile
+from ..spec import KeypointSpec
+from .evaluate import load_evaluation_inputs
+
+__all__ = ["analyze_files"]
+
+
+def analyze_files(
+    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
+    strict: bool = False, fit_profile_out: str | Path | None = None,
+    report_dir: str | Path | None = None, split: str | None = None,
+) -> dict[str, Any]:
+    """:func:`posefix.diagnosis.analyze` a results file against an annotation file (only
+    its images of ``split``, if given); optionally fit an error profile (:func:`posefix.profile.fit_profile`)
+    and write it to ``fit_profile_out``, and write the figures, ``report.md`` and
+    ``index.html`` into ``report_dir`` (:func:`posefix.report.write_analysis_report`; its
+    path is then ``report["report"]``)."""
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
+    d = classify_keypoints(gt, dets)
+    analysis = run_analysis(gt, dets, diagnosis=d)
+    report = analysis.report
+    report.update({"gt": str(gt_path), "results": str(results_path),
+                   "skipped_unknown_image": n_unknown})
+    if report_dir is not None:
+        from ..report import write_analysis_report  # matplotlib: only for a report
+
+        written = write_analysis_report(gt, dets, report_dir, analysis=analysis)
+        report["report"] = str(written["index"])
+    if fit_profile_out is not None:
+        profile = fit_profile(d.labels, d.num_labelled, d.num_overlap, gt.spec,
+                              swap_possible=d.swap_possible)
+        report["profile"] = str(save_profile(profile, fit_profile_out))
+    return report

@@ -1,0 +1,69 @@
+"""``posefix evaluate``: a results file's COCO keypoint AP/AR against an annotation file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluate import evaluate
+from ..io import Detections, GroundTruth, InputError, load_ground_truth, load_results
+from ..spec import KeypointSpec
+
+__all__ = ["evaluate_files", "load_evaluation_inputs"]
+
+
+def load_evaluation_inputs(
+    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
+    strict: bool = False, split: str | None = None,
+) -> tuple[GroundTruth, Detections, int]:
+    """Load ground truth (only its images of ``split``, if given) and results for
+    evaluation.
+
+    Returns ``(gt, dets, num_unknown)``: detections on images the ground truth does not
+    list are dropped and counted (with a warning), or raise :class:`InputError` naming the
+    first one if ``strict``.
+    """
+    gt = load_ground_truth(gt_path, spec=spec, split=split)
+    dets = load_results(results_path, gt.spec)  # every entry: rows are entry indices
+    known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
+    unknown = ~np.isin(dets.image_ids, known)
+    n_unknown = int(unknown.sum())
+    if n_unknown:
+        first = int(np.flatnonzero(unknown)[0])
+        if strict:
+            raise InputError(results_path, f"unknown image_id {int(dets.image_ids[first])} "
+                             f"(not in {gt_path})", first, "image_id")
+        warnings.warn(f"{results_path}: skipped {n_unknown} detection(s) with an image_id "
+                      f"not in {gt_path}", stacklevel=2)
+        dets = dets.select(~unknown)
+    return gt, dets, n_unknown
+
+
+def evaluate_files(
+    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
+    strict: bool = False, split: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a COCO keypoint results file against an annotation file (only its images
+    of ``split``, if given: see :func:`posefix.io.load_ground_truth`).
+
+    Returns the :data:`posefix.evaluate.STAT_NAMES` statistics plus ``num_images``, ``num_ground_truth``
+    (persons that count: not crowd, with labelled keypoints), ``num_detections``,
+    ``skipped_unknown_image`` (detections on images not in the ground truth), ``spec``,
+    ``gt`` and ``results``.
+    """
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
+    stats: dict[str, Any] = dict(evaluate(gt, dets))
+    counted = gt.counted
+    stats.update({
+        "num_images": len(gt.images),
+        "num_ground_truth": int(counted.sum()),
+        "num_detections": len(dets),
+        "skipped_unknown_image": n_unknown,
+        "spec": gt.spec.name,
+        "gt": str(gt_path),
+        "results": str(results_path),
+    })
+    return stats

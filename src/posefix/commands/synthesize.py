@@ -1,0 +1,61 @@
+"""``posefix synthesize``: synthetic input poses made from a ground-truth file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io import load_ground_truth, load_results, write_json_atomic
+from ..profile import ErrorProfile
+from ..spec import KeypointSpec, load_spec
+from ..synthesis import estimates_for, overlap_index, synthesize
+
+__all__ = ["synthesize_file"]
+
+
+def synthesize_file(
+    gt_path: str | Path,
+    out_path: str | Path,
+    spec: KeypointSpec | str | None = None,
+    profile: ErrorProfile | str = "default",
+    seed: int = 0,
+    trainset_results: str | Path | None = None,
+    iou: float = 0.1,
+) -> Path:
+    """Write synthesized input poses for a COCO keypoint file as a COCO results file.
+
+    One entry per non-crowd person with a labelled keypoint: ``keypoints`` (x, y, v with
+    v = 1 present, 0 absent), ``score`` 1.0, the person's ground-truth ``bbox``, and two
+    extra fields (ignored by COCO tools): ``gt_ann_id`` and ``error_types``, the taxonomy
+    code of each keypoint (-1 where none was synthesized). Written atomically.
+    """
+    gt = load_ground_truth(gt_path, spec=spec)
+    spec = gt.spec if spec is None else load_spec(spec)
+    rows = np.flatnonzero(~gt.iscrowd & ((gt.keypoints[..., 2] > 0) & spec.used_mask).any(1))
+    idx = overlap_index(gt, rows, iou)
+    others = gt.keypoints[np.maximum(idx, 0)].copy()
+    others[idx < 0] = 0.0
+    estimated = None
+    if trainset_results is not None:
+        dets = load_results(trainset_results, spec, image_ids=gt.images.keys())
+        estimated = estimates_for(gt, dets, rows)
+    poses, types = synthesize(
+        gt.keypoints[rows], gt.areas[rows], spec, profile, np.random.default_rng(seed),
+        others=others, estimated=estimated, others_areas=gt.areas[np.maximum(idx, 0)],
+    )
+    coords = np.round(poses, 3)
+    entries = [
+        {
+            "image_id": int(img),
+            "category_id": 1,
+            "keypoints": kps.reshape(-1).tolist(),
+            "score": 1.0,
+            "bbox": [round(float(v), 3) for v in box],
+            "gt_ann_id": int(ann),
+            "error_types": tt.tolist(),
+        }
+        for img, kps, box, ann, tt in zip(gt.image_ids[rows], coords, gt.boxes[rows],
+                                          gt.ann_ids[rows], types.astype(int), strict=True)
+    ]
+    return write_json_atomic(out_path, entries)

@@ -1,0 +1,159 @@
+"""``posefix visualize``: ground truth and results files side by side, to PNG files or a
+video.
+
+:func:`visualize_files` writes one PNG per image: a labelled panel with the ground truth
+(when given) followed by one panel per results file, in the order given;
+:func:`visualize_video` writes the same side by side for every frame of a video, as a video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..formats import read_poses, to_detections
+from ..images import load_image
+from ..io import (
+    Detections,
+    ImageInfo,
+    InputError,
+    load_ground_truth,
+    load_results,
+    resolve_image_path,
+)
+from ..spec import KeypointSpec, load_spec
+from ..visualize import render_panels
+
+__all__ = ["visualize_files", "visualize_video"]
+
+
+def _parse_results_arg(arg: str) -> tuple[str, Path]:
+    """``LABEL=FILE`` or ``FILE`` (label: the file's stem)."""
+    if "=" in arg:
+        label, file = arg.split("=", 1)
+        if label and not Path(arg).exists():
+            return label, Path(file)
+    return Path(arg).stem, Path(arg)
+
+
+def _guess_image_file(root: Path, image_id: int) -> Path | None:
+    for name in (f"{image_id:012d}", str(image_id)):
+        for ext in (".jpg", ".jpeg", ".png"):
+            p = root / f"{name}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def visualize_files(
+    images: str | Path,
+    out: str | Path,
+    gt: str | Path | None = None,
+    results: Sequence[str] = (),
+    spec: KeypointSpec | str | None = None,
+    min_score: float = 0.0,
+    max_images: int | None = None,
+    *,
+    max_side: int | None = 640,
+    exif: str = "auto",
+) -> list[Path]:
+    """Draw ground truth and results files side by side, one PNG per image.
+
+    Args:
+        images: image folder.
+        out: output folder (created); each file is named after its image's path relative
+            to the image folder, separators replaced by ``_`` (``000000040083.png``).
+        gt: COCO annotations: drawn as the first panel, and they map image ids to files.
+            Without it, image ``N`` is looked up as ``<images>/<N as 12 digits>.jpg`` (the
+            COCO naming), then ``<images>/<N>.jpg`` (also ``.jpeg``, ``.png``).
+        results: ``[LABEL=]FILE`` results files, one panel each (label: the file stem).
+        spec: keypoint layout (default: from ``gt``, else ``coco17``).
+        min_score: hide detections whose person score is below this.
+        max_images: draw at most this many images (in image-id order).
+        max_side: longer side of each panel in pixels (None: full size).
+        exif: EXIF orientation handling (see :func:`posefix.images.load_image`).
+
+    Returns:
+        The written PNG paths.
+    """
+    root = Path(images)
+    out_dir = Path(out)
+    truth = load_ground_truth(gt, spec=spec, image_root=root) if gt is not None else None
+    spec = truth.spec if truth is not None else load_spec(spec or "coco17")
+    infos: dict[int, ImageInfo] = dict(truth.images) if truth is not None else {}
+    panels: list[tuple[str, Detections]] = []
+    for arg in results:
+        label, file = _parse_results_arg(arg)
+        panels.append((label, load_results(file, spec, image_ids=infos or None)))
+    ids = sorted(set(infos) | {int(i) for _, d in panels for i in np.unique(d.image_ids)})
+    if max_images is not None:
+        ids = ids[: max(0, int(max_images))]
+    written: list[Path] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        if image_id in infos:
+            info = infos[image_id]
+            path = resolve_image_path(root, info.file_name, source=gt)
+            size = (info.width, info.height)
+        else:
+            found = _guess_image_file(root, image_id)
+            if found is None:
+                raise InputError(root, f"no image file for image_id {image_id} (looked for "
+                                 f"{image_id:012d}.jpg and {image_id}.jpg); pass --gt")
+            path, size = found.resolve(), None
+        img = load_image(path, exif, size)
+        sets = []
+        if truth is not None:
+            rows = truth.indices_of_image(image_id)
+            sets.append(("ground truth", truth.keypoints[rows], None))
+        for label, d in panels:
+            rows = np.flatnonzero((d.image_ids == image_id) & (d.scores >= min_score))
+            sets.append((label, d.keypoints[rows], d.scores[rows]))
+        canvas = render_panels(img, sets, spec, max_side=max_side)
+        name = path.relative_to(root.resolve()).with_suffix("").as_posix().replace("/", "_")
+        target = out_dir / f"{name}.png"
+        Image.fromarray(canvas).save(target)
+        written.append(target)
+    return written
+
+
+def visualize_video(
+    video: str | Path,
+    out: str | Path,
+    results: Sequence[str] = (),
+    spec: KeypointSpec | str | None = None,
+    min_score: float = 0.0,
+    max_frames: int | None = None,
+    *,
+    max_side: int | None = 640,
+) -> Path:
+    """Draw per-frame results files side by side on every frame of a video, as a video.
+
+    ``results`` are ``[LABEL=]FILE`` in any format of :mod:`posefix.formats`, keyed by frame
+    index (as ``posefix refine --video`` writes them); ``out`` is the video to write
+    (``.mp4``, ``.avi``, ...), at the input's frame rate. Returns ``out``.
+    """
+    from itertools import islice
+
+    from ..video import frame_list, read_frames, video_info, write_video  # OpenCV video
+
+    spec = load_spec(spec or "coco17")
+    frames = frame_list(video)
+    panels = []
+    for arg in results:
+        label, file = _parse_results_arg(arg)
+        poses = read_poses(file, spec, images=frames)
+        panels.append((label, to_detections(poses, frames, file, frame_numbers=True)))
+
+    def canvases() -> Iterator[np.ndarray]:
+        for index, frame in islice(read_frames(video), max_frames):
+            sets = []
+            for label, d in panels:
+                rows = np.flatnonzero((d.image_ids == index) & (d.scores >= min_score))
+                sets.append((label, d.keypoints[rows], d.scores[rows]))
+            yield render_panels(frame, sets, spec, max_side=max_side)
+
+    return write_video(out, canvases(), video_info(video).fps)
