@@ -43,6 +43,7 @@ from posefix.crops import CropDataset, group_by_image
 from posefix.images import load_image_list
 from posefix.io import load_ground_truth, load_results
 from posefix.model import build_model
+from posefix.options import RefineFileOptions, RefineOptions
 from posefix.refiner import Refiner
 from posefix.spec import load_spec
 
@@ -126,11 +127,11 @@ def compare_scores(checkpoint: Path, workers: int, device: str) -> list[dict]:
                 for results in inputs:
                     row = {"set": name, "images": split, "input": results}
                     for score in ("input", "heatmap"):
-                        s = refine_files(checkpoint=checkpoint, images=SHARED / name,
-                                         results=SHARED / name / results,
-                                         out=tmp / f"{name}_{split}_{score}.json", gt=gt_path,
-                                         score=score, workers=workers, device=device,
-                                         progress=False)
+                        options = RefineFileOptions(RefineOptions(
+                            score=score, workers=workers, device=device), progress=False)
+                        s = refine_files(checkpoint, SHARED / name, SHARED / name / results,
+                                         tmp / f"{name}_{split}_{score}.json", gt=gt_path,
+                                         options=options)
                         row["AP_before"] = round(100 * s["ap_before"]["AP"], 1)
                         row[f"AP_{score}"] = round(100 * s["ap_after"]["AP"], 1)
                     rows.append(row)
@@ -178,10 +179,10 @@ def main() -> None:
         e2e, inner, fwd, e2e_cpu, fwd_cpu = [], [], [], [], []
         for r in range(a.repeat):  # interleaved, so that both see the same machine load
             start, cpu = time.perf_counter(), cpu_seconds()
-            s = refine_files(checkpoint=ckpt, images=DATA, results=results,
-                             out=tmp / f"out{r}.json", image_list=image_list,
-                             batch_size=a.batch_size, workers=a.workers, device=a.device,
-                             progress=False)
+            s = refine_files(ckpt, DATA, results, tmp / f"out{r}.json", image_list=image_list,
+                             options=RefineFileOptions(RefineOptions(
+                                 batch_size=a.batch_size, workers=a.workers, device=a.device),
+                                 progress=False))
             e2e.append(time.perf_counter() - start)
             e2e_cpu.append(cpu_seconds() - cpu)
             inner.append(s["seconds"])

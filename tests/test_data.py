@@ -15,6 +15,7 @@ from posefix.config import DatasetConfig, load_config
 from posefix.data import (
     PoseFixDataset,
     ResumableSampler,
+    SampleOptions,
     StringArray,
     build_dataset,
     convert_layout,
@@ -41,7 +42,7 @@ def _ds(shared: Path, name: str) -> DatasetConfig:
 
 
 def _dataset(table, train: bool = True, size=(128, 96), **kw) -> PoseFixDataset:
-    return PoseFixDataset(table, size, train=train, seed=3, **kw)
+    return PoseFixDataset(table, size, train=train, options=SampleOptions(seed=3, **kw))
 
 
 def _check_sample(s: dict, size=(128, 96), k: int = 17) -> None:
@@ -259,7 +260,7 @@ def test_samples_are_a_function_of_seed_epoch_index(data_dir: Path) -> None:
     n = len(a)
     assert all(_equal(a[(4, i)], b[(4, i)]) for i in range(n))
     assert not all(_equal(a[(4, i)], a[(5, i)]) for i in range(n))  # epochs differ
-    other_seed = PoseFixDataset(table, (128, 96), train=True, seed=4)
+    other_seed = PoseFixDataset(table, (128, 96), train=True, options=SampleOptions(seed=4))
     assert not all(_equal(a[(4, i)], other_seed[(4, i)]) for i in range(n))
     # Workers and order do not matter.
     sampler = ResumableSampler(a, shuffle=True, seed=0)

@@ -26,6 +26,7 @@ from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
 from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
 from posefix.model import build_model
+from posefix.options import RefineOptions
 from posefix.spec import load_spec
 
 POSEFIX = Path(sys.executable).with_name("posefix")
@@ -151,7 +152,8 @@ def test_every_row_refined_is_posefix_refine_before_nms(small_checkpoint: Path) 
     sizes = {i: (gt.images[i].width, gt.images[i].height) for i in gt.images}
     images = {i: load_image(p, "auto", sizes[i]) for i, p in paths.items()}
     every, kept = refine_every_row(refiner, dets, images)
-    want, counts = refine_detections(dets, paths, refiner, workers=0, image_sizes=sizes)
+    want, counts = refine_detections(dets, paths, refiner, RefineOptions(workers=0),
+                                     image_sizes=sizes)
     assert len(kept) == len(want) == len(dets) - counts.suppressed_nms < len(dets)
     got = every.select(kept)
     assert (got.image_ids == want.image_ids).all()

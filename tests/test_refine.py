@@ -17,6 +17,7 @@ from posefix.config import Config, ModelConfig
 from posefix.crops import crop_detections
 from posefix.images import load_image, load_image_list
 from posefix.io import Detections, InputError
+from posefix.options import RefineFileOptions, RefineOptions
 from posefix.refine import refine, refine_detections
 from posefix.refiner import Refiner
 from posefix.spec import load_spec
@@ -92,9 +93,10 @@ def test_identity_network_returns_input_keypoints(flip: bool, box: str) -> None:
     img = rng.integers(0, 255, (150, 210, 3), dtype=np.uint8)
     dets = random_dets(rng, 9, 210, 150, [3, 3, 5, 3, 5, 5, 3, 7, 7])
     dets.boxes[::2] = [[20, 10, 90, 120]]  # half with a bbox; the others fall back
-    out, counts = refine_detections(dets, lambda i: img, identity, SPEC, input_size=INPUT,
-                                    flip=flip, box=box, nms=0, workers=0, batch_size=4,
-                                    score="input")
+    out, counts = refine_detections(dets, lambda i: img, identity, SPEC,
+                                    RefineOptions(flip=flip, box=box, nms=0, workers=0,
+                                                  batch_size=4, score="input"),
+                                    input_size=INPUT)
     assert counts.refined == 9 and counts.detections_out == 9
     np.testing.assert_array_equal(out.image_ids, dets.image_ids)
     assert np.abs(out.keypoints[..., :2] - dets.keypoints[..., :2]).max() < 0.01
@@ -115,8 +117,8 @@ def test_crop_shows_the_image_region_of_the_pose(flip: bool, box: str) -> None:
     kp[0, :, 2] = 1
     dets = Detections(np.array([1]), kp, np.ones(1), np.array([[95.0, 15, 70, 100]]),
                       np.ones(1, dtype=np.int64))
-    out = refine(dets, lambda i: img, brightest, SPEC, input_size=INPUT, flip=flip, box=box,
-                 nms=0, workers=0)
+    out = refine(dets, lambda i: img, brightest, SPEC,
+                 RefineOptions(flip=flip, box=box, nms=0, workers=0), input_size=INPUT)
     np.testing.assert_allclose(out.keypoints[0, :, 0], x0, atol=0.3)
     np.testing.assert_allclose(out.keypoints[0, :, 1], y0, atol=0.3)
 
@@ -127,10 +129,10 @@ def test_flip_test_averages_the_unmirrored_prediction() -> None:
     rng = np.random.default_rng(2)
     img = np.zeros((100, 100, 3), np.uint8)
     dets = random_dets(rng, 4, 100, 100, [1, 1, 1, 1])
-    plain = refine(dets, lambda i: img, shifted(2.0), SPEC, input_size=INPUT, flip=False,
-                   nms=0, workers=0)
-    flipped = refine(dets, lambda i: img, shifted(2.0), SPEC, input_size=INPUT, flip=True,
-                     nms=0, workers=0)
+    plain = refine(dets, lambda i: img, shifted(2.0), SPEC,
+                   RefineOptions(flip=False, nms=0, workers=0), input_size=INPUT)
+    flipped = refine(dets, lambda i: img, shifted(2.0), SPEC,
+                     RefineOptions(flip=True, nms=0, workers=0), input_size=INPUT)
     assert np.all(plain.keypoints[..., 0] - dets.keypoints[..., 0] > 0.1)
     assert np.abs(flipped.keypoints[..., :2] - dets.keypoints[..., :2]).max() < 0.01
 
@@ -176,12 +178,14 @@ def test_oks_nms_per_image_and_order_kept() -> None:
     dets.scores[[2, 4]] = [0.3, 0.8]
     dets.keypoints[3] = dets.keypoints[2]  # same pose as 2 but on image 1: kept
     dets.scores[3] = 0.2
-    out, counts = refine_detections(dets, lambda i: img, identity, SPEC, input_size=INPUT,
-                                    nms=0.9, workers=0, score="input")
+    out, counts = refine_detections(dets, lambda i: img, identity, SPEC,
+                                    RefineOptions(nms=0.9, workers=0, score="input"),
+                                    input_size=INPUT)
     assert counts.suppressed_nms == 2 and len(out) == 3
     np.testing.assert_array_equal(out.image_ids, [1, 1, 2])
     np.testing.assert_allclose(out.scores, [0.9, 0.2, 0.8])
-    off = refine(dets, lambda i: img, identity, SPEC, input_size=INPUT, nms=0, workers=0)
+    off = refine(dets, lambda i: img, identity, SPEC,
+                 RefineOptions(nms=0, workers=0), input_size=INPUT)
     assert len(off) == 5
 
 
@@ -194,8 +198,8 @@ def test_heatmap_rescoring() -> None:
         conf = torch.linspace(0.2, 0.6, pose.shape[1]).expand(pose.shape[0], -1)
         return pose[..., :2].clone(), conf
 
-    out = refine(dets, lambda i: img, half_sure, SPEC, input_size=INPUT, score="heatmap",
-                 flip=False, nms=0, workers=0)
+    out = refine(dets, lambda i: img, half_sure, SPEC,
+                 RefineOptions(score="heatmap", flip=False, nms=0, workers=0), input_size=INPUT)
     np.testing.assert_allclose(out.scores, dets.scores * 0.4, rtol=1e-6)
     np.testing.assert_allclose(out.keypoints[0, :, 2], np.linspace(0.2, 0.6, 17), rtol=1e-6)
 
@@ -206,8 +210,8 @@ def test_unrefinable_detections_are_kept_unchanged_and_counted() -> None:
     dets = random_dets(rng, 4, 120, 80, [1, 1, 1, 1])
     dets.keypoints[1] = 0  # all zero
     dets.keypoints[2, :, 0] = 500  # all outside the image
-    out, counts = refine_detections(dets, lambda i: img, shifted(3.0), SPEC, input_size=INPUT,
-                                    flip=False, nms=0.9, workers=0)
+    out, counts = refine_detections(dets, lambda i: img, shifted(3.0), SPEC,
+                                    RefineOptions(flip=False, nms=0.9, workers=0), input_size=INPUT)
     assert counts.unchanged_no_keypoints == 2 and counts.refined == 2
     assert len(out) == 4
     np.testing.assert_array_equal(out.keypoints[1:3], dets.keypoints[1:3])
@@ -229,11 +233,12 @@ def test_batching_chunking_and_workers_do_not_change_results() -> None:
         return pose[..., :2] + f[:, :2, None].transpose(1, 2), torch.sigmoid(f[:, 2:3]).expand(
             -1, pose.shape[1])
 
-    kw = dict(input_size=INPUT, nms=0.5, score="heatmap")
-    a, ca = refine_detections(dets, imgs.__getitem__, image_dependent, SPEC, batch_size=7,
-                              workers=0, **kw)
-    b, cb = refine_detections(dets, imgs.__getitem__, image_dependent, SPEC, batch_size=64,
-                              workers=2, **kw)
+    a, ca = refine_detections(dets, imgs.__getitem__, image_dependent, SPEC,
+                              RefineOptions(nms=0.5, score="heatmap", batch_size=7, workers=0),
+                              input_size=INPUT)
+    b, cb = refine_detections(dets, imgs.__getitem__, image_dependent, SPEC,
+                              RefineOptions(nms=0.5, score="heatmap", batch_size=64, workers=2),
+                              input_size=INPUT)
     assert ca == cb and ca.suppressed_nms > 0
     np.testing.assert_array_equal(a.image_ids, b.image_ids)
     np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
@@ -246,7 +251,8 @@ def test_real_network_from_checkpoint(tiny_checkpoint: Path) -> None:
     rng = np.random.default_rng(7)
     img = rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)
     dets = random_dets(rng, 5, 140, 100, [1, 1, 1, 2, 2])
-    out, counts = refine_detections(dets, lambda i: img, ckpt, nms=0, workers=0, device="cpu")
+    out, counts = refine_detections(dets, lambda i: img, ckpt,
+                                    options=RefineOptions(nms=0, workers=0, device="cpu"))
     assert counts.refined == 5
     assert np.all(np.isfinite(out.keypoints))
     assert np.all((out.keypoints[..., 2] > 0) & (out.keypoints[..., 2] <= 1))
@@ -285,9 +291,10 @@ def test_refiner_is_built_once_with_spec_size_and_padding(tiny_checkpoint: Path)
     rng = np.random.default_rng(3)
     img = rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)
     dets = random_dets(rng, 2, 140, 100, [1, 1])
-    a = refine(dets, lambda i: img, wrapped, nms=0, workers=0)
-    b = refine(dets, lambda i: img, wrapped, nms=0, workers=0, padding=1.4)
-    c = refine(dets, lambda i: img, ckpt.model, SPEC, nms=0, workers=0, device="cpu", flip=False)
+    a = refine(dets, lambda i: img, wrapped, options=RefineOptions(nms=0, workers=0))
+    b = refine(dets, lambda i: img, wrapped, options=RefineOptions(nms=0, workers=0), padding=1.4)
+    c = refine(dets, lambda i: img, ckpt.model, SPEC,
+               RefineOptions(nms=0, workers=0, device="cpu", flip=False))
     np.testing.assert_array_equal(a.keypoints, b.keypoints)
     assert not np.allclose(a.keypoints, c.keypoints)
 
@@ -374,9 +381,10 @@ def test_bad_images_in_the_pipeline(tmp_path: Path) -> None:
     dets = random_dets(rng, 4, 80, 60, [1, 2, 3, 1])
     paths = {1: tmp_path / "a.jpg", 2: tmp_path / "b.jpg", 3: tmp_path / "c.jpg"}
     with pytest.raises(InputError, match="b.jpg"):
-        refine(dets, paths, shifted(1.0), SPEC, input_size=INPUT, workers=0)
-    out, counts = refine_detections(dets, paths, shifted(1.0), SPEC, input_size=INPUT,
-                                    workers=0, skip_missing=True, flip=False, nms=0)
+        refine(dets, paths, shifted(1.0), SPEC, RefineOptions(workers=0), input_size=INPUT)
+    out, counts = refine_detections(dets, paths, shifted(1.0), SPEC,
+                                    RefineOptions(workers=0, skip_missing=True, flip=False, nms=0),
+                                    input_size=INPUT)
     assert counts.refined == 2 and counts.skipped_unreadable_image == 1
     assert counts.skipped_missing_image == 1 and len(counts.bad_images) == 2
     np.testing.assert_array_equal(out.keypoints[1:3], dets.keypoints[1:3])
@@ -395,8 +403,8 @@ def test_exif_rotated_image_is_cropped_in_the_annotated_frame(tmp_path: Path) ->
     kp[0, :, 1] = np.linspace(30, 55, 17)
     kp[0, :, 2] = 1
     dets = Detections(np.array([4]), kp, np.ones(1), np.full((1, 4), np.nan), np.ones(1, int))
-    out = refine(dets, {4: tmp_path / "r.jpg"}, brightest, SPEC, input_size=INPUT,
-                 image_sizes={4: (40, 60)}, nms=0, workers=0)
+    out = refine(dets, {4: tmp_path / "r.jpg"}, brightest, SPEC,
+                 RefineOptions(nms=0, workers=0), input_size=INPUT, image_sizes={4: (40, 60)})
     np.testing.assert_allclose(out.keypoints[0, :, :2], [[x0, y0]] * 17, atol=1.0)
 
 
@@ -425,12 +433,13 @@ def test_refine_files_with_image_list(tmp_path: Path, tiny_checkpoint: Path) -> 
     rng = np.random.default_rng(10)
     imgs, listing, results = _write_set(tmp_path, rng)
     assert set(load_image_list(listing)) == {1, 2, 3, 4}
-    kw = dict(checkpoint=tiny_checkpoint, images=imgs, results=results, image_list=listing,
-              workers=0, device="cpu")
+    kw = dict(checkpoint=tiny_checkpoint, images=imgs, results=results, image_list=listing)
     with pytest.raises(InputError, match="gone.jpg.*does not exist"):
-        refine_files(out=tmp_path / "o.json", **kw)
+        refine_files(out=tmp_path / "o.json", options=RefineFileOptions(
+            RefineOptions(workers=0, device="cpu")), **kw)
     assert not (tmp_path / "o.json").exists()
-    s = refine_files(out=tmp_path / "o.json", skip_missing=True, nms=0, **kw)
+    s = refine_files(out=tmp_path / "o.json", options=RefineFileOptions(RefineOptions(
+        workers=0, device="cpu", skip_missing=True, nms=0)), **kw)
     assert s["refined"] == 5 and s["skipped_missing_image"] == 1 and s["detections_out"] == 6
     assert s["image_size_mismatch"] == 0
     assert "refined 5" in s["text"]
@@ -446,7 +455,7 @@ def test_refine_files_refuses_to_overwrite_inputs(tmp_path: Path, tiny_checkpoin
     imgs, listing, results = _write_set(tmp_path, rng)
     text = results.read_text()
     kw = dict(checkpoint=tiny_checkpoint, images=imgs, results=results, image_list=listing,
-              workers=0, skip_missing=True)
+              options=RefineFileOptions(RefineOptions(workers=0, skip_missing=True)))
     for out in (results, tmp_path / "imgs" / ".." / "in.json", listing):
         with pytest.raises(InputError, match="refusing to write over"):
             refine_files(out=out, **kw)
@@ -475,8 +484,8 @@ def test_streaming_crops_are_not_all_held() -> None:
         return pose[..., :2].clone(), torch.ones(pose.shape[:2])
 
     dets = random_dets(rng, 200, 60, 60, np.repeat(np.arange(100), 2))
-    out = refine(dets, loader, predict, SPEC, input_size=INPUT, batch_size=8, flip=False,
-                 nms=0, workers=0)
+    out = refine(dets, loader, predict, SPEC,
+                 RefineOptions(batch_size=8, flip=False, nms=0, workers=0), input_size=INPUT)
     assert len(out) == 200
     kinds = [k for k, _ in events]
     assert kinds.index("batch") < 10 and kinds[-1] == "batch"
@@ -492,6 +501,7 @@ def test_workers_survive_a_busy_parent(tmp_path: Path) -> None:
     script.write_text(
         "import time, cv2, numpy as np, torch\n"
         "from posefix.io import Detections\n"
+        "from posefix.options import RefineOptions\n"
         "from posefix.refine import refine\n"
         "big = np.zeros((1500, 1500, 3), np.uint8)\n"
         "for _ in range(3):\n"
@@ -504,7 +514,8 @@ def test_workers_survive_a_busy_parent(tmp_path: Path) -> None:
         "d = Detections(np.arange(12), kp, np.ones(12), np.full((12, 4), np.nan),\n"
         "               np.ones(12, dtype=np.int64))\n"
         "out = refine(d, {i: 'img.png' for i in range(12)}, lambda x, p: (p[..., :2],\n"
-        "             torch.ones(p.shape[:2])), 'coco17', input_size=(64, 48), workers=2)\n"
+        "             torch.ones(p.shape[:2])), 'coco17', RefineOptions(workers=2),\n"
+        "             input_size=(64, 48))\n"
         "print(len(out))\n")
     Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "img.png")
     import subprocess

@@ -21,6 +21,7 @@ from posefix.checkpoint import save_checkpoint
 from posefix.commands.refine import refine_files
 from posefix.config import Config, ModelConfig
 from posefix.model import build_model
+from posefix.options import RefineFileOptions, RefineOptions
 from posefix.spec import load_spec
 
 GOLDEN = Path(__file__).parent / "data" / "refine_golden"
@@ -58,10 +59,10 @@ def test_refined_results_are_pinned(data_dir: Path, seeded_checkpoint: Path,
                                     tmp_path: Path, folder: str, name: str, score: str,
                                     batch: int) -> None:
     out = tmp_path / "refined.json"
-    refine_files(checkpoint=seeded_checkpoint, images=data_dir / folder,
-                 results=data_dir / folder / name, out=out,
-                 gt=data_dir / folder / GT[folder], score=score, batch_size=batch,
-                 workers=0, device="cpu", progress=False)
+    options = RefineFileOptions(RefineOptions(score=score, batch_size=batch, workers=0,
+                                              device="cpu"), progress=False)
+    refine_files(seeded_checkpoint, data_dir / folder, data_dir / folder / name, out,
+                 gt=data_dir / folder / GT[folder], options=options)
     got = json.loads(out.read_text())
     golden = GOLDEN / f"{folder}_{name}"
     if os.environ.get("POSEFIX_REGEN_GOLDEN"):

@@ -24,6 +24,7 @@ from posefix.checkpoint import load_checkpoint
 from posefix.commands.refine import refine_files
 from posefix.commands.synthesize import synthesize_file
 from posefix.io import read_json, write_json_atomic
+from posefix.options import RefineFileOptions, RefineOptions
 
 REPO = Path(__file__).resolve().parents[2]
 LSP = REPO.parent / "shared" / "data" / "lsp"
@@ -48,9 +49,9 @@ def main() -> None:
     inputs = synthesize_file(gt, out / "synthesized.json", profile=profile, seed=args.seed)
     best = None
     for gate in GATES:
-        s = refine_files(checkpoint=args.checkpoint, images=LSP, results=inputs,
-                         out=out / f"refined_{gate}.json", gt=gt, workers=0, progress=False,
-                         error_gate=gate)
+        s = refine_files(args.checkpoint, LSP, inputs, out / f"refined_{gate}.json", gt=gt,
+                         options=RefineFileOptions(RefineOptions(workers=0), progress=False,
+                                                   error_gate=gate))
         print(f"gate {gate:.1f}: AP {100 * s['ap_after']['AP']:.1f} (input "
               f"{100 * s['ap_before']['AP']:.1f}), mean OKS {s['mean_oks_after']:.4f} (input "
               f"{s['mean_oks_before']:.4f})", flush=True)

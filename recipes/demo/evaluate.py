@@ -35,6 +35,7 @@ from posefix.commands.synthesize import synthesize_file
 from posefix.config import config_from_dict, config_to_dict
 from posefix.diagnosis import classify_keypoints
 from posefix.io import load_ground_truth, load_results, read_json, write_json_atomic
+from posefix.options import RefineFileOptions, RefineOptions
 from posefix.taxonomy import ERROR_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +96,9 @@ def run_suite(checkpoint: Path, suite: str, out: Path) -> list[dict[str, Any]]:
                 out / f"{entry['name']}_{name}", dets)
         for label, path in inputs.items():
             refined = out / f"{Path(path).stem}_refined.json"
-            s = refine_files(checkpoint=checkpoint, images=DATA / Path(entry["gt"]).parent,
-                             results=path, out=refined, gt=gt, workers=0, progress=False)
+            s = refine_files(checkpoint, DATA / Path(entry["gt"]).parent, path, refined, gt=gt,
+                             options=RefineFileOptions(RefineOptions(workers=0),
+                                                       progress=False))
             rows.append({
                 "set": entry["name"], "input": label,
                 "ap_before": s["ap_before"]["AP"], "ap_after": s["ap_after"]["AP"],

@@ -9,6 +9,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
+
 __all__ = ["build_parser", "main"]
 
 
@@ -154,6 +156,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _add_refine(sub: argparse._SubParsersAction) -> None:
     from .formats import FORMATS
 
+    default = RefineOptions.default
+
     p = _verb(sub, "refine", "Refine any estimator's poses (COCO results, mmpose, OpenPose, arrays)",
               "posefix refine --images $(posefix sample) --gt $(posefix sample)/annotations.json \\\n"
               "      --results $(posefix sample)/movenet.json --out refined.json")
@@ -177,26 +181,30 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-list", default=None,
                    help="COCO annotation or image-info JSON mapping image ids to file names "
                         "(default: --gt; one of the two is required)")
-    p.add_argument("--box", choices=["pose", "bbox"], default="pose",
+    p.add_argument("--box", choices=list(BOXES), default=default("box"),
                    help="crop from the input pose's extent or from the detection's bbox")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test")
-    p.add_argument("--score", choices=["auto", "input", "heatmap", "quality"], default="auto",
+    p.add_argument("--score", choices=list(SCORES), default=default("score"),
                    help="output person score: 'input' keeps the estimator's; 'heatmap': input "
                         "score x mean keypoint confidence of the refined pose; 'quality': input "
                         "score x mean probability (error head) that the input keypoints are "
                         "right; 'auto': quality where the network has an error head, else "
                         "input")
-    p.add_argument("--nms", type=float, default=0.9, help="OKS-NMS threshold (<=0 disables)")
-    p.add_argument("--batch-size", type=int, default=32, help="crops per network call")
-    p.add_argument("--workers", type=int, default=2, help="image-reading processes")
-    p.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
+    p.add_argument("--nms", type=float, default=default("nms"),
+                   help="OKS-NMS threshold (<=0 disables)")
+    p.add_argument("--batch-size", type=int, default=default("batch_size"),
+                   help="crops per network call")
+    p.add_argument("--workers", type=int, default=default("workers"),
+                   help="image-reading processes")
+    p.add_argument("--device", default=default("device"),
+                   help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the network with PyTorch or an exported ONNX model")
     p.add_argument("--onnx", default=None, help="ONNX model for --backend onnxruntime")
     p.add_argument("--skip-missing", action="store_true",
                    help="keep (unrefined) and count detections whose image is missing or "
                         "unreadable, instead of stopping")
-    p.add_argument("--exif", choices=["auto", "apply", "ignore"], default="auto",
+    p.add_argument("--exif", choices=list(EXIF), default=default("exif"),
                    help="EXIF orientation: 'auto' uses the frame whose size the image list "
                         "gives (else applies it)")
     p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
@@ -212,42 +220,35 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_refine)
 
 
-def _refine_video(a: argparse.Namespace) -> dict:
-    from .commands.refine import refine_video_file
-    from .io import InputError
-    from .pipeline import RefineOptions
-    from .refiner import load_refiner
-
-    for flag, value in (("--gt", a.gt), ("--image-list", a.image_list), ("--report", a.report),
-                        ("--split", a.split)):
-        if value is not None:
-            raise InputError(a.video, f"{flag} does not apply to --video (frames are images "
-                             "0, 1, ...)")
-    refiner = load_refiner(a.checkpoint, a.backend, a.onnx, device=a.device,
-                           flip=not a.no_flip, error_gate=a.error_gate)
-    options = RefineOptions(box=a.box, score=a.score, nms=a.nms, batch_size=a.batch_size,
-                            skip_missing=a.skip_missing, progress=sys.stderr.isatty())
-    return refine_video_file(refiner, a.video, a.results, a.out, options, a.format, a.strict,
-                             a.out_format)
+def _refine_options(a: argparse.Namespace) -> RefineFileOptions:
+    """The refine command's options, as given."""
+    refine = RefineOptions(box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
+                           batch_size=a.batch_size, workers=a.workers, device=a.device,
+                           exif=a.exif, skip_missing=a.skip_missing)
+    return RefineFileOptions(refine=refine, backend=a.backend, onnx=a.onnx,
+                             error_gate=a.error_gate, format=a.format, strict=a.strict,
+                             split=a.split, out_format=a.out_format)
 
 
 def _cmd_refine(a: argparse.Namespace) -> int:
-    from .preflight import check_refine_inputs
+    from .commands.preflight import check_refine_inputs
+    from .io import InputError
 
-    if not a.video:  # the input files first: importing torch and loading the model take seconds
-        check_refine_inputs(a.results, a.out, a.images, gt=a.gt, image_list=a.image_list,
-                            checkpoint=a.checkpoint, onnx=a.onnx, report=a.report,
-                            split=a.split, strict=a.strict, format=a.format)
-    from .commands.refine import refine_files
+    options = _refine_options(a)
+    if a.video:
+        for flag, value in (("--gt", a.gt), ("--image-list", a.image_list),
+                            ("--report", a.report), ("--split", a.split)):
+            if value is not None:
+                raise InputError(a.video, f"{flag} does not apply to --video (frames are "
+                                 "images 0, 1, ...)")
+    else:  # the input files first: importing torch and loading the model take seconds
+        check_refine_inputs(a.results, a.out, a.images, a.gt, a.image_list, a.checkpoint,
+                            a.report, options)
+    from .commands.refine import refine_files, refine_video_file
 
-    summary = _refine_video(a) if a.video else refine_files(
-        checkpoint=a.checkpoint, images=a.images, results=a.results, out=a.out, gt=a.gt,
-        image_list=a.image_list, box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
-        batch_size=a.batch_size, workers=a.workers, device=a.device, backend=a.backend,
-        onnx=a.onnx, skip_missing=a.skip_missing, strict=a.strict, exif=a.exif,
-        report=a.report, error_gate=a.error_gate, split=a.split, format=a.format,
-        out_format=a.out_format,
-    )
+    summary = (refine_video_file(a.checkpoint, a.video, a.results, a.out, options) if a.video
+               else refine_files(a.checkpoint, a.images, a.results, a.out, a.gt, a.image_list,
+                                 a.report, options))
     _print_json(summary) if a.json else print(summary.get("text", ""))
     if "report" in summary and not a.json:
         print(f"report written to {summary['report']}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .diagnosis import classify_keypoints
+from .diagnosis import Diagnosis, classify_keypoints
 from .evaluate import evaluate
 from .io import Detections, GroundTruth
 from .taxonomy import ERROR_TYPES
@@ -16,12 +16,16 @@ __all__ = ["MOVED_PX", "STEPS", "align_rows", "attribute_change", "compare_resul
            "person_oks"]
 
 
-def compare_results(truth: GroundTruth, before: Detections, after: Detections
-                    ) -> dict[str, Any]:
+def compare_results(truth: GroundTruth, before: Detections, after: Detections,
+                    diagnoses: tuple[Diagnosis, Diagnosis] | None = None) -> dict[str, Any]:
     """AP, keypoint-error counts, mean OKS of the matched detections and keypoint type
-    transitions (overall and per keypoint) of two result sets of the same persons."""
+    transitions (overall and per keypoint) of two result sets of the same persons.
+
+    ``diagnoses``: the two sets' :func:`posefix.diagnosis.classify_keypoints`, where the
+    caller has them (default: classified here)."""
     out: dict[str, Any] = {"ap_before": evaluate(truth, before), "ap_after": evaluate(truth, after)}
-    diag_b, diag_a = classify_keypoints(truth, before), classify_keypoints(truth, after)
+    diag_b, diag_a = diagnoses if diagnoses is not None else (
+        classify_keypoints(truth, before), classify_keypoints(truth, after))
     n = len(ERROR_TYPES)
 
     def counts(d: Any) -> dict[str, int]:

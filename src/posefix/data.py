@@ -27,7 +27,7 @@ import operator
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from .synthesis import estimates_for, overlap_index, synthesize
 __all__ = [
     "PersonTable",
     "PoseFixDataset",
+    "SampleOptions",
     "ResumableSampler",
     "StringArray",
     "build_dataset",
@@ -285,6 +286,57 @@ def worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+@dataclass(frozen=True)
+class SampleOptions:
+    """How :class:`PoseFixDataset` makes samples, validated once (the config's ``data``
+    section gives them for training: :meth:`from_config`).
+
+    Attributes:
+        seed: the random seed of the synthesized inputs and augmentation.
+        profile: error profile (name, file or :class:`posefix.profile.ErrorProfile`).
+        bbox_padding: box padding of the crop.
+        scale_factor, rotation_factor, rotation_prob, flip: geometric augmentation
+            (training only).
+        repeat: passes over the persons per epoch (training only).
+        cache_images: decoded images kept in memory per process (0: none).
+        float_images: float32 normalized crops instead of uint8.
+        crop_from: ``gt``, ``pose`` or ``auto`` (see :class:`PoseFixDataset`).
+        photometric, elastic: appearance and elastic augmentation (training only; None:
+            none).
+    """
+
+    seed: int = 0
+    profile: Any = "default"
+    bbox_padding: float = 1.25
+    scale_factor: float = 0.3
+    rotation_factor: float = 40.0
+    rotation_prob: float = 0.6
+    flip: bool = True
+    repeat: int = 1
+    cache_images: int = 0
+    float_images: bool = False
+    crop_from: str = "auto"
+    photometric: Photometric | None = None
+    elastic: Elastic | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop_from not in ("auto", "gt", "pose"):
+            raise ValueError(f"crop_from must be auto, gt or pose, got {self.crop_from!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Config, split: str = "train") -> SampleOptions:
+        """The options of a config's training (``split="train"``) or validation samples."""
+        d = cfg.data
+        return cls(seed=cfg.run.seed, profile=d.profile, bbox_padding=d.bbox_padding,
+                   scale_factor=d.scale_factor, rotation_factor=d.rotation_factor,
+                   rotation_prob=d.rotation_prob, flip=d.flip, repeat=d.repeat,
+                   cache_images=d.cache_images,
+                   crop_from=d.crop_from if split == "train" else "pose",
+                   photometric=Photometric(d.color_jitter, d.blur_prob, d.gray_prob,
+                                           d.erase_prob),
+                   elastic=Elastic(d.elastic, d.elastic_prob))
+
+
 class PoseFixDataset(Dataset):
     """Crops, synthesized input poses and targets of a :class:`PersonTable`.
 
@@ -303,43 +355,39 @@ class PoseFixDataset(Dataset):
 
     Training samples (``train=True``) are augmented and keyed by ``(epoch, index)``;
     validation samples are not augmented and their input depends on ``(seed, index)``
-    only. ``photometric`` (training only) changes the crop's appearance
-    (:class:`posefix.augment.Photometric`) and ``elastic`` (training only) bends the crop and
-    its keypoints (:class:`posefix.augment.Elastic`). ``crop_from``: ``gt`` crops around the ground-truth box, ``pose`` around the
+    only; ``options`` (:class:`SampleOptions`) say how. Its ``photometric`` (training only)
+    changes the crop's appearance (:class:`posefix.augment.Photometric`) and ``elastic``
+    (training only) bends the crop and its keypoints (:class:`posefix.augment.Elastic`).
+    ``crop_from``: ``gt`` crops around the ground-truth box, ``pose`` around the
     input pose's extent as :mod:`posefix.refine` does; ``auto``: gt for training, pose
     for validation (a pose with fewer than two keypoints falls back to the gt box).
     """
 
-    def __init__(
-        self, table: PersonTable, input_size: tuple[int, int], *, train: bool, seed: int = 0,
-        profile: Any = "default", bbox_padding: float = 1.25, scale_factor: float = 0.3,
-        rotation_factor: float = 40.0, rotation_prob: float = 0.6, flip: bool = True,
-        repeat: int = 1, cache_images: int = 0, float_images: bool = False,
-        crop_from: str = "auto", photometric: Photometric | None = None,
-        elastic: Elastic | None = None,
-    ) -> None:
-        if crop_from not in ("auto", "gt", "pose"):
-            raise ValueError(f"crop_from must be auto, gt or pose, got {crop_from!r}")
+    def __init__(self, table: PersonTable, input_size: tuple[int, int], *, train: bool,
+                 options: SampleOptions | None = None) -> None:
+        o = options if options is not None else SampleOptions()
         self.table = table
         self.spec = table.spec
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.train = train
-        self.seed = int(seed)
-        self.profile = load_profile(profile) if isinstance(profile, (str, Path)) else profile
-        self.bbox_padding = bbox_padding
-        self.scale_factor = scale_factor if train else 0.0
-        self.rotation_factor = rotation_factor if train else 0.0
-        self.rotation_prob = rotation_prob if train else 0.0
-        self.flip = flip and train
-        self.repeat = int(repeat) if train else 1
-        self.cache_images = int(cache_images)
-        self.float_images = bool(float_images)
-        self.crop_from = ("gt" if train else "pose") if crop_from == "auto" else crop_from
-        self.photometric = photometric if train and photometric is not None else Photometric()
-        self.elastic = elastic if train and elastic is not None else Elastic()
+        self.seed = int(o.seed)
+        self.profile = load_profile(o.profile) if isinstance(o.profile, (str, Path)) \
+            else o.profile
+        self.bbox_padding = o.bbox_padding
+        self.scale_factor = o.scale_factor if train else 0.0
+        self.rotation_factor = o.rotation_factor if train else 0.0
+        self.rotation_prob = o.rotation_prob if train else 0.0
+        self.flip = o.flip and train
+        self.repeat = int(o.repeat) if train else 1
+        self.cache_images = int(o.cache_images)
+        self.float_images = bool(o.float_images)
+        self.crop_from = ("gt" if train else "pose") if o.crop_from == "auto" else o.crop_from
+        self.photometric = o.photometric if train and o.photometric is not None \
+            else Photometric()
+        self.elastic = o.elastic if train and o.elastic is not None else Elastic()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         h, w = self.input_size
-        self.centers, self.sizes = fix_aspect(table.boxes, w / h, bbox_padding)
+        self.centers, self.sizes = fix_aspect(table.boxes, w / h, o.bbox_padding)
 
     def __len__(self) -> int:
         return len(self.table) * self.repeat
@@ -436,22 +484,16 @@ def build_dataset(cfg: Config, split: str = "train", table: PersonTable | None =
                   **options: Any) -> PoseFixDataset:
     """The training (``split="train"``) or validation dataset of a config.
 
-    ``table`` replaces the split's persons; ``options`` go to :class:`PoseFixDataset`.
+    ``table`` replaces the split's persons; ``options`` replace fields of its
+    :class:`SampleOptions` (:meth:`SampleOptions.from_config`).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be train or val, got {split!r}")
     d = cfg.data
     if table is None:
         table = load_persons(d.train if split == "train" else d.val, d.spec, d.overlap_iou)
-    return PoseFixDataset(
-        table, cfg.model.input_size, train=split == "train", seed=cfg.run.seed,
-        profile=d.profile, bbox_padding=d.bbox_padding, scale_factor=d.scale_factor,
-        rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip,
-        repeat=d.repeat, cache_images=d.cache_images,
-        photometric=Photometric(d.color_jitter, d.blur_prob, d.gray_prob, d.erase_prob),
-        elastic=Elastic(d.elastic, d.elastic_prob),
-        **{"crop_from": d.crop_from if split == "train" else "pose", **options},
-    )
+    return PoseFixDataset(table, cfg.model.input_size, train=split == "train",
+                          options=replace(SampleOptions.from_config(cfg, split), **options))
 
 
 class ResumableSampler(DistributedSampler):

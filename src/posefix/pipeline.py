@@ -44,19 +44,11 @@ import numpy as np
 from .crops import CropDataset, CropTask, ImageSource, group_by_image, iterate_crops
 from .geometry import apply_affine, invert_affine
 from .io import Detections, InputError
+from .options import RefineOptions
 from .similarity import oks_nms
 from .spec import KeypointSpec
 
-__all__ = ["DEFAULT_SCORE", "SCORES", "BatchQueue", "Chunk", "RefineCounts", "RefineOptions",
-           "ResultWriter", "run_pipeline"]
-
-#: Output person score unless told otherwise: ``quality`` for a network with an error head
-#: (the shipped demo model: it measured the higher AP on every input of the LSP test split,
-#: recipes/demo/README.md), else the input's score (rescoring by heatmap confidence never won
-#: on held-out images, ``python benchmarks/bench_refine.py --compare-scores CKPT``).
-DEFAULT_SCORE = "auto"
-SCORES = ("auto", "input", "heatmap", "quality")
-
+__all__ = ["BatchQueue", "Chunk", "RefineCounts", "ResultWriter", "run_pipeline"]
 
 @dataclass
 class RefineCounts:
@@ -278,41 +270,6 @@ def _chunk(item: dict[str, Any], task: CropTask, num_keypoints: int, counts: Ref
         counts.unchanged_no_keypoints += int((~item["refinable"]).sum())
     return Chunk(task, item, rows, np.zeros((len(rows), num_keypoints, 2)),
                  np.zeros((len(rows), num_keypoints)))
-
-
-@dataclass(frozen=True)
-class RefineOptions:
-    """How detections are refined, validated once (see :func:`posefix.refine.refine`).
-
-    Attributes:
-        box: crop from the input pose (``"pose"``, the reference) or the ``bbox``.
-        score: output person score, one of :data:`SCORES`.
-        nms: OKS-NMS threshold per image; ``<= 0`` disables it.
-        batch_size: crops per forward pass (doubled by the flip test).
-        workers: image loading and cropping processes (0: in this process).
-        exif: ``"auto"``, ``"apply"`` or ``"ignore"`` the EXIF orientation of image files.
-        skip_missing: keep the detections of missing or unreadable images unchanged.
-        progress: show a progress bar.
-    """
-
-    box: str = "pose"
-    score: str = DEFAULT_SCORE
-    nms: float = 0.9
-    batch_size: int = 32
-    workers: int = 2
-    exif: str = "auto"
-    skip_missing: bool = False
-    progress: bool = False
-
-    def __post_init__(self) -> None:
-        if self.box not in ("pose", "bbox"):
-            raise ValueError(f"box must be 'pose' or 'bbox', got {self.box!r}")
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.exif not in ("auto", "apply", "ignore"):
-            raise ValueError(f"exif must be 'auto', 'apply' or 'ignore', got {self.exif!r}")
 
 
 def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,

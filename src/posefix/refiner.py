@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .io import Detections, InputError
-from .pipeline import DEFAULT_SCORE, RefineOptions, run_pipeline
+from .options import DEFAULT_SCORE, RefineOptions
+from .pipeline import run_pipeline
 from .spec import KeypointSpec, load_spec
 
 if TYPE_CHECKING:
@@ -217,7 +218,7 @@ class Refiner:
             scores: (N,) person scores (default 1).
             color: ``"rgb"`` or ``"bgr"``.
             boxes: (N, 4) ``x, y, w, h`` detection boxes, for ``box="bbox"``.
-            options: :class:`posefix.pipeline.RefineOptions` fields (``box``, ``score``,
+            options: :class:`posefix.options.RefineOptions` fields (``box``, ``score``,
                 ``nms``, ``batch_size``); images in memory need no loader workers.
         """
         return self.refine_images([image], [keypoints],
@@ -241,6 +242,9 @@ class Refiner:
             return []
         frames = [_checked_image(im, i, color) for i, im in enumerate(images)]
         dets = _detections(keypoints, scores, boxes, self.spec.num_keypoints)
+        if "flip" in options or "device" in options:
+            raise TypeError("a Refiner carries its own flip test and device (Refiner."
+                            "from_checkpoint(..., flip=, device=))")
         opts = RefineOptions(**{"workers": 0, "score": DEFAULT_SCORE, **options})
         writer, order = run_pipeline(dets, frames.__getitem__, self, opts)
         back = np.empty_like(order)

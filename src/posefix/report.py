@@ -39,7 +39,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .diagnosis import PR_STEP_LABELS, PR_STEPS, PR_THRESHOLDS, Analysis, run_analysis
+from .diagnosis import (
+    PR_STEP_LABELS,
+    PR_STEPS,
+    PR_THRESHOLDS,
+    Analysis,
+    Diagnosis,
+    run_analysis,
+)
 from .evaluate import RECALL_THRESHOLDS, _detection_areas
 from .io import Detections, GroundTruth, atomic_write
 from .taxonomy import ERROR_TYPES
@@ -870,6 +877,7 @@ def write_refine_report(
     summary: Mapping[str, Any] | None = None,
     num_examples: int = 3, exif: str = "auto",
     labels: tuple[str, str] = ("input", "refined"), title: str | None = None,
+    diagnoses: tuple[Diagnosis, Diagnosis] | None = None,
 ) -> dict[str, Any]:
     """Write the diagnosis of results before and after refinement, side by side, with what
     refinement did to each keypoint's error type and the images whose OKS changed most.
@@ -886,6 +894,8 @@ def write_refine_report(
         exif: EXIF orientation handling of the images (see :func:`posefix.images.load_image`).
         labels: the names of the two sets of results.
         title: the page title.
+        diagnoses: the two sets' :func:`posefix.diagnosis.classify_keypoints`, where the
+            caller has them (as :func:`posefix.comparison.compare_results` took them).
 
     Returns:
         As :func:`write_analysis_report`, with ``analysis`` holding ``before``, ``after``
@@ -894,11 +904,12 @@ def write_refine_report(
     if summary is None or "error_changes" not in summary:
         from .comparison import compare_results
 
-        summary = compare_results(gt, before, after)
+        summary = compare_results(gt, before, after, diagnoses)
     comparison = {k: summary[k] for k in ("ap_before", "ap_after", "errors_before",
                                          "errors_after", "matched_before", "matched_after",
                                          "mean_oks_before", "mean_oks_after", "error_changes")}
-    b, a = run_analysis(gt, before), run_analysis(gt, after)
+    db, da = diagnoses if diagnoses is not None else (None, None)
+    b, a = run_analysis(gt, before, diagnosis=db), run_analysis(gt, after, diagnosis=da)
     cols = [(labels[0], b, before), (labels[1], a, after)]
     w = _Writer(out_dir)
     src = summary.get("results", labels[0])

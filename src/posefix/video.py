@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from .io import Detections, ImageInfo, InputError
-from .pipeline import RefineCounts, RefineOptions, run_pipeline
+from .options import RefineOptions
+from .pipeline import RefineCounts, run_pipeline
 
 __all__ = ["VideoInfo", "frame_list", "read_frames", "refine_video", "video_info",
            "write_video"]

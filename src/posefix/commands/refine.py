@@ -11,12 +11,14 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..comparison import compare_results
+from ..diagnosis import classify_keypoints
 from ..formats import (
     OUT_FORMATS,
     image_keys,
@@ -27,16 +29,19 @@ from ..formats import (
 )
 from ..images import load_image_list
 from ..io import (
+    Detections,
+    GroundTruth,
     ImageInfo,
     InputError,
     load_ground_truth,
     resolve_image_path,
     write_json_atomic,
 )
-from ..pipeline import DEFAULT_SCORE, RefineOptions
-from ..preflight import check_refine_paths, same_file
+from ..options import RefineFileOptions, RefineOptions
+from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
+from .preflight import check_refine_paths, same_file
 
 __all__ = ["format_summary", "refine_files", "refine_video_file"]
 
@@ -48,25 +53,8 @@ def refine_files(
     out: str | Path,
     gt: str | Path | None = None,
     image_list: str | Path | None = None,
-    box: str = "pose",
-    flip: bool = True,
-    score: str = DEFAULT_SCORE,
-    nms: float = 0.9,
-    batch_size: int = 32,
-    workers: int = 2,
-    device: str = "auto",
-    backend: str = "torch",
-    onnx: str | Path | None = None,
-    skip_missing: bool = False,
-    strict: bool = False,
-    *,
-    exif: str = "auto",
-    progress: bool | None = None,
     report: str | Path | None = None,
-    error_gate: float | None = None,
-    split: str | None = None,
-    format: str | None = None,
-    out_format: str = "coco",
+    options: RefineFileOptions | None = None,
 ) -> dict[str, Any]:
     """Refine an estimator's results file into a COCO keypoint results file
     (``posefix refine``).
@@ -86,25 +74,11 @@ def refine_files(
         out: output results JSON, written atomically; must not be an input file.
         gt: COCO keypoint annotations, for the image list and the before/after report.
         image_list: image-id -> file mapping (default: ``gt``).
-        box, flip, score, nms, batch_size, workers, device, exif, skip_missing: see
-            :func:`refine`.
-        backend: ``"torch"`` or ``"onnxruntime"``.
-        onnx: the ONNX file for ``onnxruntime`` (default: export ``checkpoint`` to a
-            temporary file).
-        strict: detections of images not in the image list are an error (default:
-            skipped with a warning).
-        progress: progress bar (default: when stderr is a terminal).
-        error_gate: keep every input keypoint whose probability of being a gross error
-            (the network's error head) is below this; 0 refines every keypoint (default:
-            the checkpoint's ``model.error_gate``).
         report: with ``gt``, write the before/after figures, ``report.md`` and
             ``index.html`` into this folder (:func:`posefix.report.write_refine_report`).
-        split: with ``gt``, only its images whose ``split`` field has this value (e.g.
-            LSP's ``test``): the detections of other images are skipped.
-        format: the format of ``results`` (:data:`posefix.formats.FORMATS`; default:
-            detected).
-        out_format: ``"coco"`` results, or ``"arrays"`` keyed as the input's images
-            (:func:`posefix.formats.to_arrays`).
+        options: how to refine (:class:`posefix.options.RefineFileOptions`: the
+            :class:`~posefix.options.RefineOptions`, backend, ONNX file, error gate, input
+            format, strictness, split, output format, progress bar; default: its defaults).
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -112,74 +86,106 @@ def refine_files(
         ``mean_oks_before``/``mean_oks_after`` (of the detections matched to a person) with
         ``gt``, and ``text`` (a readable report).
     """
-    results_p, out_p, root = Path(results), Path(out), Path(images)
-    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, onnx, report,
-                             split, format)
-    if out_format not in OUT_FORMATS:
+    o = options if options is not None else RefineFileOptions()
+    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
+    if o.out_format not in OUT_FORMATS:
         raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got "
-                         f"{out_format!r}")
-    list_path = Path(image_list if image_list is not None else gt
-                     if gt is not None else results_p)
+                         f"{o.out_format!r}")
+    refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
+                           flip=o.refine.flip, error_gate=o.error_gate)
+    inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o)
+    paths = _image_paths(inputs, Path(images), o.refine.skip_missing)
+    sizes = {i: (inputs.infos[i].width, inputs.infos[i].height) for i in paths}
+    show = o.progress if o.progress is not None else sys.stderr.isatty()
+    start = time.perf_counter()
+    refined, counts = refine_detections(inputs.dets, paths, refiner, None,
+                                        replace(o.refine, progress=show), image_sizes=sizes)
+    seconds = time.perf_counter() - start
+    write_json_atomic(Path(out), refined.to_json() if o.out_format == "coco"
+                      else to_arrays(refined, image_keys(inputs.poses, inputs.infos)))
 
-    refiner = load_refiner(checkpoint, backend, onnx, device=device, flip=flip,
-                           error_gate=error_gate)
+    summary = _summary(refiner, o.refine, counts, seconds, results=str(results), out=str(out))
+    if inputs.truth is not None:
+        diagnoses = (classify_keypoints(inputs.truth, inputs.dets),
+                     classify_keypoints(inputs.truth, refined))
+        summary.update(compare_results(inputs.truth, inputs.dets, refined, diagnoses))
+        if report is not None:
+            from ..report import write_refine_report  # matplotlib: only for a report
+
+            summary["report"] = str(write_refine_report(
+                inputs.truth, inputs.dets, refined, report, images=paths, summary=summary,
+                exif=o.refine.exif, diagnoses=diagnoses)["index"])
+    summary["text"] = format_summary(summary)
+    return summary
+
+
+@dataclass
+class _Inputs:
+    """What :func:`refine_files` read: the ground truth (or None), the image list, the
+    poses as read and as detections, and the file that maps image ids to files."""
+
+    truth: GroundTruth | None
+    infos: dict[int, ImageInfo]
+    poses: Any
+    dets: Detections
+    list_path: Path
+
+
+def _read_inputs(refiner: Refiner, root: Path, results: Path, gt: str | Path | None,
+                 image_list: str | Path | None, fmt: str | None,
+                 o: RefineFileOptions) -> _Inputs:
+    """Read the ground truth, the image list and the results in the refiner's layout."""
     spec = refiner.spec
-    truth = load_ground_truth(gt, spec=spec, image_root=root, split=split) \
+    truth = load_ground_truth(gt, spec=spec, image_root=root, split=o.split) \
         if gt is not None else None
     infos = load_image_list(image_list) if image_list is not None else \
         dict(truth.images) if truth is not None else None
-    if split is not None:
+    if o.split is not None:
         infos = {i: infos[i] for i in truth.images if i in infos}
-    poses = read_poses(results_p, spec, fmt, infos, strict)
+    poses = read_poses(results, spec, fmt, infos, o.strict)
     if infos is None:
-        infos = image_list_from_keys(poses.keys, root, results_p)
-    dets = to_detections(poses, infos, results_p, strict)
+        infos = image_list_from_keys(poses.keys, root, results)
+    dets = to_detections(poses, infos, results, o.strict)
+    list_path = Path(image_list if image_list is not None else gt
+                     if gt is not None else results)
+    return _Inputs(truth, infos, poses, dets, list_path)
 
+
+def _image_paths(inputs: _Inputs, root: Path, skip_missing: bool) -> dict[int, Path]:
+    """Image id -> file of every image with a detection; a missing file is an error
+    unless ``skip_missing``."""
     paths: dict[int, Path] = {}
     missing = []
-    for image_id in np.unique(dets.image_ids).tolist():
-        p = resolve_image_path(root, infos[image_id].file_name, source=list_path,
-                               must_exist=False)
+    for image_id in np.unique(inputs.dets.image_ids).tolist():
+        p = resolve_image_path(root, inputs.infos[image_id].file_name,
+                               source=inputs.list_path, must_exist=False)
         paths[image_id] = p
         if not p.is_file():
             missing.append(p)
     if missing and not skip_missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(missing[0], f"image does not exist{more}; image ids map to files "
-                         f"through {list_path} (use --skip-missing to keep their "
+                         f"through {inputs.list_path} (use --skip-missing to keep their "
                          "detections unrefined)")
-    sizes = {i: (infos[i].width, infos[i].height) for i in paths}
-    show = progress if progress is not None else sys.stderr.isatty()
-    start = time.perf_counter()
-    refined, counts = refine_detections(
-        dets, paths, refiner, box=box, score=score, nms=nms, batch_size=batch_size,
-        workers=workers, image_sizes=sizes, exif=exif, skip_missing=skip_missing,
-        progress=show)
-    seconds = time.perf_counter() - start
-    write_json_atomic(out_p, refined.to_json() if out_format == "coco"
-                      else to_arrays(refined, image_keys(poses, infos)))
+    return paths
 
-    summary: dict[str, Any] = {
-        "results": str(results_p), "out": str(out_p), "backend": refiner.description,
-        "device": str(refiner.device), "spec": spec.name, "box": box, "flip": bool(flip),
-        "score": score, "nms": float(nms), "batch_size": int(batch_size), "workers": int(workers),
+
+def _summary(refiner: Refiner, options: RefineOptions, counts: RefineCounts, seconds: float,
+             **files: str) -> dict[str, Any]:
+    """The summary's files, settings, counts and timing."""
+    return {
+        **files, "backend": refiner.description, "device": str(refiner.device),
+        "spec": refiner.spec.name, "box": options.box, "flip": bool(options.flip),
+        "score": options.score, "nms": float(options.nms),
+        "batch_size": int(options.batch_size), "workers": int(options.workers),
         **counts.to_dict(), "seconds": round(seconds, 3),
         "detections_per_second": round(counts.detections_in / seconds, 2) if seconds else None,
     }
-    if truth is not None:
-        summary.update(compare_results(truth, dets, refined))
-    if report is not None:
-        from ..report import write_refine_report  # matplotlib: only for a report
-
-        summary["report"] = str(write_refine_report(
-            truth, dets, refined, report, images=paths, summary=summary, exif=exif)["index"])
-    summary["text"] = format_summary(summary)
-    return summary
 
 
-def refine_video_file(refiner: Refiner, video: str | Path, results: str | Path,
-                      out: str | Path, options: RefineOptions, format: str | None = None,
-                      strict: bool = False, out_format: str = "coco") -> dict[str, Any]:
+def refine_video_file(checkpoint: str | Path | None, video: str | Path, results: str | Path,
+                      out: str | Path, options: RefineFileOptions | None = None
+                      ) -> dict[str, Any]:
     """Refine an estimator's per-frame poses on a video (``posefix refine --video``).
 
     ``results`` is in any format of :mod:`posefix.formats`, keyed by frame index (COCO's
@@ -187,35 +193,37 @@ def refine_video_file(refiner: Refiner, video: str | Path, results: str | Path,
     frame number). Frames are streamed with OpenCV and each is refined on its own (no
     temporal model). Writes COCO results (image id = frame index; or ``out_format="arrays"``
     keyed as the input) to ``out``, atomically; returns the summary of :func:`refine_files`
-    (without ground truth).
+    (without ground truth). ``options`` as for :func:`refine_files` (there is no image
+    list or split: frames are images 0, 1, ...).
     """
     from ..video import frame_list, refine_video
 
+    o = options if options is not None else RefineFileOptions()
+    if o.split is not None:
+        raise InputError(Path(video), "--split does not apply to --video (frames are images "
+                         "0, 1, ...)")
     results_p, out_p = Path(results), Path(out)
     for name, p in (("results", results_p), ("video", Path(video))):
         if same_file(out_p, p):
             raise InputError(out_p, f"refusing to write over the input {name} file; "
                              "choose another --out")
+    refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
+                           flip=o.refine.flip, error_gate=o.error_gate)
     frames = frame_list(video)  # the container's count, which may be off: keep every index
-    poses = read_poses(results_p, refiner.spec, format, None, strict)
+    poses = read_poses(results_p, refiner.spec, o.format, None, o.strict)
     for key in poses.keys:
         tail = re.search(r"(\d+)$", str(key))
         if tail:
             frames.setdefault(int(tail.group(1)), ImageInfo(int(tail.group(1)), "", 0, 0))
-    dets = to_detections(poses, frames, results_p, strict, frame_numbers=True)
+    dets = to_detections(poses, frames, results_p, o.strict, frame_numbers=True)
+    show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
-    refined, counts = refine_video(dets, video, refiner, options)
+    refined, counts = refine_video(dets, video, refiner, replace(o.refine, progress=show))
     seconds = time.perf_counter() - start
-    write_json_atomic(out_p, refined.to_json() if out_format == "coco" else
+    write_json_atomic(out_p, refined.to_json() if o.out_format == "coco" else
                       to_arrays(refined, image_keys(poses, frames, frame_numbers=True)))
-    summary: dict[str, Any] = {
-        "results": str(results_p), "video": str(video), "out": str(out_p),
-        "backend": refiner.description, "device": str(refiner.device),
-        "spec": refiner.spec.name, "box": options.box, "flip": refiner.flip,
-        "score": options.score, "nms": float(options.nms), "batch_size": options.batch_size,
-        "workers": 0, **counts.to_dict(), "seconds": round(seconds, 3),
-        "detections_per_second": round(counts.detections_in / seconds, 2) if seconds else None,
-    }
+    summary = _summary(refiner, replace(o.refine, workers=0, flip=refiner.flip), counts,
+                       seconds, results=str(results_p), video=str(video), out=str(out_p))
     summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "
                                                  "one by one (no temporal model)")
     return summary

@@ -12,9 +12,10 @@ import os
 import warnings
 from pathlib import Path
 
-from .formats import sniff_format
-from .images import load_image_list
-from .io import InputError, load_ground_truth, load_results
+from ..formats import sniff_format
+from ..images import load_image_list
+from ..io import InputError, load_ground_truth, load_results
+from ..options import RefineFileOptions
 
 __all__ = ["check_refine_inputs", "check_refine_paths", "same_file"]
 
@@ -31,11 +32,12 @@ def same_file(a: Path, b: Path) -> bool:
 
 def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
                        gt: str | Path | None = None, image_list: str | Path | None = None,
-                       checkpoint: str | Path | None = None, onnx: str | Path | None = None,
-                       report: str | Path | None = None, split: str | None = None,
-                       format: str | None = None) -> str | None:
+                       checkpoint: str | Path | None = None, report: str | Path | None = None,
+                       options: RefineFileOptions | None = None) -> str | None:
     """The arguments of :func:`posefix.commands.refine.refine_files` fit together; returns the
-    results' format (``format``, else detected: :func:`posefix.formats.sniff_format`)."""
+    results' format (``options.format``, else detected: :func:`posefix.formats.sniff_format`)."""
+    o = options if options is not None else RefineFileOptions()
+    onnx, split = o.onnx, o.split
     results_p, out_p = Path(results), Path(out)
     for name, p in (("results", results), ("gt", gt), ("image list", image_list),
                     ("checkpoint", checkpoint), ("onnx", onnx)):
@@ -49,7 +51,7 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
     if split is not None and gt is None:
         raise InputError(results_p, f"split {split!r} selects images of the ground truth: "
                          "pass --gt")
-    fmt = format or sniff_format(results_p)
+    fmt = o.format or sniff_format(results_p)
     if image_list is None and gt is None and fmt in ("coco", None):
         raise InputError(results_p, "cannot map image ids to image files: pass --gt or "
                          "--image-list (a COCO JSON with 'images': id, file_name)")
@@ -60,21 +62,20 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
 
 def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path,
                         gt: str | Path | None = None, image_list: str | Path | None = None,
-                        checkpoint: str | Path | None = None, onnx: str | Path | None = None,
-                        report: str | Path | None = None, split: str | None = None,
-                        strict: bool = False, format: str | None = None) -> None:
+                        checkpoint: str | Path | None = None, report: str | Path | None = None,
+                        options: RefineFileOptions | None = None) -> None:
     """:func:`check_refine_paths`, then read every input file but the model: the ground
     truth (its own layout), the image list and COCO results (any layout; the model's, and
     the other formats, are checked once it is loaded). Raises :class:`InputError`."""
-    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, onnx, report,
-                             split, format)
-    for p, what in ((checkpoint, "checkpoint"), (onnx, "ONNX model")):
+    o = options if options is not None else RefineFileOptions()
+    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
+    for p, what in ((checkpoint, "checkpoint"), (o.onnx, "ONNX model")):
         if p is not None and not Path(p).is_file():
             raise InputError(Path(p), f"{what} file does not exist")
     ids = None
     if gt is not None:
         try:
-            ids = set(load_ground_truth(gt, split=split).images)
+            ids = set(load_ground_truth(gt, split=o.split).images)
         except InputError as e:
             if e.field != "categories":  # no layout named: the model's is used
                 raise
@@ -84,4 +85,4 @@ def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path
         return
     with warnings.catch_warnings():  # an empty file: refine's own reading warns, once
         warnings.simplefilter("ignore")
-        load_results(results, None, image_ids=ids if strict else None, strict=strict)
+        load_results(results, None, image_ids=ids if o.strict else None, strict=o.strict)
