@@ -202,63 +202,85 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
     gts: list[GroundTruth] = []
     any_estimates = any(ds.results for ds in datasets)
     for s, ds in enumerate(datasets):
-        gt = load_ground_truth(ds.ann, spec=ds.spec, image_root=ds.images)
-        if not (spec.mapping_from(gt.spec) >= 0).any():
-            raise ConfigError(f"{ds.ann}: layout {gt.spec.name} shares no keypoint name with "
-                              f"{spec.name}")
-        images = gt.images
-        if ds.split is not None:
-            images = images_of_split(images, ds.split, ds.ann)
-        if ds.image_files is not None:
-            by_name = {im.file_name: im.id for im in gt.images.values()}
-            unknown = sorted(set(ds.image_files) - set(by_name))
-            if unknown:
-                raise InputError(ds.ann, f"image_files not in this set: {unknown[:5]}",
-                                 field_name="images")
-            keep_ids = {by_name[f] for f in ds.image_files}
-            images = {k: v for k, v in images.items() if k in keep_ids}
-        in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
-        gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
-        kp = convert_layout(gt.keypoints, gt.spec, spec)
-        for name in ds.ignore_keypoints:
-            try:
-                kp[:, spec.index(name), 2] = 0
-            except (KeyError, ValueError) as e:
-                raise ConfigError(f"{ds.ann}: ignore_keypoints: {name!r} is not a keypoint of "
-                                  f"{spec.name}") from e
-        converted = GroundTruth(
-            spec=spec, images=gt.images, image_ids=gt.image_ids, ann_ids=gt.ann_ids,
-            keypoints=kp, boxes=gt.boxes, areas=gt.areas, iscrowd=gt.iscrowd, path=gt.path,
-            image_root=gt.image_root)
+        gt, converted = _load_set(ds, spec)
         gts.append(converted)
-        if len(gt) == 0:
-            continue
-        w, h = _image_sizes(gt, gt.image_ids)
-        boxes, ok = sanitize_boxes(gt.boxes, w, h)
-        rows = np.flatnonzero(ok & ~gt.iscrowd & ((kp[..., 2] > 0).sum(-1) > 0) & (gt.areas > 0))
-        if len(rows) == 0:
-            continue
-        img_ids = gt.image_ids[rows]
-        uniq, inverse = np.unique(img_ids, return_inverse=True)
-        parts["image_index"].append(inverse + len(paths))
-        paths.extend(str(gt.image_path(int(i))) for i in uniq)
-        parts["keypoints"].append(kp[rows])
-        parts["boxes"].append(boxes[rows])
-        parts["areas"].append(gt.areas[rows])
-        parts["image_ids"].append(img_ids)
-        parts["ann_ids"].append(gt.ann_ids[rows])
-        parts["source"].append(np.full(len(rows), s, dtype=np.int64))
-        others = overlap_index(converted, rows, overlap_iou)  # (n, M) gt rows, -1 padded
-        have = others >= 0
-        parts["others_count"].append(have.sum(1))
-        parts["others_kp"].append(kp[others[have]])
-        parts["others_area"].append(gt.areas[others[have]])
-        if any_estimates:
-            est = np.zeros((len(rows), gt.spec.num_keypoints, 3))
-            if ds.results:
-                dets = load_results(ds.results, gt.spec, image_ids=gt.images.keys())
-                est = estimates_for(gt, dets, rows, iou=overlap_iou)
-            parts["estimated"].append(convert_layout(est, gt.spec, spec))
+        if len(gt):
+            _add_persons(parts, paths, s, ds, gt, converted, overlap_iou, any_estimates)
+    return _person_table(parts, paths, gts, spec, any_estimates)
+
+
+def _load_set(ds: DatasetConfig, spec: KeypointSpec) -> tuple[GroundTruth, GroundTruth]:
+    """One set's ground truth of its split or image files, as in its file and converted
+    to ``spec`` (with its ignored keypoints unlabelled)."""
+    gt = load_ground_truth(ds.ann, spec=ds.spec, image_root=ds.images)
+    if not (spec.mapping_from(gt.spec) >= 0).any():
+        raise ConfigError(f"{ds.ann}: layout {gt.spec.name} shares no keypoint name with "
+                          f"{spec.name}")
+    images = gt.images
+    if ds.split is not None:
+        images = images_of_split(images, ds.split, ds.ann)
+    if ds.image_files is not None:
+        by_name = {im.file_name: im.id for im in gt.images.values()}
+        unknown = sorted(set(ds.image_files) - set(by_name))
+        if unknown:
+            raise InputError(ds.ann, f"image_files not in this set: {unknown[:5]}",
+                             field_name="images")
+        keep_ids = {by_name[f] for f in ds.image_files}
+        images = {k: v for k, v in images.items() if k in keep_ids}
+    in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
+    gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
+    kp = convert_layout(gt.keypoints, gt.spec, spec)
+    for name in ds.ignore_keypoints:
+        try:
+            kp[:, spec.index(name), 2] = 0
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"{ds.ann}: ignore_keypoints: {name!r} is not a keypoint of "
+                              f"{spec.name}") from e
+    converted = GroundTruth(
+        spec=spec, images=gt.images, image_ids=gt.image_ids, ann_ids=gt.ann_ids,
+        keypoints=kp, boxes=gt.boxes, areas=gt.areas, iscrowd=gt.iscrowd, path=gt.path,
+        image_root=gt.image_root)
+    return gt, converted
+
+
+def _add_persons(parts: dict[str, list[np.ndarray]], paths: list[str], source: int,
+                 ds: DatasetConfig, gt: GroundTruth, converted: GroundTruth,
+                 overlap_iou: float, any_estimates: bool) -> None:
+    """Append one set's trainable persons (not crowd, a labelled keypoint, a box) to
+    ``parts``, their images to ``paths``."""
+    kp = converted.keypoints
+    w, h = _image_sizes(gt, gt.image_ids)
+    boxes, ok = sanitize_boxes(gt.boxes, w, h)
+    rows = np.flatnonzero(ok & ~gt.iscrowd & ((kp[..., 2] > 0).sum(-1) > 0) & (gt.areas > 0))
+    if len(rows) == 0:
+        return
+    img_ids = gt.image_ids[rows]
+    uniq, inverse = np.unique(img_ids, return_inverse=True)
+    parts["image_index"].append(inverse + len(paths))
+    paths.extend(str(gt.image_path(int(i))) for i in uniq)
+    parts["keypoints"].append(kp[rows])
+    parts["boxes"].append(boxes[rows])
+    parts["areas"].append(gt.areas[rows])
+    parts["image_ids"].append(img_ids)
+    parts["ann_ids"].append(gt.ann_ids[rows])
+    parts["source"].append(np.full(len(rows), source, dtype=np.int64))
+    others = overlap_index(converted, rows, overlap_iou)  # (n, M) gt rows, -1 padded
+    have = others >= 0
+    parts["others_count"].append(have.sum(1))
+    parts["others_kp"].append(kp[others[have]])
+    parts["others_area"].append(gt.areas[others[have]])
+    if any_estimates:
+        est = np.zeros((len(rows), gt.spec.num_keypoints, 3))
+        if ds.results:
+            dets = load_results(ds.results, gt.spec, image_ids=gt.images.keys())
+            est = estimates_for(gt, dets, rows, iou=overlap_iou)
+        parts["estimated"].append(convert_layout(est, gt.spec, converted.spec))
+
+
+def _person_table(parts: dict[str, list[np.ndarray]], paths: list[str],
+                  gts: list[GroundTruth], spec: KeypointSpec,
+                  any_estimates: bool) -> PersonTable:
+    """The :class:`PersonTable` of the persons of every set."""
     K = spec.num_keypoints
     empty = {"keypoints": np.zeros((0, K, 3)), "boxes": np.zeros((0, 4)),
              "estimated": np.zeros((0, K, 3)), "others_kp": np.zeros((0, K, 3)),

@@ -809,13 +809,23 @@ def _example_panels(gt: GroundTruth, before: Detections, after: Detections, imag
     return panels, int(moved.sum()), len(removed)
 
 
-def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysis,
-              a: Analysis, images: Mapping[int, str | Path] | None, num: int, exif: str,
-              labels: tuple[str, str], w: _Writer, doc: _Doc) -> list[dict[str, Any]]:
-    """Draw the images whose persons' OKS rose most and fell most."""
-    from .images import load_image
-    from .visualize import render_panels
+def _example_path(gt: GroundTruth, image_id: int,
+                  images: Mapping[int, str | Path] | None) -> Path | None:
+    """The image file of an example: from ``images``, else the ground truth's image root."""
+    info = gt.images.get(image_id)
+    if images is not None and image_id in images:
+        return Path(images[image_id])
+    if gt.image_root is not None and info is not None:
+        return gt.image_root / info.file_name
+    return None
 
+
+def _pick_examples(gt: GroundTruth, b: Analysis, a: Analysis, num: int,
+                   ) -> tuple[dict[str, list[dict[str, Any]]], np.ndarray, np.ndarray,
+                              np.ndarray]:
+    """The images whose persons' summed OKS rose most (``best``) and fell most
+    (``worst``), at most ``num`` each, each ``{image_id, oks_change}``; and the persons'
+    images, OKS before and after."""
     persons, ob, oa = _oks_changes(gt, b, a)
     img = gt.image_ids[persons]
     ids = np.unique(img)
@@ -823,35 +833,38 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysi
     order = np.argsort(-total, kind="stable")
     best = [i for i in order[:num] if total[i] >= _MIN_CHANGE]
     worst = [i for i in order[::-1][:num] if total[i] <= -_MIN_CHANGE]
+    picks = {kind: [{"image_id": int(ids[k]), "oks_change": total[k]} for k in chosen]
+             for kind, chosen in (("best", best), ("worst", worst))}
+    return picks, img, ob, oa
+
+
+def _examples(gt: GroundTruth, before: Detections, after: Detections,
+              analyses: tuple[Analysis, Analysis], images: Mapping[int, str | Path] | None,
+              num: int, exif: str, labels: tuple[str, str], w: _Writer, doc: _Doc,
+              ) -> list[dict[str, Any]]:
+    """Draw the images whose persons' OKS rose most and fell most."""
+    from .images import load_image
+    from .visualize import render_panels
+
+    picks, img, ob, oa = _pick_examples(gt, *analyses, num)
     out = []
-    for kind, picks in (("best", best), ("worst", worst)):
+    for kind in ("best", "worst"):
         verb, base = ("rose", "rise") if kind == "best" else ("fell", "fall")
         doc.heading(f"Images whose OKS {verb} most")
-        if not picks:
+        if not picks[kind]:
             doc.para(f"No image: on no image did the summed OKS of its persons {base} by "
                      f"{_MIN_CHANGE:g} or more.")
-        for rank, k in enumerate(picks, 1):
-            image_id = int(ids[k])
+        for rank, pick in enumerate(picks[kind], 1):
+            image_id, change = pick["image_id"], pick["oks_change"]
             sel = (img == image_id) & (np.abs(oa - ob) >= _MIN_CHANGE)
-            changes = ", ".join(f"{x:.3f} → {y:.3f}" for x, y in zip(ob[sel], oa[sel],
-                                                                      strict=True))
             info = gt.images.get(image_id)
             name = info.file_name if info is not None else str(image_id)
             entry = {"kind": kind, "image_id": image_id, "file_name": name,
-                     "oks_change": total[k], "oks_before": ob[sel], "oks_after": oa[sel]}
-            path = None
-            if images is not None and image_id in images:
-                path = Path(images[image_id])
-            elif gt.image_root is not None and info is not None:
-                path = gt.image_root / info.file_name
+                     "oks_change": change, "oks_before": ob[sel], "oks_after": oa[sel]}
             panels, moved, removed = _example_panels(gt, before, after, image_id, labels)
             entry.update(keypoints_moved=moved, detections_removed=removed)
-            caption = (f"{name}: summed OKS change {total[k]:+.3f} (the persons whose OKS "
-                       f"changed, {labels[0]} → {labels[1]}: {changes}); {moved} keypoint(s) "
-                       f"moved, {removed} detection(s) removed. Panels: ground truth, "
-                       f"{labels[0]}, {labels[1]} (a magenta line from each moved keypoint's "
-                       f"{labels[0]} position; removed detections grey); left side blue, "
-                       "right orange.")
+            caption = _example_caption(name, change, ob[sel], oa[sel], moved, removed, labels)
+            path = _example_path(gt, image_id, images)
             try:
                 if path is None:
                     raise FileNotFoundError(name)
@@ -871,13 +884,25 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections, b: Analysi
     return out
 
 
+def _example_caption(name: str, change: float, ob: np.ndarray, oa: np.ndarray, moved: int,
+                     removed: int, labels: tuple[str, str]) -> str:
+    """An example picture's caption: the OKS changes, what moved, what the panels show."""
+    changes = ", ".join(f"{x:.3f} → {y:.3f}" for x, y in zip(ob, oa, strict=True))
+    return (f"{name}: summed OKS change {change:+.3f} (the persons whose OKS "
+            f"changed, {labels[0]} → {labels[1]}: {changes}); {moved} keypoint(s) "
+            f"moved, {removed} detection(s) removed. Panels: ground truth, "
+            f"{labels[0]}, {labels[1]} (a magenta line from each moved keypoint's "
+            f"{labels[0]} position; removed detections grey); left side blue, "
+            "right orange.")
+
+
 def write_refine_report(
     gt: GroundTruth, before: Detections, after: Detections, out_dir: str | Path, *,
     images: Mapping[int, str | Path] | None = None,
     summary: Mapping[str, Any] | None = None,
-    num_examples: int = 3, exif: str = "auto",
-    labels: tuple[str, str] = ("input", "refined"), title: str | None = None,
     diagnoses: tuple[Diagnosis, Diagnosis] | None = None,
+    num_examples: int = 3, exif: str = "auto",
+    labels: tuple[str, str] = ("input", "refined"),
 ) -> dict[str, Any]:
     """Write the diagnosis of results before and after refinement, side by side, with what
     refinement did to each keypoint's error type and the images whose OKS changed most.
@@ -890,12 +915,11 @@ def write_refine_report(
             truth's image root; without images the examples are listed, not drawn).
         summary: :func:`posefix.commands.refine.refine_files`' summary (its ``ap_before``,
             ``ap_after`` and ``error_changes``); computed here when None.
+        diagnoses: the two sets' :func:`posefix.diagnosis.classify_keypoints`, where the
+            caller has them (as :func:`posefix.comparison.compare_results` took them).
         num_examples: images to draw whose OKS rose most, and as many where it fell most.
         exif: EXIF orientation handling of the images (see :func:`posefix.images.load_image`).
         labels: the names of the two sets of results.
-        title: the page title.
-        diagnoses: the two sets' :func:`posefix.diagnosis.classify_keypoints`, where the
-            caller has them (as :func:`posefix.comparison.compare_results` took them).
 
     Returns:
         As :func:`write_analysis_report`, with ``analysis`` holding ``before``, ``after``
@@ -910,12 +934,29 @@ def write_refine_report(
                                          "mean_oks_before", "mean_oks_after", "error_changes")}
     db, da = diagnoses if diagnoses is not None else (None, None)
     b, a = run_analysis(gt, before, diagnosis=db), run_analysis(gt, after, diagnosis=da)
-    cols = [(labels[0], b, before), (labels[1], a, after)]
     w = _Writer(out_dir)
-    src = summary.get("results", labels[0])
-    doc = _Doc(title or f"posefix refine: {Path(str(src)).name} → "
-                        f"{Path(str(summary.get('out', labels[1]))).name}")
-    r = b.report
+    doc = _Doc(f"posefix refine: {Path(str(summary.get('results', labels[0]))).name} → "
+               f"{Path(str(summary.get('out', labels[1]))).name}")
+    _refine_intro(doc, b.report, summary, comparison, labels)
+    drawn = _figure_sections(doc, w, gt, [(labels[0], b, before), (labels[1], a, after)])
+    drawn["transitions"] = _transition_section(doc, w, gt, comparison["error_changes"],
+                                               labels)
+    drawn["examples"] = _examples(gt, before, after, (b, a), images, num_examples, exif,
+                                  labels, w, doc)
+    doc.heading("AP if each error type were fixed")
+    for label, an in ((labels[0], b), (labels[1], a)):
+        doc.para(f"{label}:")
+        _fix_table(doc, an.report)
+    doc.links([("report.md", "report.md"), ("report.json (every number)", "report.json"),
+               ("figures.json (the numbers drawn)", "figures.json")])
+    report = {labels[0]: b.report, labels[1]: a.report, "comparison": comparison}
+    paths = w.finish(doc, report, drawn)
+    return {**paths, "figures": dict(w.figures), "drawn": drawn, "analysis": report}
+
+
+def _refine_intro(doc: _Doc, r: Mapping[str, Any], summary: Mapping[str, Any],
+                  comparison: Mapping[str, Any], labels: tuple[str, str]) -> None:
+    """The refine report's first paragraph and its AP table, before and after."""
     files = (f" ({summary['results']} and {summary['out']})"
              if "results" in summary and "out" in summary else "")
     doc.para(f"The {labels[0]} and the {labels[1]} results{files} against the ground truth "
@@ -930,12 +971,15 @@ def write_refine_report(
                      for k in keys),
          f"{comparison['mean_oks_after'] - comparison['mean_oks_before']:+.3f}"],
     ])
-    drawn = _figure_sections(doc, w, gt, cols)
 
+
+def _transition_section(doc: _Doc, w: _Writer, gt: GroundTruth, ch: Mapping[str, Any],
+                        labels: tuple[str, str]) -> dict[str, Any]:
+    """What refinement did to each keypoint: the transitions figure, its sentences and
+    tables; returns the numbers drawn."""
     doc.heading("What refinement did to each keypoint")
-    ch = comparison["error_changes"]
-    fig, drawn["transitions"] = _fig_transitions(ch, gt.spec.keypoints, labels)
-    fixed, made = drawn["transitions"]["fixed"], drawn["transitions"]["made"]
+    fig, drawn = _fig_transitions(ch, gt.spec.keypoints, labels)
+    fixed, made = drawn["fixed"], drawn["made"]
     changed = [k for k in gt.spec.keypoints
                if any(fixed[k].values()) or any(made[k].values())]
     matrix = np.asarray(ch["transitions"], dtype=np.int64)
@@ -967,14 +1011,4 @@ def write_refine_report(
         doc.table(["keypoint", *(f"{t} → good" for t in bad), *(f"good → {t}" for t in bad)],
                   [[k, *(fixed[k][t] for t in bad), *(made[k][t] for t in bad)]
                    for k in changed])
-    drawn["examples"] = _examples(gt, before, after, b, a, images, num_examples, exif, labels,
-                                  w, doc)
-    doc.heading("AP if each error type were fixed")
-    for label, an in ((labels[0], b), (labels[1], a)):
-        doc.para(f"{label}:")
-        _fix_table(doc, an.report)
-    doc.links([("report.md", "report.md"), ("report.json (every number)", "report.json"),
-               ("figures.json (the numbers drawn)", "figures.json")])
-    report = {labels[0]: b.report, labels[1]: a.report, "comparison": comparison}
-    paths = w.finish(doc, report, drawn)
-    return {**paths, "figures": dict(w.figures), "drawn": drawn, "analysis": report}
+    return drawn

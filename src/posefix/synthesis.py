@@ -126,36 +126,8 @@ def synthesize(
     types = np.full((N, K), ABSENT, dtype=np.int8)
     n_idx, j_idx = np.nonzero(lab)
     if len(n_idx):
-        # Candidate sources of each labelled keypoint, source-major (S, L): 0 its ground
-        # truth, 1 its partner, then the M others' same keypoint and the M others'
-        # partner keypoint. Sources that do not exist sit at infinity.
-        L, S = len(n_idx), 2 + 2 * M
-        hp = spec.partner_index[j_idx] >= 0
-        p_idx = np.where(hp, spec.partner_index[j_idx], j_idx)
-        sx, sy = np.empty((S, L)), np.empty((S, L))
-        ok = np.empty((S, L), dtype=bool)
-        sx[0], sy[0] = kp[n_idx, j_idx, 0], kp[n_idx, j_idx, 1]
-        sx[1], sy[1] = kp[n_idx, p_idx, 0], kp[n_idx, p_idx, 1]
-        ok[0] = True
-        ok[1] = hp & lab[n_idx, p_idx]
-        if M:
-            same = others[n_idx, :, j_idx].transpose(2, 1, 0)  # 3, M, L
-            part = others[n_idx, :, p_idx].transpose(2, 1, 0)
-            sx[2:2 + M], sy[2:2 + M], sx[2 + M:], sy[2 + M:] = same[0], same[1], part[0], part[1]
-            ok[2:2 + M] = same[2] > 0
-            ok[2 + M:] = (part[2] > 0) & hp & used[p_idx]
-        sx[~ok] = np.inf
-        sy[~ok] = np.inf
-        # e = d^2 * scale = -log KS, scale = 1 / (2 * area * (2 sigma)^2) of each source.
-        var8 = 8.0 * spec.sigma_array[j_idx] ** 2
-        own_area = area[n_idx] + np.spacing(1)
-        scale = np.broadcast_to(1.0 / (own_area * var8), (S, L)).copy()
-        if M and others_areas is not None:
-            oa = np.asarray(others_areas, dtype=np.float64).reshape(N, M)[n_idx].T  # M, L
-            scale[2:2 + M] = scale[2 + M:] = 1.0 / ((oa + np.spacing(1)) * var8)
-        # Distances at which KS is 0.85, 0.5, 0.1 (as similarity.ks_distance).
-        unit = np.sqrt(own_area * var8)
-        radii = [unit * np.sqrt(-np.log(k)) for k in (KS_GOOD, KS_JITTER, KS_MISS)]
+        sx, sy, ok = _sources(kp, lab, others, n_idx, j_idx, spec)
+        scale, radii = _scales(area, others_areas, n_idx, j_idx, spec, M)
         sampler = _Sampler(sx, sy, ok, scale, radii, rng)
         pos, t = sampler.run(probs[n_idx, j_idx])
         done = t != ABSENT
@@ -168,6 +140,52 @@ def synthesize(
         poses[fill, :2] = est[fill, :2]
         poses[fill, 2] = 1.0
     return poses, types
+
+
+def _sources(kp: np.ndarray, lab: np.ndarray, others: np.ndarray, n_idx: np.ndarray,
+             j_idx: np.ndarray, spec: KeypointSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate sources of each labelled keypoint (person ``n_idx``, keypoint ``j_idx``),
+    source-major (S, L): 0 its ground truth, 1 its partner, then the M others' same
+    keypoint and the M others' partner keypoint. Sources that do not exist sit at infinity.
+    Returns ``(x, y, exists)``."""
+    M = others.shape[1]
+    used = spec.used_mask
+    L, S = len(n_idx), 2 + 2 * M
+    hp = spec.partner_index[j_idx] >= 0
+    p_idx = np.where(hp, spec.partner_index[j_idx], j_idx)
+    sx, sy = np.empty((S, L)), np.empty((S, L))
+    ok = np.empty((S, L), dtype=bool)
+    sx[0], sy[0] = kp[n_idx, j_idx, 0], kp[n_idx, j_idx, 1]
+    sx[1], sy[1] = kp[n_idx, p_idx, 0], kp[n_idx, p_idx, 1]
+    ok[0] = True
+    ok[1] = hp & lab[n_idx, p_idx]
+    if M:
+        same = others[n_idx, :, j_idx].transpose(2, 1, 0)  # 3, M, L
+        part = others[n_idx, :, p_idx].transpose(2, 1, 0)
+        sx[2:2 + M], sy[2:2 + M], sx[2 + M:], sy[2 + M:] = same[0], same[1], part[0], part[1]
+        ok[2:2 + M] = same[2] > 0
+        ok[2 + M:] = (part[2] > 0) & hp & used[p_idx]
+    sx[~ok] = np.inf
+    sy[~ok] = np.inf
+    return sx, sy, ok
+
+
+def _scales(area: np.ndarray, others_areas: np.ndarray | None, n_idx: np.ndarray,
+            j_idx: np.ndarray, spec: KeypointSpec, M: int,
+            ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(S, L) ``scale`` of each source (e = d^2 * scale = -log KS, scale = 1 / (2 * area *
+    (2 sigma)^2)) and the distances at which KS is 0.85, 0.5, 0.1 around each keypoint
+    (as :func:`posefix.similarity.ks_distance`)."""
+    L, S = len(n_idx), 2 + 2 * M
+    var8 = 8.0 * spec.sigma_array[j_idx] ** 2
+    own_area = area[n_idx] + np.spacing(1)
+    scale = np.broadcast_to(1.0 / (own_area * var8), (S, L)).copy()
+    if M and others_areas is not None:
+        oa = np.asarray(others_areas, dtype=np.float64).reshape(len(area), M)[n_idx].T  # M, L
+        scale[2:2 + M] = scale[2 + M:] = 1.0 / ((oa + np.spacing(1)) * var8)
+    unit = np.sqrt(own_area * var8)
+    radii = [unit * np.sqrt(-np.log(k)) for k in (KS_GOOD, KS_JITTER, KS_MISS)]
+    return scale, radii
 
 
 def _correlated(probs: np.ndarray, rates: dict[str, float], spec: KeypointSpec,

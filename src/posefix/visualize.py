@@ -25,6 +25,7 @@ __all__ = [
     "MOVE_COLOR",
     "REMOVED_COLOR",
     "RIGHT_COLOR",
+    "SIDE_COLORS",
     "Panel",
     "draw_moves",
     "draw_pose",
@@ -66,9 +67,13 @@ def keypoint_sides(spec: KeypointSpec) -> np.ndarray:
     return side
 
 
-def _side_color(side: int | np.integer, left: tuple[int, int, int],
-                right: tuple[int, int, int], center: tuple[int, int, int],
+#: The colours of a pose's left side, right side and centre (RGB).
+SIDE_COLORS: tuple[tuple[int, int, int], ...] = (LEFT_COLOR, RIGHT_COLOR, CENTER_COLOR)
+
+
+def _side_color(side: int | np.integer, colors: Sequence[tuple[int, int, int]],
                 ) -> tuple[int, int, int]:
+    left, right, center = colors
     return left if side < 0 else right if side > 0 else center
 
 
@@ -78,9 +83,7 @@ def draw_pose(
     spec: KeypointSpec | str,
     *,
     min_score: float = 0.0,
-    left_color: tuple[int, int, int] = LEFT_COLOR,
-    right_color: tuple[int, int, int] = RIGHT_COLOR,
-    center_color: tuple[int, int, int] = CENTER_COLOR,
+    colors: Sequence[tuple[int, int, int]] = SIDE_COLORS,
     thickness: int | None = None,
     radius: int | None = None,
     scale: float = 1.0,
@@ -95,7 +98,8 @@ def draw_pose(
             limbs.
         spec: keypoint layout (its skeleton is drawn).
         min_score: keypoint score threshold.
-        left_color, right_color, center_color: RGB colours of the sides.
+        colors: RGB colours of the left side, the right side and the centre
+            (:data:`SIDE_COLORS`).
         thickness, radius: limb width and joint radius in pixels (default: from image size).
         scale: multiply coordinates by this first (to draw on a resized image).
         label: text drawn above each pose (e.g. its score), or None.
@@ -120,11 +124,11 @@ def draw_pose(
         for i, j in spec.skeleton:
             if ok[i] and ok[j]:
                 s = sides[i] if sides[i] == sides[j] else 0
-                color = _side_color(s, left_color, right_color, center_color)
+                color = _side_color(s, colors)
                 cv2.line(out, (int(pts[i, 0]), int(pts[i, 1])), (int(pts[j, 0]), int(pts[j, 1])),
                          color, thickness, cv2.LINE_AA, shift)
         for k in np.flatnonzero(ok):
-            color = _side_color(sides[k], left_color, right_color, center_color)
+            color = _side_color(sides[k], colors)
             center = (int(pts[k, 0]), int(pts[k, 1]))
             cv2.circle(out, center, (radius + 1) << shift, (0, 0, 0), -1, cv2.LINE_AA, shift)
             cv2.circle(out, center, radius << shift, color, -1, cv2.LINE_AA, shift)
@@ -264,7 +268,7 @@ def render_panels(
         if p.removed is not None and len(p.removed):
             grey = REMOVED_COLOR
             panel = draw_pose(panel, p.removed, spec, min_score=keypoint_min_score, scale=scale,
-                              left_color=grey, right_color=grey, center_color=grey)
+                              colors=(grey, grey, grey))
             for kp in np.asarray(p.removed, dtype=np.float64).reshape(-1, spec.num_keypoints, 3):
                 ok = (kp[:, 2] > keypoint_min_score) & ~np.all(kp[:, :2] == 0, axis=1)
                 if ok.any():  # below the pose: a duplicate's label above it would collide
