@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from posefix import figures
 from posefix import report as report_mod
 from posefix.comparison import compare_results
 from posefix.diagnosis import PR_STEPS, classify_keypoints, fix_errors, run_analysis
 from posefix.evaluate import RECALL_THRESHOLDS, evaluate
+from posefix.figures import PALETTE
 from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
-from posefix.report import PALETTE, write_analysis_report, write_refine_report
+from posefix.report import write_analysis_report, write_refine_report
 from posefix.taxonomy import ERROR_TYPES
 
 FIGURES = ("pr_oks50.png", "pr_oks75.png", "error_types.png", "oks_histogram.png", "size.png",
@@ -190,7 +192,7 @@ def test_a_failed_rerun_leaves_no_complete_report(lsp_test: tuple[GroundTruth, D
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report_mod, "_fig_oks", broken)
+    monkeypatch.setattr(report_mod, "oks_figure", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_analysis_report(gt, dets, out)
     for name in ("index.html", "report.md", "report.json", "figures.json"):
@@ -314,8 +316,8 @@ def test_count_axes_have_integer_ticks() -> None:
     per_kp = np.array(list(ch["per_keypoint"].values()))
     assert 0 < per_kp[:, 1, 0].max() <= 4  # a few per keypoint: matplotlib would pick 0.5s
     a = run_analysis(gt, before)
-    for fig in (report_mod._fig_transitions(ch, gt.spec.keypoints, ("a", "b"))[0],
-                report_mod._fig_oks([("a", a)])[0]):
+    for fig in (figures.transition_figure(ch, gt.spec.keypoints, ("a", "b"))[0],
+                figures.oks_figure([("a", a)])[0]):
         fig.canvas.draw()
         counted = [ax for ax in fig.axes if ax.get_xlabel().startswith("keypoints")
                    or ax.get_ylabel() == "matched detections"]
@@ -339,16 +341,16 @@ def test_label_colours_are_readable_on_white() -> None:
 
     assert contrast(to_rgb(PALETTE["jitter"])) < 2  # the light yellow as it is
     for t in ERROR_TYPES:
-        ink = report_mod.ink(PALETTE[t])
+        ink = figures.ink(PALETTE[t])
         assert contrast(ink) >= 3.0, t
         hue = np.asarray(ink) / max(ink)
         assert np.allclose(hue, np.asarray(to_rgb(PALETTE[t])) / max(to_rgb(PALETTE[t])),
                            atol=0.2)  # the same colour, darker
     gt, before = _sample(".", "blazepose")
     ch = compare_results(gt, before, before)["error_changes"]
-    fig, _ = report_mod._fig_transitions(ch, gt.spec.keypoints, ("a", "b"))
+    fig, _ = figures.transition_figure(ch, gt.spec.keypoints, ("a", "b"))
     colours = [t.get_color() for t in fig.axes[0].get_yticklabels()]
-    assert colours == [report_mod.ink(PALETTE[t]) for t in ERROR_TYPES]
+    assert colours == [figures.ink(PALETTE[t]) for t in ERROR_TYPES]
 
 
 def test_reports_say_why_a_figure_is_empty(tmp_path: Path) -> None:

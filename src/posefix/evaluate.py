@@ -27,7 +27,7 @@ meant to agree with pycocotools exactly. It reproduces COCOeval's rules and quir
 
 The precision-recall curves themselves (:func:`precision_recall`, :class:`PRCurves`) are
 what :func:`evaluate` summarizes; the diagnosis's precision-recall breakdown and its figures
-(:mod:`posefix.report`) draw the same arrays.
+(:mod:`posefix.figures`) draw the same arrays.
 
 Detections of other categories than 1 (person) are not evaluated, as COCOeval skips
 categories absent from the ground truth; detections on images the ground truth does not list
