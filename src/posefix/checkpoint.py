@@ -35,6 +35,7 @@ __all__ = [
     "LoadedCheckpoint",
     "capture_rng_state",
     "default_checkpoint_path",
+    "init_weights_from",
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
@@ -167,7 +168,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(path, str(e)) from None
     model_cfg = dataclasses.replace(config.model, pretrained=None)
     try:
-        model = build_model(model_cfg, spec.num_keypoints)
+        model = build_model(model_cfg, spec.num_keypoints, spec.partner_index.tolist())
         state = {k: v.float() if v.is_floating_point() else v for k, v in data["model"].items()}
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, ConfigError, AttributeError) as e:
@@ -176,6 +177,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     model.to(map_location).eval()
     extra = data.get("extra") or {}
     return LoadedCheckpoint(model=model, config=config, spec=spec, extra=dict(extra), path=path)
+
+
+def init_weights_from(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a checkpoint's weights into ``model`` to fine-tune it (``run.init_from``).
+
+    Every weight the two share must match in shape; weights only the model has keep their
+    initialization, except that a binary error head's output (``error_head.out``) becomes
+    the kind classifier (``error_head.kind``) with the same P(gross error) (gross kinds
+    get its weights, less ``log 3``; good and jitter zero and ``-log 2``). Returns the names
+    of the weights that started fresh.
+    """
+    ck = load_checkpoint(path)
+    src = ck.model.state_dict()
+    net = _unwrap(model)
+    own = net.state_dict()
+    if "error_head.kind.weight" in own and "error_head.out.weight" in src \
+            and "error_head.kind.weight" not in src:
+        from .model import kind_bias_from_binary
+
+        w, b = src.pop("error_head.out.weight"), src.pop("error_head.out.bias")
+        gross = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])[:, None]
+        src["error_head.kind.weight"] = gross * w.expand(5, -1)
+        src["error_head.kind.bias"] = kind_bias_from_binary(b[0])
+    bad = [k for k in own if k in src and src[k].shape != own[k].shape]
+    if bad:
+        raise CheckpointError(Path(path), f"run.init_from: shapes differ from the config's "
+                                          f"network for {', '.join(bad[:5])}")
+    unexpected = sorted(set(src) - set(own))
+    if unexpected:
+        raise CheckpointError(Path(path), f"run.init_from: weights the config's network "
+                                          f"lacks: {', '.join(unexpected[:5])}")
+    net.load_state_dict({k: src[k].to(own[k].dtype) for k in own if k in src}, strict=False)
+    return sorted(set(own) - set(src))
 
 
 def default_checkpoint_path() -> Path:

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
 
@@ -31,6 +32,9 @@ def _verb(sub: argparse._SubParsersAction, name: str, summary: str, example: str
     epilog = (notes + "\n\n" if notes else "") + "example:\n  " + example
     return sub.add_parser(name, help=summary, description=summary + ".", epilog=epilog,
                           formatter_class=_HelpFormatter)
+
+if TYPE_CHECKING:
+    from .fixes import FixOptions
 
 
 def _print_json(obj: object) -> None:
@@ -216,6 +220,15 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="keep each input keypoint unless the network's probability that it is "
                         "a gross error is at least P (0: refine every keypoint; default: the "
                         "checkpoint's model.error_gate)")
+    p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
+                   default=None, help="error-kind models: what decides that a left/right "
+                   "pair exchanges its input positions (default: pair)")
+    p.add_argument("--fix-swap", type=float, default=None, metavar="KS",
+                   help="error-kind models: a swap takes another detection's same-joint input "
+                        "keypoint within this KS of the refined one (0: off)")
+    p.add_argument("--fix-snap", type=float, default=None, metavar="KS",
+                   help="error-kind models: snap a refined keypoint to the nearest input "
+                        "keypoint of its or its partner joint within this KS (0: off)")
     _add_split(p)
     p.set_defaults(func=_cmd_refine)
 
@@ -224,10 +237,22 @@ def _refine_options(a: argparse.Namespace) -> RefineFileOptions:
     """The refine command's options, as given."""
     refine = RefineOptions(box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
                            batch_size=a.batch_size, workers=a.workers, device=a.device,
-                           exif=a.exif, skip_missing=a.skip_missing)
+                           exif=a.exif, skip_missing=a.skip_missing, fix=_fix_options(a))
     return RefineFileOptions(refine=refine, backend=a.backend, onnx=a.onnx,
                              error_gate=a.error_gate, format=a.format, strict=a.strict,
                              split=a.split, out_format=a.out_format)
+
+
+def _fix_options(a: argparse.Namespace) -> FixOptions | None:
+    """The refine command's error-kind fixes (FixOptions' defaults where not given)."""
+    from .fixes import FixOptions
+
+    given = {k: v for k, v in (("inversion", a.fix_inversion), ("swap_ks", a.fix_swap),
+                                ("snap", a.fix_snap)) if v is not None}
+    try:
+        return FixOptions(**given) if given else None
+    except ValueError as e:
+        raise SystemExit(f"posefix refine: {e}") from None
 
 
 def _cmd_refine(a: argparse.Namespace) -> int:

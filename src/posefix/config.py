@@ -63,6 +63,11 @@ class ModelConfig:
     # keypoint, the probability that it is a gross error (miss, swap or inversion: KS < 0.5
     # with its ground truth), trained on the synthesized error types (model.InputErrorHead)
     error_head: bool = False
+    # with the error head: classify each input keypoint by its error type (good, jitter,
+    # inversion, swap, miss; posefix.taxonomy) instead of gross error or not, so that each
+    # kind can be fixed its own way (posefix.fixes); P(gross error) is then the summed
+    # probability of inversion, swap and miss
+    error_kinds: bool = False
     # with the error head: keep the input keypoint wherever that probability is below this
     # (refined keypoints replace only the inputs the network believes wrong); null: never
     error_gate: float | None = None
@@ -72,6 +77,8 @@ class ModelConfig:
                "must be in [0, 1] or null", self.error_gate)
         _check(self.error_gate is None or self.error_head, "model.error_gate",
                "needs model.error_head: true", self.error_gate)
+        _check(not self.error_kinds or self.error_head, "model.error_kinds",
+               "needs model.error_head: true", self.error_kinds)
 
 
 @dataclass
@@ -196,6 +203,10 @@ class RunConfig:
     # train in the channels-last memory layout (about 1.3x faster for MobileNetV2 in
     # bfloat16 on a CPU; the checkpoint is the same)
     channels_last: bool = False
+    # fine-tune: start from this checkpoint's weights (not its optimizer or step); weights
+    # the config adds (e.g. model.error_kinds' classifier) start fresh, a binary error
+    # head's output initializes the kind classifier (checkpoint.init_weights_from)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.log in ("csv", "tensorboard"), "run.log", "must be csv or tensorboard",

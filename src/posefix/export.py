@@ -9,7 +9,11 @@ rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis 
 * ``coords``: (B, K, 2) refined ``x, y`` in input pixels (gated by the error head where the
   model has one); ``confidence``: (B, K); ``heatmaps``: (B, K, H/4, W/4) logits;
 * ``input_error``: (B, K) the probability that each input keypoint is a gross error, only
-  for a model with an error head.
+  for a model with an error head;
+* ``error_kinds``: (B, K, 5) the probabilities of good, jitter, inversion, swap and miss,
+  only for a model with an error-kind head (``model.error_kinds``); its ``coords`` are then
+  the heatmaps' alone, and the gate (metadata ``posefix.error_gate``) is applied with the
+  fixes of :mod:`posefix.fixes`, which need the image's other detections.
 
 The file's ``metadata_props`` carry the keypoint spec, input size, stride, backbone and
 training box padding (keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file.
@@ -33,11 +37,12 @@ from .io import new_file_mode
 from .model import PoseFixNet
 from .spec import KeypointSpec
 
-__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
+__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "KINDS_OUTPUT", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
 
 INPUT_NAMES = ("images", "input_pose")
 OUTPUT_NAMES = ("coords", "confidence", "heatmaps")
 ERROR_OUTPUT = "input_error"  # the fourth output of a model with an error head
+KINDS_OUTPUT = "error_kinds"  # the fifth output of a model with an error-kind head
 _META_FORMAT = "posefix-onnx/1"
 
 
@@ -51,7 +56,11 @@ class RefinerModule(nn.Module):
 
     def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, ...]:
         """Run the network and decode its heatmaps."""
-        logits, error_logits = self.net(images, input_pose, with_error=True)
+        logits, error_logits, kind_logits = self.net(images, input_pose, with_kinds=True)
+        if kind_logits is not None:  # no gate: posefix.fixes decides per image
+            coords, confidence = self.net.decode(logits)
+            return (coords, confidence, logits, torch.sigmoid(error_logits.float()),
+                    torch.softmax(kind_logits.float(), -1))
         coords, confidence = self.net.decode(logits, input_pose, error_logits)
         if error_logits is None:
             return coords, confidence, logits
@@ -99,7 +108,8 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
     pose = torch.cat([torch.rand(2, k, 2, generator=gen) * torch.tensor([w, h]),
                       torch.ones(2, k, 1)], dim=-1)
 
-    outputs = OUTPUT_NAMES + ((ERROR_OUTPUT,) if net.error_head is not None else ())
+    outputs = OUTPUT_NAMES + ((ERROR_OUTPUT,) if net.error_head is not None else ()) \
+        + ((KINDS_OUTPUT,) if getattr(net.error_head, "kinds", False) else ())
     out = Path(onnx_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
@@ -141,6 +151,7 @@ class OnnxRefiner:
         num_keypoints: K.
         stride: input pixels per heatmap cell.
         bbox_padding: the box padding the model was trained with (None if absent).
+        error_gate: the error gate the model was exported with (None: none or absent).
         metadata: all ``metadata_props`` of the file.
     """
 
@@ -176,6 +187,8 @@ class OnnxRefiner:
         self.stride = int(meta.get("posefix.stride", 4))
         self.bbox_padding: float | None = (
             float(meta["posefix.bbox_padding"]) if "posefix.bbox_padding" in meta else None)
+        gate = meta.get("posefix.error_gate", "None")
+        self.error_gate: float | None = None if gate == "None" else float(gate)
         self.spec: KeypointSpec | None = (
             KeypointSpec.from_dict(json.loads(meta["posefix.spec"]), source=f"{path}: spec")
             if "posefix.spec" in meta else None)
@@ -197,7 +210,8 @@ class OnnxRefiner:
     def __call__(self, images: np.ndarray, input_pose: np.ndarray
                  ) -> tuple[np.ndarray, ...]:
         """Refined ``coords`` (B, K, 2) in input pixels and ``confidence`` (B, K), and the
-        ``input_error`` (B, K) probabilities where the model has an error head."""
+        ``input_error`` (B, K) probabilities where the model has an error head, then the
+        ``error_kinds`` (B, K, 5) where it has an error-kind head."""
         out = self.run(images, input_pose)
-        extra = (out[ERROR_OUTPUT],) if ERROR_OUTPUT in out else ()
+        extra = tuple(out[k] for k in (ERROR_OUTPUT, KINDS_OUTPUT) if k in out)
         return (out["coords"], out["confidence"], *extra)

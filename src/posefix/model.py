@@ -10,6 +10,9 @@ pixel and heatmap-cell conventions.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,53 +30,112 @@ from .heatmaps import (
     soft_argmax,
 )
 from .pretrained import load_pretrained_backbone
+from .taxonomy import ERROR_TYPES
 
 __all__ = [
     "PoseFixNet",
     "InputErrorHead",
     "build_model",
     "error_head_loss",
+    "gross_logit",
+    "kind_bias_from_binary",
+    "partner_evidence",
     "heatmap_evidence",
 ]
 
 
 class InputErrorHead(nn.Module):
     """Per input keypoint, the logit of "this input keypoint is a gross error" (a posefix
-    extension: ``model.error_head``).
+    extension: ``model.error_head``), or with ``kinds`` the logits of its error type
+    (:data:`posefix.taxonomy.ERROR_TYPES`: ``model.error_kinds``).
 
     Reads the head's features at the input keypoint (bilinear, in heatmap cells), the
     backbone's globally pooled features, and what the predicted heatmap says of the input
     (:func:`heatmap_evidence`: its log-probability at the input, its peak, and how far its
     soft-argmax lies from the input), adds a learned embedding of the keypoint type, and
-    maps them through one hidden layer to a logit. Trained with binary cross-entropy on the
-    synthesized error types (:func:`error_head_loss`).
+    maps them through one hidden layer to a logit. The kind classifier also reads what the
+    heatmaps say of the left/right partner's input (:func:`partner_evidence`), which is
+    where an inverted keypoint belongs. Trained with binary cross-entropy, or softmax
+    cross-entropy over the kinds, on the synthesized error types (:func:`error_head_loss`).
     """
 
     def __init__(self, feature_channels: int, context_channels: int, num_keypoints: int,
-                 hidden: int = 64) -> None:
+                 hidden: int = 64, *, partners: Sequence[int] | None = None) -> None:
         super().__init__()
         self.local = nn.Linear(feature_channels, hidden)
         self.context = nn.Linear(context_channels, hidden)
         self.evidence = nn.Linear(3, hidden)
         self.keypoint = nn.Parameter(torch.zeros(num_keypoints, hidden))
-        self.out = nn.Linear(hidden, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.constant_(self.out.bias, -2.0)  # p = 0.12 before training
+        self.kinds = partners is not None
+        if partners is None:
+            self.out = nn.Linear(hidden, 1)
+            nn.init.zeros_(self.out.weight)
+            nn.init.constant_(self.out.bias, -2.0)  # p = 0.12 before training
+        else:
+            if len(partners) != num_keypoints:
+                raise ValueError(f"partners: expected {num_keypoints} indices, got {len(partners)}")
+            own = torch.arange(num_keypoints)
+            idx = torch.as_tensor(list(partners), dtype=torch.long)
+            self.register_buffer("partners", torch.where(idx >= 0, idx, own), persistent=False)
+            self.register_buffer("has_partner", idx >= 0, persistent=False)
+            self.partner = nn.Linear(4, hidden)
+            nn.init.zeros_(self.partner.weight)
+            nn.init.zeros_(self.partner.bias)
+            self.kind = nn.Linear(hidden, len(ERROR_TYPES))
+            nn.init.zeros_(self.kind.weight)
+            with torch.no_grad():  # P(gross) = 0.12 before training, as the binary head
+                self.kind.bias.copy_(kind_bias_from_binary(torch.tensor(-2.0)))
 
-    def forward(self, features: Tensor, context: Tensor, cells: Tensor, logits: Tensor
-                ) -> Tensor:
-        """Logits (B, K) from head features (B, C, h, w), backbone output (B, C', h', w'),
-        the input keypoints (B, K, 2) in cells of ``features`` and the heatmap logits
-        (B, K, h, w) (read, not trained through)."""
+    def forward(self, features: Tensor, context: Tensor, cells: Tensor, logits: Tensor,
+                valid: Tensor | None = None) -> Tensor:
+        """Logits (B, K), or (B, K, 5) kind logits, from head features (B, C, h, w), backbone
+        output (B, C', h', w'), the input keypoints (B, K, 2) in cells of ``features``, the
+        heatmap logits (B, K, h, w) (read, not trained through) and the inputs' presence
+        (B, K) (the kind classifier's partner evidence; default: all present)."""
         h, w = features.shape[-2:]
         size = torch.tensor([w, h], device=cells.device, dtype=torch.float32)
         grid = ((cells.float() + 0.5) / size * 2 - 1).unsqueeze(2)  # (B, K, 1, 2)
         local = F.grid_sample(features.float(), grid, align_corners=False,
                               padding_mode="border")[..., 0].transpose(1, 2)  # (B, K, C)
         ctx = self.context(context.float().mean((2, 3)))
-        hidden = F.relu(self.local(local) + ctx.unsqueeze(1) + self.keypoint
-                        + self.evidence(heatmap_evidence(logits.detach(), cells)))
-        return self.out(hidden)[..., 0]
+        maps = logits.detach()
+        pre = (self.local(local) + ctx.unsqueeze(1) + self.keypoint
+               + self.evidence(heatmap_evidence(maps, cells)))
+        if not self.kinds:
+            return self.out(F.relu(pre))[..., 0]
+        if valid is None:
+            valid = torch.ones(cells.shape[:2], device=cells.device)
+        pre = pre + self.partner(partner_evidence(maps, cells, valid, self.partners,
+                                                  self.has_partner))
+        return self.kind(F.relu(pre))
+
+
+def kind_bias_from_binary(bias: Tensor) -> Tensor:
+    """Kind-classifier biases (5,) whose P(inversion) + P(swap) + P(miss) is
+    ``sigmoid(bias)`` of a binary error head with zero weights (good, jitter: ``-log 2``;
+    the three gross kinds: ``bias - log 3``)."""
+    gross = torch.tensor([False, False, True, True, True])
+    return torch.where(gross, bias.float() - math.log(3.0), torch.tensor(-math.log(2.0)))
+
+
+def gross_logit(kind_logits: Tensor) -> Tensor:
+    """Logit (B, K) of P(inversion) + P(swap) + P(miss) from kind logits (B, K, 5)."""
+    x = kind_logits.float()
+    return torch.logsumexp(x[..., 2:], -1) - torch.logsumexp(x[..., :2], -1)
+
+
+def partner_evidence(logits: Tensor, cells: Tensor, valid: Tensor, partners: Tensor,
+                     has_partner: Tensor) -> Tensor:
+    """What the heatmaps say of each keypoint's left/right partner's input: (B, K, 4) of
+    this map's log-probability at the partner's input, the distance from this map's
+    soft-argmax to it (units of 4 cells), the partner map's log-probability at this input,
+    and whether the partner's input is present (all zero where it is not)."""
+    pc = cells[:, partners]
+    here = heatmap_evidence(logits, pc)
+    there = heatmap_evidence(logits[:, partners], cells)
+    ok = ((valid[:, partners] > 0) & has_partner).float()
+    return torch.stack([here[..., 0], here[..., 2], there[..., 0], torch.ones_like(ok)],
+                       -1) * ok.unsqueeze(-1)
 
 
 def heatmap_evidence(logits: Tensor, cells: Tensor) -> Tensor:
@@ -90,15 +152,21 @@ def heatmap_evidence(logits: Tensor, cells: Tensor) -> Tensor:
 
 
 def error_head_loss(error_logits: Tensor, types: Tensor, input_valid: Tensor) -> Tensor:
-    """Binary cross-entropy of the error head against synthesized error types.
+    """Cross-entropy of the error head against synthesized error types.
 
     ``types`` (B, K) are :mod:`posefix.taxonomy` codes; a keypoint counts where the input is
-    present and its type is known (not ``ABSENT``); positive: inversion, swap or miss.
+    present and its type is known (not ``ABSENT``). Binary logits (B, K): positive where the
+    type is inversion, swap or miss. Kind logits (B, K, 5): softmax cross-entropy against
+    the type itself.
     """
     from .taxonomy import ABSENT, INVERSION, MISS, SWAP
 
     t = types.to(error_logits.device).long()
     mask = (input_valid.to(error_logits.device) > 0) & (t != ABSENT)
+    if error_logits.dim() == 3:
+        ce = F.cross_entropy(error_logits.float().flatten(0, 1), t.clamp_min(0).flatten(),
+                             reduction="none").view_as(t)
+        return (ce * mask).sum() / mask.sum().clamp_min(1)
     positive = ((t == INVERSION) | (t == SWAP) | (t == MISS)).float()
     bce = F.binary_cross_entropy_with_logits(error_logits.float(), positive, reduction="none")
     return (bce * mask).sum() / mask.sum().clamp_min(1)
@@ -115,7 +183,8 @@ class PoseFixNet(nn.Module):
         input_sigma: sigma in pixels of the rendered input-pose Gaussians.
     """
 
-    def __init__(self, cfg: ModelConfig, num_keypoints: int) -> None:
+    def __init__(self, cfg: ModelConfig, num_keypoints: int,
+                 partners: Sequence[int] | None = None) -> None:
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
@@ -160,7 +229,11 @@ class PoseFixNet(nn.Module):
         self.final = nn.Conv2d(in_ch, self.num_keypoints, kernel_size=1)
         self._init_head()
         # Optional input-error head (a posefix extension, see ModelConfig.error_head).
-        self.error_head = (InputErrorHead(in_ch, backbone_channels, self.num_keypoints)
+        if cfg.error_kinds and partners is None:
+            raise ConfigError("model.error_kinds: the network needs the keypoints' "
+                              "left/right partners (build_model's spec)")
+        self.error_head = (InputErrorHead(in_ch, backbone_channels, self.num_keypoints,
+                                          partners=partners if cfg.error_kinds else None)
                            if cfg.error_head else None)
         self.error_gate = cfg.error_gate
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
@@ -190,13 +263,15 @@ class PoseFixNet(nn.Module):
         h, w = self.input_size
         return render_gaussians(input_pose.float(), h, w, self.input_sigma).to(dtype)
 
-    def forward(self, images: Tensor, input_pose: Tensor, *, with_error: bool = False
-                ) -> Tensor | tuple[Tensor, Tensor | None]:
+    def forward(self, images: Tensor, input_pose: Tensor, *, with_error: bool = False,
+                with_kinds: bool = False) -> Tensor | tuple[Tensor, ...]:
         """Heatmap logits (B, K, h, w) for normalized crops (B, 3, H, W) and input poses.
 
         ``input_pose`` is (B, K, 3): ``x, y, valid`` in input pixels. With ``with_error``,
-        returns ``(logits, error_logits)``: the error head's (B, K) logits, or None for a
-        network without one.
+        returns ``(logits, error_logits)``: the error head's (B, K) logits of a gross error
+        (for a kind head, of P(inversion) + P(swap) + P(miss)), or None for a network
+        without one. With ``with_kinds``, returns ``(logits, error_logits, kind_logits)``:
+        the (B, K, 5) kind logits, or None for a network without a kind head.
         """
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.input_size:
             raise ValueError(f"images must be (B, 3, {self.input_size[0]}, {self.input_size[1]}),"
@@ -218,11 +293,15 @@ class PoseFixNet(nn.Module):
                                        hh, ww, self.input_sigma / self.stride)
             # in float32 even under autocast: bfloat16 would round the prior's slope
             x = x.float() + self.pose_skip.view(1, -1, 1, 1).float() * prior.float()
-        if not with_error:
+        if not (with_error or with_kinds):
             return x
         if self.error_head is None:
-            return x, None
-        return x, self.error_head(features[:, :, :hh, :ww], context, cells, x)
+            return (x, None, None) if with_kinds else (x, None)
+        err = self.error_head(features[:, :, :hh, :ww], context, cells, x, input_pose[..., 2])
+        kinds = err if err.dim() == 3 else None
+        if kinds is not None:
+            err = gross_logit(kinds)
+        return (x, err, kinds) if with_kinds else (x, err)
 
     def decode(self, logits: Tensor, input_pose: Tensor | None = None,
                error_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -256,6 +335,19 @@ class PoseFixNet(nn.Module):
         prob = None if error_logits is None else torch.sigmoid(error_logits.float())
         return coords, conf, prob
 
+    @torch.no_grad()
+    def predict_with_kinds(self, images: Tensor, input_pose: Tensor
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For a kind head: the refined keypoints (B, K, 2) of the heatmaps alone (no gate:
+        :mod:`posefix.fixes` decides which input keypoints they replace), their confidence
+        (B, K), P(gross error) (B, K) and the kind probabilities (B, K, 5); no grad."""
+        if self.error_head is None or not self.error_head.kinds:
+            raise ValueError("this network has no error-kind head (model.error_kinds: false)")
+        logits, error_logits, kind_logits = self(images, input_pose, with_kinds=True)
+        coords, conf = self.decode(logits)
+        return (coords, conf, torch.sigmoid(error_logits.float()),
+                torch.softmax(kind_logits.float(), -1))
+
     def set_error_gate(self, gate: float | None) -> None:
         """Keep input keypoints whose error probability is below ``gate`` (None or 0: refine
         every keypoint); needs the error head for any other value."""
@@ -274,8 +366,11 @@ class PoseFixNet(nn.Module):
         return torch.sigmoid(self(images, input_pose, with_error=True)[1].float())
 
 
-def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
-    """The PoseFix network of a model config for ``num_keypoints`` keypoints."""
-    return PoseFixNet(cfg, num_keypoints)
+def build_model(cfg: ModelConfig, num_keypoints: int,
+                partners: Sequence[int] | None = None) -> PoseFixNet:
+    """The PoseFix network of a model config for ``num_keypoints`` keypoints (``partners``:
+    each keypoint's left/right partner or -1, :attr:`KeypointSpec.partner_index`; needed by
+    ``model.error_kinds``)."""
+    return PoseFixNet(cfg, num_keypoints, partners)
 
 

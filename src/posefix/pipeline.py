@@ -35,13 +35,14 @@ poses)`` (or a callable) and ``spec``, ``input_size`` and ``padding``
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .crops import CropDataset, CropTask, ImageSource, group_by_image, iterate_crops
+from .fixes import FixOptions, fix_keypoints
 from .geometry import apply_affine, invert_affine
 from .io import Detections, InputError
 from .options import RefineOptions
@@ -86,6 +87,7 @@ class Chunk:
     coords: np.ndarray
     conf: np.ndarray
     error: np.ndarray | None = None  # input-error probabilities, where the network gives them
+    kinds: np.ndarray | None = None  # error-kind probabilities (N, K, 5), where it gives them
     done: int = 0
 
     @property
@@ -152,6 +154,7 @@ class BatchQueue:
         out = batch(crops, poses)
         coords, conf = out[0], out[1]
         error = out[2] if len(out) > 2 else None
+        kinds = out[3] if len(out) > 3 else None
         off = 0
         for c, start, take in where:
             c.coords[start:start + take] = coords[off:off + take]
@@ -160,6 +163,10 @@ class BatchQueue:
                 if c.error is None:
                     c.error = np.zeros_like(c.conf)
                 c.error[start:start + take] = error[off:off + take]
+            if kinds is not None:
+                if c.kinds is None:
+                    c.kinds = np.zeros((*c.conf.shape, kinds.shape[-1]))
+                c.kinds[start:start + take] = kinds[off:off + take]
             c.done += take
             off += take
         self._buffered -= n
@@ -168,11 +175,17 @@ class BatchQueue:
 
 class ResultWriter:
     """Finished chunks in, refined detections out: uncrops each chunk into the output
-    arrays (and rescores it), and runs OKS-NMS on an image once its last chunk is in."""
+    arrays (and rescores it), and once an image's last chunk is in, fixes its keypoints by
+    their error kinds (where the network gives them: ``fix``, :mod:`posefix.fixes`) and
+    runs OKS-NMS on it."""
 
     def __init__(self, dets: Detections, spec: KeypointSpec, score: str, nms: float,
-                 counts: RefineCounts) -> None:
+                 counts: RefineCounts, fix: FixOptions | Callable[..., np.ndarray] | None = None
+                 ) -> None:
         self.dets = dets
+        self.spec = spec
+        self.fix = fix if fix is not None else FixOptions().resolve(None)
+        self._kinds: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.score = score
         self.nms = nms
         self.counts = counts
@@ -190,7 +203,10 @@ class ResultWriter:
         """Write one finished chunk back (and its crops are freed)."""
         if len(chunk.rows):
             m_inv = invert_affine(chunk.item["affine"])
-            self.keypoints[chunk.rows, :, :2] = apply_affine(chunk.coords, m_inv)
+            coords = apply_affine(chunk.coords, m_inv)
+            if chunk.kinds is not None:  # fixed when the image is complete
+                self._kinds.append((chunk.rows, coords, chunk.kinds))
+            self.keypoints[chunk.rows, :, :2] = coords
             self.keypoints[chunk.rows, :, 2] = chunk.conf
             self.scores[chunk.rows] = self._score(chunk)
             self.refined[chunk.rows] = True
@@ -222,12 +238,28 @@ class ResultWriter:
             return base * right
         return base
 
+    def _fix_image(self, rows: np.ndarray, areas: np.ndarray) -> None:
+        """Output positions of the image's refined rows from their error kinds."""
+        kr, coords, kinds = (np.concatenate(v) for v in zip(*self._kinds, strict=True))
+        self._kinds = []
+        at = np.searchsorted(rows, kr, sorter=np.argsort(rows))
+        area = areas[np.argsort(rows)][at]
+        if callable(self.fix):
+            out = self.fix(self.dets.keypoints[kr], coords, kinds, area, self.spec)
+        else:
+            out = fix_keypoints(self.dets.keypoints[kr], coords, kinds, area, self.spec,
+                                self.fix).coords
+        self.keypoints[kr, :, :2] = out
+
     def _finish_image(self) -> None:
-        """OKS-NMS among the refined detections of the image just completed."""
+        """Kind fixes, then OKS-NMS among the refined detections of the image just
+        completed."""
         if not self._rows:
             return
         rows, areas = np.concatenate(self._rows), np.concatenate(self._areas)
         self._rows, self._areas = [], []
+        if self._kinds:
+            self._fix_image(rows, areas)
         if self.nms > 0 and len(rows) > 1:
             kept = oks_nms(self.keypoints[rows][:, self.used], self.scores[rows], areas,
                            self.sigmas, self.nms)
@@ -296,7 +328,9 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
                         float(padding if padding is not None else refiner.padding),
                         options.box, options.exif)
     queue = BatchQueue(refiner, options.batch_size)
-    writer = ResultWriter(dets, spec, options.score, options.nms, counts)
+    fix = options.fix if callable(options.fix) else \
+        (options.fix or FixOptions()).resolve(getattr(refiner, "error_gate", None))
+    writer = ResultWriter(dets, spec, options.score, options.nms, counts, fix)
     bar = None
     if options.progress:
         from tqdm import tqdm

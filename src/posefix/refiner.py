@@ -85,19 +85,24 @@ class Refiner:
             (coords (B, K, 2) crop pixels, confidence (B, K))``, e.g. ``PoseFixNet.predict``
             or an :class:`posefix.export.OnnxRefiner`; it may add a third output, the
             probability (B, K) that each input keypoint is a gross error
-            (``PoseFixNet.predict_with_error``), which :meth:`refine_batch` returns too.
+            (``PoseFixNet.predict_with_error``), which :meth:`refine_batch` returns too, and
+            a fourth, the (B, K, 5) error-kind probabilities (``predict_with_kinds``: then
+            the coordinates are the heatmaps' alone and :mod:`posefix.fixes` decides).
         input_size: (height, width) of the crops.
         spec: keypoint layout (its ``flip_index`` un-mirrors the flipped prediction).
         device: where crops are normalized and ``predict`` is run.
         flip: average with the prediction on the mirrored crop.
         padding: the box padding the network was trained with (crops are cut with it).
         description: what runs, for summaries (e.g. ``torch demo_model.pt``).
+        error_gate: the network's error gate (an error-kind head's default fix gate).
     """
 
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
                  device: str | torch.device = "cpu", flip: bool = True,
-                 padding: float = DEFAULT_PADDING, description: str = "") -> None:
+                 padding: float = DEFAULT_PADDING, description: str = "",
+                 error_gate: float | None = None) -> None:
         self.predict = predict
+        self.error_gate = error_gate
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.spec = spec
         self.device = resolve_device(device)
@@ -127,9 +132,9 @@ class Refiner:
         (``spec`` replaces its spec, e.g. to rename keypoints)."""
         dev = resolve_device(device)
         net = ckpt.model.to(dev).eval()
-        predict = net.predict_with_error if net.error_head is not None else net.predict
-        return cls(predict, tuple(ckpt.config.model.input_size), spec or ckpt.spec, dev, flip,
-                   float(ckpt.config.data.bbox_padding), f"torch {ckpt.path}")
+        return cls(_torch_predictor(net), tuple(ckpt.config.model.input_size), spec or ckpt.spec,
+                   dev, flip, float(ckpt.config.data.bbox_padding), f"torch {ckpt.path}",
+                   net.error_gate)
 
     @classmethod
     def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
@@ -166,7 +171,8 @@ class Refiner:
                              "--checkpoint too")
         padding = padding if padding is not None else runner.bbox_padding
         return cls(_numpy_predictor(runner), runner.input_size, spec, "cpu", flip,
-                   DEFAULT_PADDING if padding is None else padding, description)
+                   DEFAULT_PADDING if padding is None else padding, description,
+                   runner.error_gate)
 
     def prepare(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,12 +194,18 @@ class Refiner:
         return x, p
 
     def combine(self, coords: torch.Tensor, conf: torch.Tensor, n: int,
-                error: torch.Tensor | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Average the mirrored half of a prepared batch's predictions back in; to numpy."""
+                error: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
+                ) -> tuple[np.ndarray, ...]:
+        """Average the mirrored half of a prepared batch's predictions back in; to numpy
+        (``coords, conf, error`` and, where given, ``kinds``)."""
         coords = torch.as_tensor(coords).float()
         conf = torch.as_tensor(conf).float()
         error = None if error is None else torch.as_tensor(error).float()
+        if kinds is not None:
+            kinds = torch.as_tensor(kinds).float()
+            if self.flip:
+                kinds = (kinds[:n] + kinds[n:][:, self._flip_index.to(kinds.device)]) / 2
+            kinds = kinds.double().cpu().numpy()
         if self.flip:
             index = self._flip_index.to(coords.device)
             fc = coords[n:][:, index].clone()
@@ -202,8 +214,9 @@ class Refiner:
             conf = (conf[:n] + conf[n:][:, index.to(conf.device)]) / 2
             if error is not None:
                 error = (error[:n] + error[n:][:, index.to(error.device)]) / 2
-        return (coords.double().cpu().numpy(), conf.double().cpu().numpy(),
-                None if error is None else error.double().cpu().numpy())
+        out = (coords.double().cpu().numpy(), conf.double().cpu().numpy(),
+               None if error is None else error.double().cpu().numpy())
+        return out if kinds is None else (*out, kinds)
 
     def refine_image(self, image: np.ndarray, keypoints: np.ndarray,
                      scores: np.ndarray | None = None, *, color: str = "rgb",
@@ -267,7 +280,8 @@ class Refiner:
         n = len(crops)
         x, p = self.prepare(crops, poses)
         out = self.predict(x, p)
-        return self.combine(out[0], out[1], n, out[2] if len(out) > 2 else None)
+        return self.combine(out[0], out[1], n, out[2] if len(out) > 2 else None,
+                            out[3] if len(out) > 3 else None)
 
     def __call__(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -308,6 +322,17 @@ def _detections(keypoints: Sequence[np.ndarray], scores: Sequence[np.ndarray] | 
         parts.append(Detections(np.full(n, i, dtype=np.int64), kp, score, box,
                                 np.ones(n, dtype=np.int64)))
     return Detections.concatenate(parts, num_keypoints)
+
+
+def _torch_predictor(net: torch.nn.Module) -> Predictor:
+    """The predict method of a network: with its error kinds, its error probability, or
+    its keypoints alone."""
+    head = getattr(net, "error_head", None)
+    if getattr(head, "kinds", False):
+        return net.predict_with_kinds  # type: ignore[return-value]
+    if head is not None:
+        return net.predict_with_error  # type: ignore[return-value]
+    return getattr(net, "predict", net)
 
 
 def _numpy_predictor(runner: Callable[..., tuple[np.ndarray, ...]]) -> Predictor:
@@ -355,7 +380,8 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
         if spec is None:
             raise InputError(model.path, "the ONNX file names no keypoint spec; pass spec=")
         return Refiner(_numpy_predictor(model), model.input_size, load_spec(spec), "cpu", flip,
-                       model.bbox_padding or DEFAULT_PADDING, f"onnxruntime {model.path}")
+                       model.bbox_padding or DEFAULT_PADDING, f"onnxruntime {model.path}",
+                       model.error_gate)
     spec = spec if spec is not None else getattr(model, "spec", None)
     if spec is None:
         raise ValueError("refine: a keypoint spec is needed (pass spec= or a Refiner)")
@@ -365,11 +391,11 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
     dev = resolve_device(device)
     if isinstance(model, torch.nn.Module):
         model = model.to(dev).eval()
-        predict = (model.predict_with_error if getattr(model, "error_head", None) is not None
-                   else getattr(model, "predict", model))
+        predict = _torch_predictor(model)
     else:
         predict = getattr(model, "predict", model)
     if not callable(predict):
         raise TypeError(f"refine: cannot predict with a {type(model).__name__}")
     return Refiner(predict, tuple(input_size), load_spec(spec), dev, flip,
-                   description=type(model).__name__)
+                   description=type(model).__name__,
+                   error_gate=getattr(model, "error_gate", None))

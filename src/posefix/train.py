@@ -66,6 +66,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from .checkpoint import (
     capture_rng_state,
+    init_weights_from,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -266,7 +267,8 @@ def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, 
 
     uint8 crops are normalized on the device; the forward runs under autocast when
     ``amp_dtype`` is given, the loss in float32. A network with an error head adds its
-    binary cross-entropy (``err``, weighted by ``error_weight``) to ``loss``.
+    binary cross-entropy, or a kind head its softmax cross-entropy (``err``, weighted by
+    ``error_weight``), to ``loss``.
     """
     images = batch["image"].to(device, non_blocking=True)
     if images.dtype == torch.uint8:
@@ -276,10 +278,11 @@ def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, 
     valid = batch["target_valid"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                         enabled=amp_dtype is not None):
-        logits, error_logits = model(images, pose, with_error=True)
+        logits, error_logits, kind_logits = model(images, pose, with_kinds=True)
     losses = integral_loss(logits.float(), target, valid)
     if error_logits is not None:
-        err = error_head_loss(error_logits, batch["meta"]["types"], pose[..., 2])
+        err = error_head_loss(error_logits if kind_logits is None else kind_logits,
+                              batch["meta"]["types"], pose[..., 2])
         losses["loss"] = losses["loss"] + error_weight * err
         losses["err"] = err
     return losses
@@ -533,7 +536,12 @@ def _setup(cfg: Config, info: DistInfo, callback: Callable[[TrainState], None] |
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
 
-    net = build_model(cfg.model, spec.num_keypoints).to(device)
+    net = build_model(cfg.model, spec.num_keypoints, spec.partner_index.tolist())
+    if cfg.run.init_from:
+        fresh = init_weights_from(net, cfg.run.init_from)
+        if fresh and info.rank == 0:
+            print(f"run.init_from: {len(fresh)} weights start fresh: {', '.join(fresh[:8])}")
+    net = net.to(device)
     if cfg.run.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr,
