@@ -175,7 +175,8 @@ def test_refine_exchanges_an_inverted_pair_exactly_through_the_pipeline(flip):
     dets = Detections(np.array([4, 4]), kp, np.array([0.9, 0.8]), np.full((2, 4), np.nan),
                       np.ones(2, dtype=np.int64))
     img = np.zeros((150, 200, 3), np.uint8)
-    for fix in (None, FixOptions(inversion="keypoint"), FixOptions(gate=0.5, inversion="group")):
+    for fix in (FixOptions(inversion="pair"), FixOptions(inversion="keypoint"),
+                FixOptions(gate=0.5, inversion="group", swap_ks=0.5)):
         opts = RefineOptions(flip=flip, nms=0, workers=0, score="input", fix=fix)
         out = refine(dets, lambda i: img, kind_network((LK, RK)), SPEC, opts,
                      input_size=(64, 48))
@@ -183,6 +184,12 @@ def test_refine_exchanges_an_inverted_pair_exactly_through_the_pipeline(flip):
         np.testing.assert_array_equal(out.keypoints[:, RK, :2], kp[:, LK, :2])
         keep = np.setdiff1d(np.arange(K), [LK, RK])
         np.testing.assert_array_equal(out.keypoints[:, keep, :2], kp[:, keep, :2])
+    # by default (inversions as misses) the pair takes the network's (shifted) keypoints
+    # (the flip test would average the shift away)
+    out = refine(dets, lambda i: img, kind_network((LK, RK)), SPEC,
+                 RefineOptions(flip=False, nms=0, workers=0, score="input"), input_size=(64, 48))
+    assert np.all(out.keypoints[:, [LK, RK], 0] - kp[:, [LK, RK], 0] > 1.0)
+    np.testing.assert_array_equal(out.keypoints[:, keep, :2], kp[:, keep, :2])
     # without a gate every keypoint takes the network's (shifted) position
     net = kind_network((LK, RK))
     net.error_gate = None

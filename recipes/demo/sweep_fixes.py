@@ -28,12 +28,14 @@ import numpy as np
 
 from posefix.checkpoint import load_checkpoint
 from posefix.comparison import compare_results
+from posefix.diagnosis import classify_keypoints
 from posefix.fixes import FixOptions, fix_keypoints
 from posefix.io import Detections, load_ground_truth, load_results, read_json, write_json_atomic
 from posefix.options import RefineOptions
 from posefix.refine import refine_detections
 from posefix.similarity import oks_nms
 from posefix.synthesis import synthesize_file
+from posefix.taxonomy import ERROR_TYPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate import DATA, SUITES, _subset  # noqa: E402
@@ -76,6 +78,31 @@ def capture(ck: Any, gt_path: Path, input_path: Path, images: Path) -> dict[str,
             "done": done, "quality": out.scores, "conf": out.keypoints[..., 2]}
 
 
+def kind_confusion(cap: dict[str, Any]) -> dict[str, Any]:
+    """What the head says of the input keypoints by their true type (the diagnosis of the
+    input against the ground truth): count, mean probability of each kind, and how often
+    each kind is the most likely; and P(inversion) of inverted keypoints by joint."""
+    d = classify_keypoints(cap["truth"], cap["dets"])
+    lab = np.asarray(d.labels)
+    probs = cap["kinds"][d.det_index]
+    ok = (lab >= 0) & cap["done"][d.det_index][:, None] \
+        & (cap["dets"].keypoints[d.det_index, :, 2] > 0)
+    out: dict[str, Any] = {}
+    for c, t in enumerate(ERROR_TYPES):
+        m = ok & (lab == c)
+        if m.any():
+            out[t] = {"n": int(m.sum()),
+                      "mean_p": np.round(probs[m].mean(0), 3).tolist(),
+                      "argmax": np.bincount(probs[m].argmax(-1), minlength=5).tolist(),
+                      "p_gross>=0.3": int((probs[m][:, 2:].sum(-1) >= 0.3).sum())}
+    inv = ok & (lab == ERROR_TYPES.index("inversion"))
+    names = cap["truth"].spec.keypoints
+    out["inversion_by_joint"] = {
+        names[k]: [int(inv[:, k].sum()), round(float(probs[inv[:, k], k, 2].mean()), 3)]
+        for k in range(lab.shape[1]) if inv[:, k].any()}
+    return out
+
+
 def apply(cap: dict[str, Any], opts: FixOptions, score: str) -> Detections:
     """The refined detections of one setting (fixes, scores, OKS-NMS per image)."""
     dets, spec = cap["dets"], cap["truth"].spec
@@ -102,6 +129,8 @@ def apply(cap: dict[str, Any], opts: FixOptions, score: str) -> Detections:
 
 def grid(name: str) -> list[tuple[FixOptions, str]]:
     """The settings of a sweep."""
+    if name == "none":
+        return []
     if name == "small":
         base = [FixOptions(gate=g, inversion=m, swap_ks=s, snap=n)
                 for g in (0.3, 0.5) for m in ("off", "keypoint", "pair", "group")
@@ -125,7 +154,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--suite", nargs="+", default=["lsp"], choices=list(SUITES))
     ap.add_argument("--out", default="runs/sweep_fixes")
-    ap.add_argument("--grid", default="small", choices=["small", "full"])
+    ap.add_argument("--grid", default="small", choices=["small", "full", "none"])
     ap.add_argument("--inputs", nargs="*", default=None,
                     help="only these inputs (e.g. synthesized blazepose_gtboxes)")
     args = ap.parse_args()
@@ -147,6 +176,10 @@ def main() -> None:
                     if args.inputs is not None and inp not in args.inputs:
                         continue
                     cap = capture(ck, gt, path, images)
+                    conf = kind_confusion(cap)
+                    print(f"{entry['name']} {inp} kinds by true type (good, jitter, inversion, "
+                          f"swap, miss): {json.dumps(conf)}", flush=True)
+                    rows.append({"set": entry["name"], "input": inp, "kinds": conf})
                     for opts, score in grid(args.grid):
                         s = compare_results(cap["truth"], cap["dets"], apply(cap, opts, score))
                         ch = s["error_changes"]

@@ -222,13 +222,13 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                         "checkpoint's model.error_gate)")
     p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
                    default=None, help="error-kind models: what decides that a left/right "
-                   "pair exchanges its input positions (default: pair)")
+                   "pair exchanges its input positions (default: off, the refined keypoint)")
     p.add_argument("--fix-swap", type=float, default=None, metavar="KS",
                    help="error-kind models: a swap takes another detection's same-joint input "
-                        "keypoint within this KS of the refined one (0: off)")
+                        "keypoint within this KS of the refined one (default 0: off)")
     p.add_argument("--fix-snap", type=float, default=None, metavar="KS",
                    help="error-kind models: snap a refined keypoint to the nearest input "
-                        "keypoint of its or its partner joint within this KS (0: off)")
+                        "keypoint of its or its partner joint within this KS (default 0: off)")
     _add_split(p)
     p.set_defaults(func=_cmd_refine)
 
