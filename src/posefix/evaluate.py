@@ -55,6 +55,7 @@ __all__ = [
     "PRCurves",
     "accumulate",
     "coco_oks",
+    "detection_areas",
     "evaluate",
     "format_stats",
     "match_detections",
@@ -176,8 +177,10 @@ def _last_argmax(values: np.ndarray) -> np.ndarray:
     return n - 1 - np.argmax(values[..., ::-1], axis=-1)
 
 
-def _detection_areas(dets: Detections, rows: np.ndarray) -> np.ndarray:
-    """COCO.loadRes's detection areas: keypoint extent, or the box where it takes boxes."""
+def detection_areas(dets: Detections, rows: np.ndarray) -> np.ndarray:
+    """The areas of detections ``rows`` as COCO.loadRes gives them (and COCOeval's area
+    ranges read): the keypoints' extent (all K), or the box area where the first detection
+    carries a box and this one has one."""
     xy = dets.keypoints[rows, :, :2]
     if len(rows) == 0:
         return np.zeros(0)
@@ -285,7 +288,7 @@ def match_detections(
     matched_ignored[matched] = gt_ignore[a_i, gt_row[matched]]
     counted = np.zeros((A, T, N), dtype=bool)
     counted[matched] = gt.ann_ids[gt_row[matched]] != 0
-    area = _detection_areas(dets, rows)
+    area = detection_areas(dets, rows)
     out_of_range = (area[None] < ranges[:, :1]) | (area[None] > ranges[:, 1:])  # A, N
     det_ignore = matched_ignored | (~counted & out_of_range[:, None])
     return Matching(

@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .diagnosis import PR_STEP_LABELS, PR_STEPS, PR_THRESHOLDS, Analysis
-from .evaluate import RECALL_THRESHOLDS, _detection_areas
+from .evaluate import RECALL_THRESHOLDS, detection_areas
 from .io import Detections, GroundTruth
 from .taxonomy import ERROR_TYPES
 
@@ -221,9 +221,9 @@ def _size_counts(gt: GroundTruth, dets: Detections, analysis: Analysis) -> dict[
         "bins": _size_labels(),
         "persons_found": hist(gt.areas[found]),
         "persons_missed": hist(gt.areas[missed]),
-        "detections_matched": hist(_detection_areas(dets, np.asarray(d.det_index))),
-        "duplicates": hist(_detection_areas(dets, duplicates)),
-        "background_fp": hist(_detection_areas(dets, background)),
+        "detections_matched": hist(detection_areas(dets, np.asarray(d.det_index))),
+        "duplicates": hist(detection_areas(dets, duplicates)),
+        "background_fp": hist(detection_areas(dets, background)),
     }
 
 
