@@ -402,7 +402,7 @@ def test_channels_last_gives_the_same_output() -> None:
 
 # ------------------------------------------------------------------ input-error head
 def test_error_head_shapes_loss_and_gate() -> None:
-    from posefix.model import error_head_loss
+    from posefix.loss import error_head_loss
     from posefix.taxonomy import ABSENT, GOOD, INVERSION, JITTER, MISS, SWAP
 
     torch.manual_seed(0)
@@ -452,7 +452,7 @@ def test_error_head_shapes_loss_and_gate() -> None:
 
 def test_error_head_learns_which_inputs_are_wrong() -> None:
     """Inputs on a bright dot are good, inputs elsewhere are misses: a few steps learn it."""
-    from posefix.model import error_head_loss
+    from posefix.loss import error_head_loss
     from posefix.taxonomy import GOOD, MISS
 
     torch.manual_seed(0)
@@ -489,7 +489,8 @@ def test_error_head_learns_which_inputs_are_wrong() -> None:
 def test_error_kind_head_shapes_loss_and_start_from_a_binary_head(tmp_path: Path) -> None:
     from posefix.checkpoint import init_weights_from, load_checkpoint, save_checkpoint
     from posefix.config import Config
-    from posefix.model import error_head_loss, gross_logit
+    from posefix.loss import error_head_loss
+    from posefix.model import gross_logit
     from posefix.taxonomy import ABSENT, GOOD, INVERSION, JITTER, MISS, SWAP
 
     partners = [-1, 2, 1, 4, 3]

@@ -36,7 +36,6 @@ __all__ = [
     "PoseFixNet",
     "InputErrorHead",
     "build_model",
-    "error_head_loss",
     "gross_logit",
     "kind_bias_from_binary",
     "partner_evidence",
@@ -56,7 +55,7 @@ class InputErrorHead(nn.Module):
     maps them through one hidden layer to a logit. The kind classifier also reads what the
     heatmaps say of the left/right partner's input (:func:`partner_evidence`), which is
     where an inverted keypoint belongs. Trained with binary cross-entropy, or softmax
-    cross-entropy over the kinds, on the synthesized error types (:func:`error_head_loss`).
+    cross-entropy over the kinds, on the synthesized error types (:func:`posefix.loss.error_head_loss`).
     """
 
     def __init__(self, feature_channels: int, context_channels: int, num_keypoints: int,
@@ -149,27 +148,6 @@ def heatmap_evidence(logits: Tensor, cells: Tensor) -> Tensor:
     at = lp.gather(-1, (iy * w + ix).unsqueeze(-1))[..., 0]
     dist = (soft_argmax(logits.float()) - cells.float()).norm(dim=-1) / 4
     return torch.stack([at, lp.amax(-1), dist], dim=-1)
-
-
-def error_head_loss(error_logits: Tensor, types: Tensor, input_valid: Tensor) -> Tensor:
-    """Cross-entropy of the error head against synthesized error types.
-
-    ``types`` (B, K) are :mod:`posefix.taxonomy` codes; a keypoint counts where the input is
-    present and its type is known (not ``ABSENT``). Binary logits (B, K): positive where the
-    type is inversion, swap or miss. Kind logits (B, K, 5): softmax cross-entropy against
-    the type itself.
-    """
-    from .taxonomy import ABSENT, INVERSION, MISS, SWAP
-
-    t = types.to(error_logits.device).long()
-    mask = (input_valid.to(error_logits.device) > 0) & (t != ABSENT)
-    if error_logits.dim() == 3:
-        ce = F.cross_entropy(error_logits.float().flatten(0, 1), t.clamp_min(0).flatten(),
-                             reduction="none").view_as(t)
-        return (ce * mask).sum() / mask.sum().clamp_min(1)
-    positive = ((t == INVERSION) | (t == SWAP) | (t == MISS)).float()
-    bce = F.binary_cross_entropy_with_logits(error_logits.float(), positive, reduction="none")
-    return (bce * mask).sum() / mask.sum().clamp_min(1)
 
 
 class PoseFixNet(nn.Module):

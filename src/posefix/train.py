@@ -77,8 +77,8 @@ from .geometry import apply_affine, invert_affine
 from .heatmaps import pixels_to_heatmap
 from .imagenet import normalize
 from .io import Detections
-from .loss import integral_loss
-from .model import PoseFixNet, build_model, error_head_loss
+from .loss import error_head_loss, integral_loss
+from .model import PoseFixNet, build_model
 from .spec import load_spec
 
 __all__ = ["DistInfo", "TrainState", "build_train_loader", "compute_loss", "micro_batches",
