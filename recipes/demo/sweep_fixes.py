@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from posefix.checkpoint import load_checkpoint
+from posefix.commands.synthesize import synthesize_file
 from posefix.comparison import compare_results
 from posefix.diagnosis import classify_keypoints
 from posefix.fixes import FixOptions, fix_keypoints
@@ -34,7 +35,6 @@ from posefix.io import Detections, load_ground_truth, load_results, read_json, w
 from posefix.options import RefineOptions
 from posefix.refine import refine_detections
 from posefix.similarity import oks_nms
-from posefix.synthesis import synthesize_file
 from posefix.taxonomy import ERROR_TYPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
