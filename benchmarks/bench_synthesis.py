@@ -15,6 +15,14 @@ Batches: the shared COCO ground truth (12 persons with keypoints, 4 images) tile
 separate images up to ``--persons``, each person with its real overlapping persons
 ("coco"); and the same persons with 0-3 shifted copies of themselves standing close by as
 overlapping others ("crowded").
+
+``--end-to-end`` measures ``posefix synthesize`` as a user runs it, JSON in and out: the
+shared COCO file tiled ``--copies`` times (1,700: 20,400 persons with keypoints, new image
+and annotation ids, segmentations kept) is written to ``--workdir``, then
+``posefix.synthesis.synthesize_file`` reads it, synthesizes and writes the results file
+(median of ``--repeats`` runs; persons/s counts the persons synthesized)::
+
+    .venv/bin/python benchmarks/bench_synthesis.py --end-to-end --repeats 5
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -35,7 +44,7 @@ from posefix.io import GroundTruth, load_ground_truth  # noqa: E402
 from posefix.profile import ErrorProfile, load_profile  # noqa: E402
 from posefix.similarity import ks_distance  # noqa: E402
 from posefix.spec import KeypointSpec  # noqa: E402
-from posefix.synthesis import overlap_index, synthesize  # noqa: E402
+from posefix.synthesis import overlap_index, synthesize, synthesize_file  # noqa: E402
 from posefix.taxonomy import ERROR_TYPES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,8 +156,46 @@ def tiled(gt: GroundTruth, persons: int, crowded: bool, seed: int = 0,
     return kp, areas, others, np.repeat(areas[:, None], 3, 1)
 
 
+def tiled_file(copies: int, out: Path) -> int:
+    """The shared COCO file tiled ``copies`` times into ``out``; its persons with keypoints."""
+    data = json.loads(COCO.read_text())
+    images, anns = [], []
+    for c in range(copies):
+        for im in data["images"]:
+            images.append({**im, "id": im["id"] + c * 10 ** 7})
+        for a in data["annotations"]:
+            anns.append({**a, "id": a["id"] + c * 10 ** 8, "image_id": a["image_id"] + c * 10 ** 7})
+    out.write_text(json.dumps({**data, "images": images, "annotations": anns}))
+    return sum(1 for a in anns if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd"))
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    """``synthesize_file`` on the tiled file: JSON in and out."""
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    gt_path = work / f"coco_x{args.copies}.json"
+    persons = tiled_file(args.copies, gt_path)
+    wall, cpu = [], []
+    for r in range(args.repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = synthesize_file(gt_path, work / "synth.json", seed=r)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    n = len(json.loads(out.read_text()))
+    print(f"posefix synthesize end to end: {n} persons ({persons} with keypoints in the "
+          f"file), {gt_path.stat().st_size / 2 ** 20:.1f} MiB in, "
+          f"{out.stat().st_size / 2 ** 20:.1f} MiB out; median {np.median(wall):.2f} s "
+          f"wall, {np.median(cpu):.2f} s CPU: {n / np.median(wall):,.0f} persons/s wall, "
+          f"{n / np.median(cpu):,.0f} per CPU-second (runs: "
+          f"{', '.join(f'{w:.2f}' for w in wall)} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="posefix synthesize on a tiled file, JSON in and out")
+    ap.add_argument("--copies", type=int, default=1700)
+    ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench_synthesis"))
     ap.add_argument("--persons", type=int, default=10000)
     ap.add_argument("--loop-persons", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=7)
@@ -159,6 +206,9 @@ def main() -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
+    if args.end_to_end:
+        end_to_end(args)
+        return
     gt = load_ground_truth(COCO)
     profile = load_profile("default")
     print(f"# synthesis throughput, {platform.processor() or platform.machine()}, 1 thread")

@@ -364,3 +364,93 @@ def test_load_ground_truth_split(shared_data: Path) -> None:
     assert sorted(test.ann_ids.tolist() + train.ann_ids.tolist()) == sorted(whole.ann_ids)
     with pytest.raises(InputError, match="no image has split 'val'.*test, train"):
         load_ground_truth(path, split="val")
+
+
+def _tricky_entries(n: int, rng: np.random.Generator) -> list:
+    """Results-like entries with what could fool a block parser: nested objects, strings
+    holding ``},`` and brackets, unicode, exponents, big and negative integers."""
+    out = []
+    for i in range(n):
+        e = {"image_id": int(rng.integers(-5, 2 ** 62)), "keypoints":
+             rng.normal(0, 10.0 ** int(rng.integers(-8, 8)), 6).tolist(), "score": 1e-7 * i}
+        if i % 3 == 0:
+            e["extra"] = {"note": 'a"}, {"b": [1], "c": {}},', "deep": {"x": [{"y": i}]}}
+        if i % 4 == 1:
+            e["name"] = "é€😀 },]" * (i % 5)
+        out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("block", [5, 64, 1 << 22])
+def test_iter_json_list_reads_any_list_in_blocks(tmp_path: Path, block: int) -> None:
+    from posefix.io import iter_json_list
+    rng = np.random.default_rng(block)
+    entries = _tricky_entries(60, rng) + [3, "x", [1, {"a": "}"}], None, 1.5e300]
+    for i, kw in enumerate([{}, {"indent": 2}, {"separators": (",", ":")},
+                            {"ensure_ascii": False, "indent": "\t"}]):
+        path = tmp_path / f"l{i}.json"
+        path.write_text(" \n" + json.dumps(entries, **kw) + "\n", encoding="utf-8")
+        got = [e for chunk in iter_json_list(path, block=block) for e in chunk]
+        assert got == json.loads(path.read_text(encoding="utf-8"))
+    path.write_text("[ ]")
+    assert [e for c in iter_json_list(path, block=block) for e in c] == []
+
+
+@pytest.mark.parametrize("text", ['[{"a": 1},', '[{"a": 1} {"b": 2}]', '[{"a": 1}]x',
+                                  '[{"a": 1},\n {"b": tru}]', '[{"a": 1}, ]',
+                                  '[{"a": 1}, {"b": 2}, {"c": "x}, {"}'])
+def test_iter_json_list_errors_name_line_and_column_as_json_does(
+        tmp_path: Path, text: str) -> None:
+    from posefix.io import iter_json_list
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as streamed:
+        for _ in iter_json_list(path, block=4):
+            pass
+    with pytest.raises(InputError) as whole:
+        read_json(path)
+    assert str(streamed.value) == str(whole.value)
+
+
+def test_round_like_python_is_pythons_round() -> None:
+    from posefix.io import round_like_python
+    rng = np.random.default_rng(0)
+    ties = np.arange(-20000, 20000) / 1e4 + 0.00005  # every one near a half
+    values = np.concatenate([rng.uniform(-1e4, 1e4, 20000), ties, [
+        0.1, 1e-7, 123.456789, 2.675, 1.00005, 5e-5, -0.0, 1e15, 1e300, 2 ** 52 + 0.5]])
+    for nd in (3, 4):
+        got = round_like_python(values, nd)
+        assert got.tolist() == [round(float(v), nd) for v in values]
+
+
+def test_write_results_parses_to_the_values_of_the_json_writer(tmp_path: Path) -> None:
+    from posefix.io import write_results
+    rng = np.random.default_rng(1)
+    n = 9000  # more than one chunk
+    kp = rng.uniform(-5, 700, (n, 17, 3))
+    kp[0, :5, 0] = [0.1, 1e-7, 123.456789, 2 ** 40 + 0.5, 7e-5]
+    boxes = np.where(rng.random((n, 1)) < 0.5, rng.uniform(0, 500, (n, 4)), np.nan)
+    scores = rng.random(n)
+    scores[:4] = [0.1, 1e-7, 123.456789, 0.0]
+    dets = Detections(rng.integers(0, 2 ** 62, n), kp, scores, boxes,
+                      np.ones(n, dtype=np.int64))
+    dets.image_ids[:2] = [2 ** 63 - 1, 0]
+    before = []  # the writer of before issue 22: json.dump of Python-rounded floats
+    for r in range(n):
+        e = {"image_id": int(dets.image_ids[r]), "category_id": 1,
+             "keypoints": [round(float(v), 4) for v in kp[r].reshape(-1)],
+             "score": float(scores[r])}
+        if np.isfinite(boxes[r]).all():
+            e["bbox"] = [round(float(v), 4) for v in boxes[r]]
+        before.append(e)
+    path = write_results(tmp_path / "r.json", dets)
+    got = json.loads(path.read_text())
+    assert got == before and dets.to_json() == before
+    assert [type(v) for v in got[0].values()] == [type(v) for v in before[0].values()]
+    again = load_results(path, "coco17")
+    np.testing.assert_array_equal(again.image_ids, dets.image_ids)
+    np.testing.assert_array_equal(again.scores, dets.scores)
+    dets.keypoints[5, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        write_results(tmp_path / "nan.json", dets)
+    assert not (tmp_path / "nan.json").exists()

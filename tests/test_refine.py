@@ -244,6 +244,24 @@ def test_batching_chunking_and_workers_do_not_change_results() -> None:
     np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
 
 
+def test_refining_in_place_gives_the_same_output_with_one_copy_of_the_poses() -> None:
+    rng = np.random.default_rng(9)
+    imgs = {i: rng.integers(0, 255, (90, 130, 3), dtype=np.uint8) for i in range(5)}
+    kw = dict(input_size=INPUT, nms=0.5, score="heatmap", workers=0, flip=False)
+    for ids in (np.repeat(np.arange(5), 30), rng.integers(0, 5, 150)):  # grouped or not
+        dets = random_dets(rng, 150, 130, 90, ids)
+        dets.keypoints[::7] *= 0.97  # near duplicates: NMS suppresses some
+        want, counts = refine_detections(dets, imgs.__getitem__, shifted(2.0), SPEC, **kw)
+        assert counts.suppressed_nms > 0
+        mine = Detections(*(a.copy() for a in vars(dets).values()))
+        got, _ = refine_detections(mine, imgs.__getitem__, shifted(2.0), SPEC, inplace=True,
+                                   **kw)
+        for f in ("image_ids", "keypoints", "scores", "boxes", "category_ids"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+        grouped = bool((np.diff(ids) >= 0).all())
+        assert np.shares_memory(got.keypoints, mine.keypoints) == grouped
+
+
 def test_real_network_from_checkpoint(tiny_checkpoint: Path) -> None:
     from posefix.checkpoint import load_checkpoint
 

@@ -366,6 +366,9 @@ def to_detections(poses: PoseFile, images: dict[int, ImageInfo], source: str | P
         warnings.warn(f"{source}: skipped {int((~found).sum())} detection(s) of "
                       f"{len(unknown)} image(s) not in the image list, e.g. {unknown[0]!r}",
                       stacklevel=2)
+    if found.all():  # the same arrays (no copy of a large file's poses)
+        return Detections(ids[dets.image_ids], dets.keypoints, dets.scores, dets.boxes,
+                          dets.category_ids)
     out = dets.select(found)
     out.image_ids = ids[out.image_ids]
     return out

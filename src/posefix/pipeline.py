@@ -180,19 +180,21 @@ class ResultWriter:
     runs OKS-NMS on it."""
 
     def __init__(self, dets: Detections, spec: KeypointSpec, score: str, nms: float,
-                 counts: RefineCounts, fix: FixOptions | Callable[..., np.ndarray] | None = None
-                 ) -> None:
+                 counts: RefineCounts, fix: FixOptions | Callable[..., np.ndarray] | None = None,
+                 owned: bool = False) -> None:
         self.dets = dets
         self.spec = spec
         self.fix = fix if fix is not None else FixOptions().resolve(None)
-        self._kinds: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._kinds: list[tuple[np.ndarray, ...]] = []
         self.score = score
         self.nms = nms
         self.counts = counts
         self.used = spec.used_mask
         self.sigmas = spec.sigma_array[self.used]
-        self.keypoints = dets.keypoints.copy()
-        self.scores = dets.scores.copy()
+        # ``owned``: ``dets`` is the writer's to overwrite (no second copy of the poses).
+        self.owned = owned
+        self.keypoints = dets.keypoints if owned else dets.keypoints.copy()
+        self.scores = dets.scores if owned else dets.scores.copy()
         self.keep = np.ones(len(dets), dtype=bool)
         self.refined = np.zeros(len(dets), dtype=bool)
         self.error: np.ndarray | None = None  # (M, K) input-error probabilities, NaN unrefined
@@ -204,8 +206,9 @@ class ResultWriter:
         if len(chunk.rows):
             m_inv = invert_affine(chunk.item["affine"])
             coords = apply_affine(chunk.coords, m_inv)
-            if chunk.kinds is not None:  # fixed when the image is complete
-                self._kinds.append((chunk.rows, coords, chunk.kinds))
+            if chunk.kinds is not None:  # fixed when the image is complete, from the inputs
+                self._kinds.append((chunk.rows, coords, chunk.kinds,
+                                    self.dets.keypoints[chunk.rows].copy()))
             self.keypoints[chunk.rows, :, :2] = coords
             self.keypoints[chunk.rows, :, 2] = chunk.conf
             self.scores[chunk.rows] = self._score(chunk)
@@ -240,15 +243,14 @@ class ResultWriter:
 
     def _fix_image(self, rows: np.ndarray, areas: np.ndarray) -> None:
         """Output positions of the image's refined rows from their error kinds."""
-        kr, coords, kinds = (np.concatenate(v) for v in zip(*self._kinds, strict=True))
+        kr, coords, kinds, inputs = (np.concatenate(v) for v in zip(*self._kinds, strict=True))
         self._kinds = []
         at = np.searchsorted(rows, kr, sorter=np.argsort(rows))
         area = areas[np.argsort(rows)][at]
         if callable(self.fix):
-            out = self.fix(self.dets.keypoints[kr], coords, kinds, area, self.spec)
+            out = self.fix(inputs, coords, kinds, area, self.spec)
         else:
-            out = fix_keypoints(self.dets.keypoints[kr], coords, kinds, area, self.spec,
-                                self.fix).coords
+            out = fix_keypoints(inputs, coords, kinds, area, self.spec, self.fix).coords
         self.keypoints[kr, :, :2] = out
 
     def _finish_image(self) -> None:
@@ -277,7 +279,20 @@ class ResultWriter:
             return out
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        return out.select(inverse[np.sort(order[self.keep])])
+        rows = inverse[np.sort(order[self.keep])]
+        if self.owned and (rows[1:] > rows[:-1]).all():  # in place: no second copy
+            return Detections(*(_compact(a, rows) for a in (
+                out.image_ids, out.keypoints, out.scores, out.boxes, out.category_ids)))
+        return out.select(rows)
+
+
+def _compact(a: np.ndarray, rows: np.ndarray, block: int = 8192) -> np.ndarray:
+    """``a[rows]`` for increasing ``rows``, moved to the front of ``a`` itself a block at a
+    time (a row is read before any write reaches it): a view, no copy of ``a``."""
+    for s in range(0, len(rows), block):
+        e = min(len(rows), s + block)
+        a[s:e] = a[rows[s:e]]
+    return a[:len(rows)]
 
 
 def _chunk(item: dict[str, Any], task: CropTask, num_keypoints: int, counts: RefineCounts,
@@ -307,8 +322,11 @@ def _chunk(item: dict[str, Any], task: CropTask, num_keypoints: int, counts: Ref
 def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
                  options: RefineOptions, padding: float | None = None,
                  image_sizes: Mapping[int, tuple[int, int]] | None = None,
-                 ) -> tuple[ResultWriter, np.ndarray]:
+                 inplace: bool = False) -> tuple[ResultWriter, np.ndarray]:
     """Stream detections through crops, batches, the network and the writer.
+
+    ``inplace`` lets the writer overwrite ``detections``' arrays (for a caller that no
+    longer needs them: one copy of the poses in memory, not two).
 
     Returns the finished :class:`ResultWriter` (its arrays hold every detection in the
     image-grouped order, refined or not; ``keep`` marks those OKS-NMS left) and that order
@@ -321,7 +339,8 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
                          f"model's spec {spec.name} has {K}")
     counts = RefineCounts(detections_in=len(detections))
     order, tasks = group_by_image(detections.image_ids, max(options.batch_size, 64))
-    dets = detections.select(order)
+    grouped = bool((order == np.arange(len(order))).all())  # already grouped: no copy
+    dets = detections if grouped else detections.select(order)
     counts.images = len({t.image_id for t in tasks})
     crops = CropDataset(tasks, dets.keypoints, dets.boxes, images, dict(image_sizes or {}),
                         spec, refiner.input_size,
@@ -330,7 +349,8 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
     queue = BatchQueue(refiner, options.batch_size)
     fix = options.fix if callable(options.fix) else \
         (options.fix or FixOptions()).resolve(getattr(refiner, "error_gate", None))
-    writer = ResultWriter(dets, spec, options.score, options.nms, counts, fix)
+    writer = ResultWriter(dets, spec, options.score, options.nms, counts, fix,
+                          owned=inplace or not grouped)
     bar = None
     if options.progress:
         from tqdm import tqdm

@@ -34,15 +34,19 @@ def refine_detections(
     input_size: tuple[int, int] | None = None,
     padding: float | None = None,
     image_sizes: Mapping[int, tuple[int, int]] | None = None,
+    inplace: bool = False,
 ) -> tuple[Detections, RefineCounts]:
     """Refine detections; also return what was refined, kept, skipped and suppressed.
 
-    See :func:`refine` for the arguments. The output keeps the input's order (grouped by
-    image in order of first appearance), less the poses that OKS-NMS suppressed.
+    See :func:`refine` for the arguments; ``inplace`` lets the refined values overwrite
+    ``detections``' arrays (for a caller that no longer needs them: one copy of the poses
+    in memory, not two). The output keeps the input's order (grouped by image in order of
+    first appearance), less the poses that OKS-NMS suppressed.
     """
     options = options if options is not None else RefineOptions()
     refiner = as_refiner(model, spec, input_size, options.device, options.flip)
-    writer, order = run_pipeline(detections, images, refiner, options, padding, image_sizes)
+    writer, order = run_pipeline(detections, images, refiner, options, padding, image_sizes,
+                                 inplace=inplace)
     counts = writer.counts
     result = writer.result(order)
     counts.detections_out = len(result)

@@ -36,6 +36,7 @@ from ..io import (
     load_ground_truth,
     resolve_image_path,
     write_json_atomic,
+    write_results,
 )
 from ..options import RefineFileOptions, RefineOptions
 from ..pipeline import RefineCounts
@@ -98,11 +99,14 @@ def refine_files(
     sizes = {i: (inputs.infos[i].width, inputs.infos[i].height) for i in paths}
     show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
-    refined, counts = refine_detections(inputs.dets, paths, refiner, None,
-                                        replace(o.refine, progress=show), image_sizes=sizes)
+    refined, counts = refine_detections(
+        inputs.dets, paths, refiner, None, replace(o.refine, progress=show), image_sizes=sizes,
+        inplace=inputs.truth is None and report is None)  # else the input is compared
     seconds = time.perf_counter() - start
-    write_json_atomic(Path(out), refined.to_json() if o.out_format == "coco"
-                      else to_arrays(refined, image_keys(inputs.poses, inputs.infos)))
+    if o.out_format == "coco":
+        write_results(Path(out), refined)
+    else:
+        write_json_atomic(Path(out), to_arrays(refined, image_keys(inputs.poses, inputs.infos)))
 
     summary = _summary(refiner, o.refine, counts, seconds, results=str(results), out=str(out))
     if inputs.truth is not None:
@@ -220,8 +224,11 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
     start = time.perf_counter()
     refined, counts = refine_video(dets, video, refiner, replace(o.refine, progress=show))
     seconds = time.perf_counter() - start
-    write_json_atomic(out_p, refined.to_json() if o.out_format == "coco" else
-                      to_arrays(refined, image_keys(poses, frames, frame_numbers=True)))
+    if o.out_format == "coco":
+        write_results(out_p, refined)
+    else:
+        write_json_atomic(out_p, to_arrays(refined, image_keys(poses, frames,
+                                                               frame_numbers=True)))
     summary = _summary(refiner, replace(o.refine, workers=0, flip=refiner.flip), counts,
                        seconds, results=str(results_p), video=str(video), out=str(out_p))
     summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..io import load_ground_truth, load_results, write_json_atomic
+from ..io import load_ground_truth, load_results, round_like_python, write_json_list_atomic
 from ..profile import ErrorProfile
 from ..spec import KeypointSpec, load_spec
 from ..synthesis import estimates_for, overlap_index, synthesize
@@ -44,18 +45,18 @@ def synthesize_file(
         gt.keypoints[rows], gt.areas[rows], spec, profile, np.random.default_rng(seed),
         others=others, estimated=estimated, others_areas=gt.areas[np.maximum(idx, 0)],
     )
-    coords = np.round(poses, 3)
-    entries = [
-        {
-            "image_id": int(img),
-            "category_id": 1,
-            "keypoints": kps.reshape(-1).tolist(),
-            "score": 1.0,
-            "bbox": [round(float(v), 3) for v in box],
-            "gt_ann_id": int(ann),
-            "error_types": tt.tolist(),
-        }
-        for img, kps, box, ann, tt in zip(gt.image_ids[rows], coords, gt.boxes[rows],
-                                          gt.ann_ids[rows], types.astype(int), strict=True)
-    ]
-    return write_json_atomic(out_path, entries)
+    return write_json_list_atomic(out_path, _entries(
+        gt.image_ids[rows], np.round(poses, 3).reshape(len(rows), -1),
+        round_like_python(gt.boxes[rows], 3), gt.ann_ids[rows], types.astype(np.int64)))
+
+
+def _entries(image_ids: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
+             ann_ids: np.ndarray, types: np.ndarray, rows: int = 8192) -> Iterator[list[dict]]:
+    """:func:`synthesize_file`'s results entries, in chunks (numpy rows for the writer)."""
+    img, ann = image_ids.tolist(), ann_ids.tolist()
+    for s in range(0, len(img), rows):
+        yield [
+            {"image_id": img[i], "category_id": 1, "keypoints": keypoints[i], "score": 1.0,
+             "bbox": boxes[i], "gt_ann_id": ann[i], "error_types": types[i]}
+            for i in range(s, min(len(img), s + rows))
+        ]
