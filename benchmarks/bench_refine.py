@@ -12,6 +12,12 @@ their mirrored copies, rendered by the pipeline beforehand and held in memory).
     python benchmarks/bench_refine.py                     # r50_256x192 architecture
     python benchmarks/bench_refine.py --config tiny_cpu   # the tiny CPU model
 
+End to end runs once per ``--backends`` entry (default ``auto,torch``: the default backend,
+ONNX Runtime on a CPU, and the exact PyTorch float32 path), interleaved with the network
+alone (PyTorch float32), so that the ratio default / network alone is measured side by side.
+The default backend's one-off ONNX export (then cached per checkpoint) is timed apart,
+before the rounds.
+
 The weights are random unless ``--checkpoint`` is given: speed does not depend on them.
 Runs are interleaved and the best of ``--repeat`` kept. Besides wall-clock rates the
 benchmark reports CPU seconds (this process and its loader workers), which other loads on
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -149,6 +156,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--backends", default="auto,torch",
+                    help="comma-separated backends to run end to end (first: the headline)")
     ap.add_argument("--compare-scores", default=None, metavar="CHECKPOINT",
                     help="measure the AP of --score input and heatmap instead")
     a = ap.parse_args()
@@ -176,19 +185,31 @@ def main() -> None:
                                    config=cfg, spec=load_spec("coco17"))
         results, image_list = make_inputs(tmp, a.images)
         n = len(json.loads(results.read_text()))
-        e2e, inner, fwd, e2e_cpu, fwd_cpu = [], [], [], [], []
-        for r in range(a.repeat):  # interleaved, so that both see the same machine load
-            start, cpu = time.perf_counter(), cpu_seconds()
-            s = refine_files(ckpt, DATA, results, tmp / f"out{r}.json", image_list=image_list,
-                             options=RefineFileOptions(RefineOptions(
-                                 batch_size=a.batch_size, workers=a.workers, device=a.device),
-                                 progress=False))
-            e2e.append(time.perf_counter() - start)
-            e2e_cpu.append(cpu_seconds() - cpu)
-            inner.append(s["seconds"])
+        backends = a.backends.split(",")
+        os.environ["POSEFIX_CACHE"] = str(tmp / "cache")  # the export is timed here
+        start = time.perf_counter()
+        from posefix.refiner import load_refiner
+        described = {b: load_refiner(ckpt, b, device=a.device).description for b in backends}
+        first_load = time.perf_counter() - start
+        runs: dict[str, dict[str, list[float]]] = {
+            b: {"e2e": [], "inner": [], "cpu": []} for b in backends}
+        fwd, fwd_cpu = [], []
+        for r in range(a.repeat):  # interleaved, so that all see the same machine load
+            for b in backends:
+                start, cpu = time.perf_counter(), cpu_seconds()
+                s = refine_files(ckpt, DATA, results, tmp / f"out{r}_{b}.json",
+                                 image_list=image_list, options=RefineFileOptions(RefineOptions(
+                                     batch_size=a.batch_size, workers=a.workers,
+                                     device=a.device), progress=False, backend=b))
+                runs[b]["e2e"].append(time.perf_counter() - start)
+                runs[b]["cpu"].append(cpu_seconds() - cpu)
+                runs[b]["inner"].append(s["seconds"])
             wall, cpu = forward_only(ckpt, results, image_list, a.batch_size, a.device, True)
             fwd.append(wall)
             fwd_cpu.append(cpu)
+        outs = {b: load_results(tmp / f"out0_{b}.json", "coco17").keypoints for b in backends}
+    head = backends[0]
+    e2e, inner, e2e_cpu = runs[head]["e2e"], runs[head]["inner"], runs[head]["cpu"]
     report = {
         "config": a.config, "detections": n, "images": a.images, "batch_size": a.batch_size,
         "workers": a.workers, "device": a.device, "torch_threads": torch.get_num_threads(),
@@ -200,6 +221,14 @@ def main() -> None:
         "end_to_end_cpu_s": round(min(e2e_cpu), 2),
         "forward_only_cpu_s": round(min(fwd_cpu), 2),
         "overhead_cpu": round(min(e2e_cpu) / min(fwd_cpu) - 1, 4),
+        "backends": {b: {"description": described[b],
+                         "end_to_end_det_per_s": round(n / min(runs[b]["e2e"]), 2),
+                         "x_network_alone": round(min(fwd) / min(runs[b]["e2e"]), 2),
+                         "max_abs_keypoint_diff_vs_first": float(
+                             np.abs(outs[b] - outs[head]).max()) if len(outs[b]) ==
+                         len(outs[head]) else None}
+                     for b in backends},
+        "first_load_and_export_s": round(first_load, 2),
     }
     print(json.dumps(report))
     print(f"{a.config}: {n} detections, flip test on, batch {a.batch_size}, "
@@ -212,6 +241,9 @@ def main() -> None:
           f"  CPU seconds: {report['end_to_end_cpu_s']} end to end, "
           f"{report['forward_only_cpu_s']} forward only "
           f"({100 * report['overhead_cpu']:+.1f}%)")
+    for b, v in report["backends"].items():
+        print(f"  backend {b} ({v['description']}): {v['end_to_end_det_per_s']:.1f} det/s end "
+              f"to end, {v['x_network_alone']:.2f}x the PyTorch float32 network alone")
 
 
 if __name__ == "__main__":

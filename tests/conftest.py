@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 REQUIRE_SHARED = os.environ.get("POSEFIX_REQUIRE_SHARED", "") not in ("", "0")
+# ONNX exports of the default backend go to a cache of the tests, not the user's.
+os.environ.setdefault("POSEFIX_CACHE", os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), "posefix-test-cache", "posefix-cache"))
 
 
 @pytest.fixture(scope="session")

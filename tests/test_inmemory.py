@@ -40,7 +40,8 @@ def test_in_memory_equals_the_file_cli_on_the_embedded_sample(
     out = tmp_path / "refined.json"
     assert main(["refine", "--images", str(SAMPLE), "--results", str(SAMPLE / name),
                  "--image-list", str(SAMPLE / "annotations.json"), "--out", str(out),
-                 "--workers", "0", "--device", "cpu", "--batch-size", "4", "--error-gate", "0"]) == 0
+                 "--workers", "0", "--device", "cpu", "--batch-size", "4", "--error-gate", "0",
+                 "--backend", "torch"]) == 0  # the in-memory refiner below is PyTorch's
     files = _by_image(json.loads(out.read_text()))
     inputs = _by_image(json.loads((SAMPLE / name).read_text()))
     infos = {im["id"]: im for im in json.loads((SAMPLE / "annotations.json").read_text())["images"]}

@@ -60,7 +60,8 @@ def test_refined_results_are_pinned(data_dir: Path, seeded_checkpoint: Path,
                                     batch: int) -> None:
     out = tmp_path / "refined.json"
     options = RefineFileOptions(RefineOptions(score=score, batch_size=batch, workers=0,
-                                              device="cpu"), progress=False)
+                                              device="cpu"), progress=False,
+                                backend="torch")
     refine_files(seeded_checkpoint, data_dir / folder, data_dir / folder / name, out,
                  gt=data_dir / folder / GT[folder], options=options)
     got = json.loads(out.read_text())
@@ -78,3 +79,26 @@ def test_refined_results_are_pinned(data_dir: Path, seeded_checkpoint: Path,
     # the pinned outputs are not the inputs: the network moved keypoints
     inputs = json.loads((data_dir / folder / name).read_text())
     assert len(want) <= len(inputs)
+
+
+def test_the_default_backend_agrees_with_the_pinned_torch_outputs(
+        data_dir: Path, seeded_checkpoint: Path, tmp_path: Path) -> None:
+    """The default (``auto``: ONNX Runtime on a CPU, an export cached per checkpoint) gives
+    the torch path's outputs within a small tolerance, and uses the cache a second time."""
+    folder, name, score, batch = CASES[1]
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"default{run}.json"
+        options = RefineFileOptions(RefineOptions(score=score, batch_size=batch, workers=0,
+                                                  device="cpu"), progress=False)
+        summary = refine_files(seeded_checkpoint, data_dir / folder, data_dir / folder / name,
+                               out, gt=data_dir / folder / GT[folder], options=options)
+        assert summary["backend"].startswith("onnxruntime")
+        outs.append(json.loads(out.read_text()))
+    assert outs[0] == outs[1]
+    want = json.loads((GOLDEN / f"{folder}_{name}").read_text())
+    assert [d["image_id"] for d in outs[0]] == [d["image_id"] for d in want]
+    np.testing.assert_allclose([d["keypoints"] for d in outs[0]],
+                               [d["keypoints"] for d in want], atol=2e-3)
+    np.testing.assert_allclose([d["score"] for d in outs[0]], [d["score"] for d in want],
+                               atol=1e-4)

@@ -48,7 +48,7 @@ def test_refine_video_equals_in_memory_refinement_of_its_frames(
     video, results, poses = clip
     out = tmp_path / "refined.json"
     assert main(["refine", "--video", str(video), "--results", str(results), "--out", str(out),
-                 "--device", "cpu", "--error-gate", "0"]) == 0
+                 "--device", "cpu", "--error-gate", "0", "--backend", "torch"]) == 0
     got = json.loads(out.read_text())
     assert sorted({d["image_id"] for d in got}) == [f for f in range(FRAMES) if f != EMPTY]
     cap = cv2.VideoCapture(str(video))

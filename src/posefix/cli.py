@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from .backends import BACKENDS
 from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
 
 __all__ = ["build_parser", "main"]
@@ -202,8 +203,10 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="image-reading processes")
     p.add_argument("--device", default=default("device"),
                    help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="run the network with PyTorch or an exported ONNX model")
+    p.add_argument("--backend", choices=list(BACKENDS), default="auto",
+                   help="auto: ONNX Runtime on a CPU (the checkpoint exported once, cached), "
+                        "PyTorch on CUDA; torch: the exact float32 PyTorch path; "
+                        "onnxruntime: ONNX Runtime (--onnx FILE, or the checkpoint's export)")
     p.add_argument("--onnx", default=None, help="ONNX model for --backend onnxruntime")
     p.add_argument("--skip-missing", action="store_true",
                    help="keep (unrefined) and count detections whose image is missing or "

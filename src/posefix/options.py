@@ -88,8 +88,11 @@ class RefineFileOptions:
 
     Attributes:
         refine: how the detections are refined.
-        backend: ``"torch"`` or ``"onnxruntime"`` (:data:`posefix.refiner.BACKENDS`).
-        onnx: the ONNX file for ``onnxruntime`` (default: export the checkpoint).
+        backend: ``"auto"`` (default: ONNX Runtime on a CPU, PyTorch on CUDA; see
+            :mod:`posefix.backends`), ``"torch"`` (the exact float32 path) or
+            ``"onnxruntime"`` (:data:`posefix.backends.BACKENDS`).
+        onnx: the ONNX file for ``onnxruntime`` (default: the cached export of the
+            checkpoint).
         error_gate: keep every input keypoint whose probability of being a gross error (the
             network's error head) is below this; 0 refines every keypoint (default: the
             checkpoint's ``model.error_gate``).
@@ -104,7 +107,7 @@ class RefineFileOptions:
     """
 
     refine: RefineOptions = RefineOptions()
-    backend: str = "torch"
+    backend: str = "auto"
     onnx: str | Path | None = None
     error_gate: float | None = None
     format: str | None = None

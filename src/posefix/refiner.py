@@ -17,7 +17,6 @@ crops, batches, flip test, rescoring and OKS-NMS as ``posefix refine``, so the s
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .backends import BACKENDS, cached_onnx, choose_backend
 from .io import Detections, InputError
 from .options import DEFAULT_SCORE, RefineOptions
 from .pipeline import run_pipeline
@@ -38,7 +38,6 @@ __all__ = ["BACKENDS", "Predictor", "RefinedPoses", "Refiner", "as_refiner", "lo
            "resolve_device"]
 
 #: The networks :func:`load_refiner` runs.
-BACKENDS = ("torch", "onnxruntime")
 
 #: Box padding where neither the checkpoint nor the ONNX file gives one (the reference's).
 DEFAULT_PADDING = 1.25
@@ -140,24 +139,25 @@ class Refiner:
     def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
                   flip: bool = True, error_gate: float | None = None,
                   threads: int | None = None) -> Refiner:
-        """An exported network run by ONNX Runtime on the CPU.
+        """An exported network run by ONNX Runtime on the CPU (``threads``: torch's
+        thread count unless given).
 
         ``path`` None exports ``checkpoint`` (None: the shipped model) with ``error_gate``
-        first. Spec and box padding come from ``checkpoint`` where given, else from the
+        first, once: the export is kept in the user's cache
+        (:func:`posefix.backends.cached_onnx`). Spec and box padding come from ``checkpoint`` where given, else from the
         file's metadata. The error gate of an existing export is fixed in its graph.
         """
         from .checkpoint import default_checkpoint_path, load_checkpoint
-        from .export import OnnxRefiner, export_onnx
+        from .export import OnnxRefiner
 
         spec, padding = None, None
         if checkpoint is not None or path is None:
             ckpt = load_checkpoint(Path(checkpoint) if checkpoint is not None
                                    else default_checkpoint_path())
             spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
-        if path is None:
-            with tempfile.TemporaryDirectory(prefix="posefix-onnx-") as tmp:
-                onnx = export_onnx(ckpt.path, Path(tmp) / "refiner.onnx", error_gate=error_gate)
-                runner = OnnxRefiner(onnx, threads=threads)  # the session holds the graph
+        threads = threads if threads is not None else torch.get_num_threads()
+        if path is None:  # exported once per checkpoint and gate, then from the cache
+            runner = OnnxRefiner(cached_onnx(ckpt.path, error_gate), threads=threads)
             description = f"onnxruntime (exported from {ckpt.path})"
         else:
             if error_gate is not None:
@@ -344,14 +344,18 @@ def _numpy_predictor(runner: Callable[..., tuple[np.ndarray, ...]]) -> Predictor
     return predict  # type: ignore[return-value]
 
 
-def load_refiner(checkpoint: str | Path | None = None, backend: str = "torch",
+def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
                  onnx: str | Path | None = None, *, device: str | torch.device = "auto",
                  flip: bool = True, error_gate: float | None = None) -> Refiner:
     """The refiner of ``posefix refine``: :meth:`Refiner.from_checkpoint` for ``torch``,
     :meth:`Refiner.from_onnx` (``onnx``, else ``checkpoint`` exported) for
-    ``onnxruntime``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    ``onnxruntime``; ``auto`` picks one (:func:`posefix.backends.choose_backend`: ONNX
+    Runtime on a CPU, or for an ``onnx`` file)."""
+    backend = "onnxruntime" if backend == "auto" and onnx is not None else \
+        choose_backend(backend, device)
+    if backend == "onnxruntime" and str(device).startswith("cuda"):
+        raise ValueError(f"ONNX Runtime runs on the CPU here; --device {device} needs "
+                         "--backend torch")
     if backend == "torch":
         return Refiner.from_checkpoint(checkpoint, device=device, flip=flip,
                                        error_gate=error_gate)

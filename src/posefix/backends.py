@@ -1,0 +1,86 @@
+"""Which network backend refines by default, and the ONNX export cache behind it.
+
+``posefix refine`` (and ``posefix demo``) without ``--backend`` runs ``auto``: on a CPU the
+network through ONNX Runtime (with the shipped model, one thread each, its network ran 2.5x
+PyTorch float32's crops per CPU-second and the whole refinement 2.25x the float32 network
+alone, with the same keypoints to 0.0002 px: benchmarks/RESULTS.md), on a CUDA device
+PyTorch. ONNX Runtime gets torch's thread count (which follows ``OMP_NUM_THREADS``). ``torch`` is the exact float32 path.
+Torch-free at import (the CLI reads :data:`BACKENDS`).
+
+The ONNX file is exported once per checkpoint and error gate and kept in the user's cache
+(``$POSEFIX_CACHE``, else ``$XDG_CACHE_HOME/posefix``, else ``~/.cache/posefix``), named by
+the checkpoint file's SHA-256, the gate and the versions that shape the export, so that a
+user never runs ``posefix export`` by hand and a changed checkpoint is exported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BACKENDS", "cache_dir", "cached_onnx", "choose_backend"]
+
+#: ``--backend`` values: ``auto`` picks one of the others.
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def choose_backend(backend: str, device: Any = "auto") -> str:
+    """The backend that runs: ``auto`` is ``onnxruntime`` on the CPU where it is installed,
+    else ``torch``; any other name as it is (checked)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    import torch
+
+    dev = str(device)
+    cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
+    if cuda or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    return "onnxruntime"
+
+
+def cache_dir() -> Path:
+    """Where exports are kept: ``$POSEFIX_CACHE``, ``$XDG_CACHE_HOME/posefix`` or
+    ``~/.cache/posefix``."""
+    if os.environ.get("POSEFIX_CACHE"):
+        return Path(os.environ["POSEFIX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "posefix"
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_onnx(checkpoint: str | Path, error_gate: float | None = None,
+                opset: int = 17) -> Path:
+    """The ONNX export of ``checkpoint`` with ``error_gate`` (None: the checkpoint's), from
+    the cache, exported there first if missing (atomically: concurrent runs are safe).
+    Where the cache cannot be written, the export goes to a temporary folder instead."""
+    import torch
+
+    from . import __version__
+    from .export import export_onnx
+
+    checkpoint = Path(checkpoint)
+    gate = "ckpt" if error_gate is None else repr(float(error_gate))
+    key = hashlib.sha256(
+        f"{_file_hash(checkpoint)}|{gate}|{opset}|{__version__}|{torch.__version__}".encode()
+    ).hexdigest()[:24]
+    path = cache_dir() / "onnx" / f"{checkpoint.stem}-{key}.onnx"
+    if path.is_file():
+        return path
+    try:
+        return export_onnx(checkpoint, path, opset=opset, error_gate=error_gate)
+    except OSError:  # a read-only home: export for this run only
+        tmp = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
+        return export_onnx(checkpoint, tmp / path.name, opset=opset, error_gate=error_gate)
