@@ -396,7 +396,7 @@ def test_iter_json_list_reads_any_list_in_blocks(tmp_path: Path, block: int) -> 
     assert [e for c in iter_json_list(path, block=block) for e in c] == []
 
 
-@pytest.mark.parametrize("text", ['[{"a": 1},', '[{"a": 1} {"b": 2}]', '[{"a": 1}]x',
+@pytest.mark.parametrize("text", ['{not json', '[{"a": 1},', '[{"a": 1} {"b": 2}]', '[{"a": 1}]x',
                                   '[{"a": 1},\n {"b": tru}]', '[{"a": 1}, ]',
                                   '[{"a": 1}, {"b": 2}, {"c": "x}, {"}'])
 def test_iter_json_list_errors_name_line_and_column_as_json_does(

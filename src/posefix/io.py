@@ -406,6 +406,7 @@ def iter_json_list(path: str | Path, block: int = 1 << 22,
         if c is None:
             raise InputError(path, "file is empty")
         if c != ord("["):
+            read_json(path)  # a broken file is "not valid JSON", as before
             raise InputError(path, not_a_list)
         r.pos += 1
         first = True
