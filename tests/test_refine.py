@@ -247,7 +247,8 @@ def test_batching_chunking_and_workers_do_not_change_results() -> None:
 def test_refining_in_place_gives_the_same_output_with_one_copy_of_the_poses() -> None:
     rng = np.random.default_rng(9)
     imgs = {i: rng.integers(0, 255, (90, 130, 3), dtype=np.uint8) for i in range(5)}
-    kw = dict(input_size=INPUT, nms=0.5, score="heatmap", workers=0, flip=False)
+    kw = dict(input_size=INPUT, options=RefineOptions(nms=0.5, score="heatmap", workers=0,
+                                                      flip=False))
     for ids in (np.repeat(np.arange(5), 30), rng.integers(0, 5, 150)):  # grouped or not
         dets = random_dets(rng, 150, 130, 90, ids)
         dets.keypoints[::7] *= 0.97  # near duplicates: NMS suppresses some

@@ -1,11 +1,11 @@
 """Which network backend refines by default, and the ONNX export cache behind it.
 
-``posefix refine`` (and ``posefix demo``) without ``--backend`` runs ``auto``: on a CPU the
+``posefix refine`` (and ``refine_files``) without ``--backend`` runs ``auto``: on a CPU the
 network through ONNX Runtime (with the shipped model, one thread each, its network ran 2.5x
 PyTorch float32's crops per CPU-second and the whole refinement 2.25x the float32 network
 alone, with the same keypoints to 0.0002 px: benchmarks/RESULTS.md), on a CUDA device
-PyTorch. ONNX Runtime gets torch's thread count (which follows ``OMP_NUM_THREADS``). ``torch`` is the exact float32 path.
-Torch-free at import (the CLI reads :data:`BACKENDS`).
+PyTorch. ONNX Runtime gets torch's thread count (which follows ``OMP_NUM_THREADS``).
+``torch`` is the exact float32 path. Torch-free at import (the CLI reads :data:`BACKENDS`).
 
 The ONNX file is exported once per checkpoint and error gate and kept in the user's cache
 (``$POSEFIX_CACHE``, else ``$XDG_CACHE_HOME/posefix``, else ``~/.cache/posefix``), named by

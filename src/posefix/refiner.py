@@ -144,8 +144,9 @@ class Refiner:
 
         ``path`` None exports ``checkpoint`` (None: the shipped model) with ``error_gate``
         first, once: the export is kept in the user's cache
-        (:func:`posefix.backends.cached_onnx`). Spec and box padding come from ``checkpoint`` where given, else from the
-        file's metadata. The error gate of an existing export is fixed in its graph.
+        (:func:`posefix.backends.cached_onnx`). Spec and box padding come from
+        ``checkpoint`` where given, else from the file's metadata. The error gate of an
+        existing export is fixed in its graph.
         """
         from .checkpoint import default_checkpoint_path, load_checkpoint
         from .export import OnnxRefiner
