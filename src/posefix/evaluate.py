@@ -224,6 +224,42 @@ def _greedy_match(oks: np.ndarray, exists: np.ndarray, crowd: np.ndarray,
     return match
 
 
+def _ranked(gt: GroundTruth, dets: Detections, max_dets: int
+            ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The evaluated detections' rows in COCOeval's order (by image id, then by descending
+    score, stable) with their score rank in their image, at most ``max_dets`` per image;
+    also how many were beyond that and how many are of another category or image."""
+    known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
+    rows = np.flatnonzero((dets.category_ids == 1) & np.isin(dets.image_ids, known))
+    num_other = int(len(dets) - len(rows))
+    img, sc = dets.image_ids[rows], dets.scores[rows]
+    rows = rows[np.lexsort((rows, -sc, img))]
+    _, first, inv = np.unique(dets.image_ids[rows], return_index=True, return_inverse=True)
+    rank = np.arange(len(rows)) - first[inv.reshape(-1)]
+    top = rank < max_dets
+    return rows[top], rank[top], int((~top).sum()), num_other
+
+
+def _grouped_match(oks: np.ndarray, exists: np.ndarray, crowd: np.ndarray,
+                   slot_ignore: np.ndarray, thr: np.ndarray, g_count: np.ndarray,
+                   d_count: np.ndarray) -> np.ndarray:
+    """:func:`_greedy_match` of every image (``oks`` (I, R, Gmax)), the images in groups of
+    like ground-truth counts, each padded only to its own largest (most images have 1-2
+    persons, a few 10-20): the same matches, less padding. (A, T, I, R) slots or -1."""
+    n_img, R, Gmax = oks.shape
+    match = np.full((len(slot_ignore), len(thr), n_img, R), -1, dtype=np.int64)
+    if not (Gmax and R):
+        return match
+    group = np.ceil(np.log2(np.maximum(g_count, 1))).astype(np.int64)
+    for b in np.unique(group[(g_count > 0) & (d_count > 0)]):
+        ims = np.flatnonzero((group == b) & (g_count > 0) & (d_count > 0))
+        Gb, Rb = int(g_count[ims].max()), int(min(d_count[ims].max(), R))
+        match[:, :, ims, :Rb] = _greedy_match(
+            oks[ims, :Rb, :Gb], exists[ims, :Gb], crowd[ims, :Gb], slot_ignore[:, ims, :Gb],
+            thr)
+    return match
+
+
 def match_detections(
     gt: GroundTruth,
     dets: Detections,
@@ -245,18 +281,8 @@ def match_detections(
     thr = np.minimum(np.asarray(thresholds, dtype=np.float64), 1 - 1e-10)
     ranges = np.asarray(area_ranges, dtype=np.float64).reshape(-1, 2)
     A, T = len(ranges), len(thr)
-    known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
-    ok = (dets.category_ids == 1) & np.isin(dets.image_ids, known)
-    rows = np.flatnonzero(ok)
-    num_other = int(len(dets) - len(rows))
+    rows, rank, num_beyond, num_other = _ranked(gt, dets, max_dets)
     img, sc = dets.image_ids[rows], dets.scores[rows]
-    order = np.lexsort((rows, -sc, img))
-    rows, img, sc = rows[order], img[order], sc[order]
-    _, first, inv = np.unique(img, return_index=True, return_inverse=True)
-    rank = np.arange(len(rows)) - first[inv]
-    top = rank < max_dets
-    num_beyond = int((~top).sum())
-    rows, img, sc, rank = rows[top], img[top], sc[top], rank[top]
     N, G = len(rows), len(gt)
 
     # Dense per-image layout: images x ranks (detections), images x slots (ground truths).
@@ -291,19 +317,8 @@ def match_detections(
         gt.areas[None] > ranges[:, 1:])  # A, G
     slot_ignore = gt_ignore[:, safe]  # A, I, Gmax
 
-    match = np.full((A, T, n_img, R), -1, dtype=np.int64)
-    if Gmax and R:
-        # Images in groups of like ground-truth counts, each padded only to its own largest
-        # (most images have 1-2 persons, a few 10-20): the same matches, less padding.
-        d_count = np.bincount(d_im, minlength=n_img)
-        group = np.ceil(np.log2(np.maximum(g_count, 1))).astype(np.int64)
-        for b in np.unique(group[(g_count > 0) & (d_count > 0)]):
-            ims = np.flatnonzero((group == b) & (g_count > 0) & (d_count > 0))
-            Gb, Rb = int(g_count[ims].max()), int(min(d_count[ims].max(), R))
-            match[:, :, ims, :Rb] = _greedy_match(
-                oks[ims, :Rb, :Gb], exists[ims, :Gb], crowd[ims, :Gb],
-                slot_ignore[:, ims, :Gb], thr)
-
+    match = _grouped_match(oks, exists, crowd, slot_ignore, thr, g_count,
+                           np.bincount(d_im, minlength=n_img))
     m = match[:, :, d_im, rank]  # A, T, N
     matched = m >= 0
     a_i, _, n_i = np.nonzero(matched)
