@@ -190,6 +190,16 @@ def test_refine_exchanges_an_inverted_pair_exactly_through_the_pipeline(flip):
                  RefineOptions(flip=False, nms=0, workers=0, score="input"), input_size=(64, 48))
     assert np.all(out.keypoints[:, [LK, RK], 0] - kp[:, [LK, RK], 0] > 1.0)
     np.testing.assert_array_equal(out.keypoints[:, keep, :2], kp[:, keep, :2])
+    # refined in place (posefix refine without --gt): the fixes still read the inputs
+    from posefix.refine import refine_detections
+    mine = Detections(*(a.copy() for a in vars(dets).values()))
+    opts = RefineOptions(flip=flip, nms=0, workers=0, score="input",
+                         fix=FixOptions(inversion="pair"))
+    got, _ = refine_detections(mine, lambda i: img, kind_network((LK, RK)), SPEC, opts,
+                               input_size=(64, 48), inplace=True)
+    assert np.shares_memory(got.keypoints, mine.keypoints)
+    np.testing.assert_array_equal(got.keypoints[:, LK, :2], kp[:, RK, :2])
+    np.testing.assert_array_equal(got.keypoints[:, RK, :2], kp[:, LK, :2])
     # without a gate every keypoint takes the network's (shifted) position
     net = kind_network((LK, RK))
     net.error_gate = None
