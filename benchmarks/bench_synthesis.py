@@ -19,7 +19,7 @@ overlapping others ("crowded").
 ``--end-to-end`` measures ``posefix synthesize`` as a user runs it, JSON in and out: the
 shared COCO file tiled ``--copies`` times (1,700: 20,400 persons with keypoints, new image
 and annotation ids, segmentations kept) is written to ``--workdir``, then
-``posefix.synthesis.synthesize_file`` reads it, synthesizes and writes the results file
+``posefix.commands.synthesize.synthesize_file`` reads it, synthesizes and writes the results file
 (median of ``--repeats`` runs; persons/s counts the persons synthesized)::
 
     .venv/bin/python benchmarks/bench_synthesis.py --end-to-end --repeats 5
@@ -44,7 +44,7 @@ from posefix.io import GroundTruth, load_ground_truth  # noqa: E402
 from posefix.profile import ErrorProfile, load_profile  # noqa: E402
 from posefix.similarity import ks_distance  # noqa: E402
 from posefix.spec import KeypointSpec  # noqa: E402
-from posefix.synthesis import overlap_index, synthesize, synthesize_file  # noqa: E402
+from posefix.synthesis import overlap_index, synthesize  # noqa: E402
 from posefix.taxonomy import ERROR_TYPES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +171,10 @@ def tiled_file(copies: int, out: Path) -> int:
 
 def end_to_end(args: argparse.Namespace) -> None:
     """``synthesize_file`` on the tiled file: JSON in and out."""
+    try:
+        from posefix.commands.synthesize import synthesize_file
+    except ImportError:  # a tree from before posefix.commands
+        from posefix.synthesis import synthesize_file
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     gt_path = work / f"coco_x{args.copies}.json"
