@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from posefix import heatmaps
-from posefix.heatmaps import bilinear_onehot, soft_argmax
-from posefix.loss import heatmap_to_pixels, integral_loss, pixels_to_heatmap
+from posefix.heatmaps import bilinear_onehot, heatmap_to_pixels, pixels_to_heatmap, soft_argmax
+from posefix.loss import integral_loss
 
 H, W = 16, 12
 

@@ -11,9 +11,14 @@ import torchvision
 
 from posefix.backbones import BACKBONES
 from posefix.config import ConfigError, ModelConfig
-from posefix.heatmaps import bilinear_onehot, default_input_sigma, render_gaussians
+from posefix.heatmaps import (
+    bilinear_onehot,
+    default_input_sigma,
+    pixels_to_heatmap,
+    render_gaussians,
+)
 from posefix.imagenet import IMAGENET_MEAN, IMAGENET_STD, normalize
-from posefix.loss import integral_loss, pixels_to_heatmap
+from posefix.loss import integral_loss
 from posefix.model import (
     PoseFixNet,
     build_model,

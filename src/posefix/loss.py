@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .heatmaps import bilinear_onehot, heatmap_to_pixels, pixels_to_heatmap, soft_argmax
+from .heatmaps import bilinear_onehot, soft_argmax
 from .taxonomy import ABSENT, INVERSION, MISS, SWAP
 
-__all__ = ["error_head_loss", "heatmap_to_pixels", "integral_loss", "pixels_to_heatmap"]
+__all__ = ["error_head_loss", "integral_loss"]
 
 
 def integral_loss(
