@@ -100,9 +100,8 @@ def _exchange(kinds: np.ndarray, present: np.ndarray, spec: KeypointSpec,
               opts: FixOptions, touched: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """(N, K) which keypoints exchange positions with their partner (symmetric in pairs)."""
     n, k = present.shape
-    partner = spec.partner_index
-    has = partner >= 0
-    p = np.where(has, partner, np.arange(k))
+    has = spec.partner_index >= 0
+    p = spec.flip_index  # the partner, or the keypoint itself where it has none
     both = present & present[:, p] & has[None]
     if opts.inversion == "off":
         return np.zeros((n, k), dtype=bool)
@@ -157,7 +156,7 @@ def fix_keypoints(inputs: np.ndarray, refined: np.ndarray, kinds: np.ndarray,
     touched = present & (gross >= opts.gate)
     kind = INVERSION + kinds[..., INVERSION:].argmax(-1)
     partner = spec.partner_index
-    p = np.where(partner >= 0, partner, np.arange(k))
+    p = spec.flip_index  # the partner, or the keypoint itself where it has none
     exch = _exchange(kinds, present, spec, opts, touched, kind)
     coords = np.where(present[..., None], inputs[..., :2], refined).astype(np.float64)
     coords = np.where(exch[..., None], inputs[:, p, :2], coords)
