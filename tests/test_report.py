@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlparse
@@ -178,6 +179,12 @@ def test_crowdpose14_with_duplicates_and_background(data_dir: Path, tmp_path: Pa
     for name in FIGURES:
         check_png(tmp_path / "crowdpose" / name)
     check_links(out["index"])
+    # every page and figure is readable by others under the usual umask (not mkstemp's 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in (tmp_path / "crowdpose").rglob("*"):
+        if f.is_file():
+            assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f
 
 
 def test_a_failed_rerun_leaves_no_complete_report(lsp_test: tuple[GroundTruth, Detections],

@@ -305,7 +305,7 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                    help="draw at most this many images (frames with --video)")
     p.add_argument("--max-side", type=int, default=640,
                    help="longer side of each panel in pixels (0: full size)")
-    p.add_argument("--exif", choices=["auto", "apply", "ignore"], default="auto",
+    p.add_argument("--exif", choices=list(EXIF), default="auto",
                    help="EXIF orientation (as posefix refine)")
     p.set_defaults(func=_cmd_visualize)
 

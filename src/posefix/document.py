@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +124,6 @@ class ReportFolder:
         path = self.root / name
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI,
                                                  metadata={"Software": None}), binary=True)
-        _readable(path)
         self.figures[name] = path
         return name
 
@@ -135,7 +133,7 @@ class ReportFolder:
         def write(f: Any) -> None:
             Image.fromarray(image).save(f, format="PNG")
 
-        path = _readable(atomic_write(self.root / name, write, binary=True))
+        path = atomic_write(self.root / name, write, binary=True)
         self.figures[name] = path
         return name
 
@@ -148,18 +146,7 @@ class ReportFolder:
             "markdown": atomic_write(self.root / "report.md", lambda f: f.write(doc.markdown())),
         }
         paths["index"] = atomic_write(self.root / "index.html", lambda f: f.write(doc.html()))
-        for p in paths.values():
-            _readable(p)
         return paths
-
-
-def _readable(path: Path) -> Path:
-    """Give a written file the permissions of a newly created one (the temporary files of
-    :func:`posefix.io.atomic_write` are private), so a report can be shared or served."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-    return path
 
 
 def _plain(obj: Any) -> Any:
