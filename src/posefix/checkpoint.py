@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
 from .io import InputError, atomic_write
-from .model import PoseFixNet, build_model
+from .model import PoseFixNet, build_model, kind_head_from_binary
 from .spec import KeypointSpec, SpecError
 
 __all__ = [
@@ -194,12 +194,8 @@ def init_weights_from(model: nn.Module, path: str | Path) -> list[str]:
     own = net.state_dict()
     if "error_head.kind.weight" in own and "error_head.out.weight" in src \
             and "error_head.kind.weight" not in src:
-        from .model import kind_bias_from_binary
-
         w, b = src.pop("error_head.out.weight"), src.pop("error_head.out.bias")
-        gross = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])[:, None]
-        src["error_head.kind.weight"] = gross * w.expand(5, -1)
-        src["error_head.kind.bias"] = kind_bias_from_binary(b[0])
+        src["error_head.kind.weight"], src["error_head.kind.bias"] = kind_head_from_binary(w, b)
     bad = [k for k in own if k in src and src[k].shape != own[k].shape]
     if bad:
         raise CheckpointError(Path(path), f"run.init_from: shapes differ from the config's "

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .spec import KeypointSpec
-from .taxonomy import INVERSION, MISS, SWAP
+from .taxonomy import GROSS, INVERSION, MISS, SWAP
 
 __all__ = ["INVERSION_MODES", "FixOptions", "FixResult", "fix_keypoints"]
 
@@ -152,9 +152,9 @@ def fix_keypoints(inputs: np.ndarray, refined: np.ndarray, kinds: np.ndarray,
         raise ValueError("fix_keypoints: the options' gate is not set (FixOptions.resolve)")
     n, k = inputs.shape[:2]
     present = inputs[..., 2] > 0
-    gross = kinds[..., INVERSION:].sum(-1)
-    touched = present & (gross >= opts.gate)
-    kind = INVERSION + kinds[..., INVERSION:].argmax(-1)
+    gross_kinds = kinds[..., list(GROSS)]
+    touched = present & (gross_kinds.sum(-1) >= opts.gate)
+    kind = np.asarray(GROSS)[gross_kinds.argmax(-1)]
     partner = spec.partner_index
     p = spec.flip_index  # the partner, or the keypoint itself where it has none
     exch = _exchange(kinds, present, spec, opts, touched, kind)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .heatmaps import bilinear_onehot, soft_argmax
-from .taxonomy import ABSENT, INVERSION, MISS, SWAP
+from .taxonomy import ABSENT, GROSS
 
 __all__ = ["error_head_loss", "integral_loss"]
 
@@ -77,6 +77,6 @@ def error_head_loss(error_logits: Tensor, types: Tensor, input_valid: Tensor) ->
         ce = F.cross_entropy(error_logits.float().flatten(0, 1), t.clamp_min(0).flatten(),
                              reduction="none").view_as(t)
         return (ce * mask).sum() / mask.sum().clamp_min(1)
-    positive = ((t == INVERSION) | (t == SWAP) | (t == MISS)).float()
+    positive = torch.isin(t, torch.tensor(GROSS, device=t.device)).float()
     bce = F.binary_cross_entropy_with_logits(error_logits.float(), positive, reduction="none")
     return (bce * mask).sum() / mask.sum().clamp_min(1)

@@ -30,7 +30,7 @@ from .heatmaps import (
     soft_argmax,
 )
 from .pretrained import load_pretrained_backbone
-from .taxonomy import ERROR_TYPES
+from .taxonomy import ERROR_TYPES, GROSS
 
 __all__ = [
     "PoseFixNet",
@@ -109,18 +109,31 @@ class InputErrorHead(nn.Module):
         return self.kind(F.relu(pre))
 
 
+def _gross_mask() -> Tensor:
+    """(5,) True at the :data:`~posefix.taxonomy.GROSS` kinds."""
+    return torch.isin(torch.arange(len(ERROR_TYPES)), torch.tensor(GROSS))
+
+
 def kind_bias_from_binary(bias: Tensor) -> Tensor:
     """Kind-classifier biases (5,) whose P(inversion) + P(swap) + P(miss) is
     ``sigmoid(bias)`` of a binary error head with zero weights (good, jitter: ``-log 2``;
     the three gross kinds: ``bias - log 3``)."""
-    gross = torch.tensor([False, False, True, True, True])
-    return torch.where(gross, bias.float() - math.log(3.0), torch.tensor(-math.log(2.0)))
+    return torch.where(_gross_mask(), bias.float() - math.log(3.0),
+                       torch.tensor(-math.log(2.0)))
+
+
+def kind_head_from_binary(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """Kind-classifier weight (5, C) and bias (5,) from a binary error head's (1, C) and
+    (1,): each gross kind gets the binary weights, so P(gross) starts where it was."""
+    gross = _gross_mask().to(weight.dtype)[:, None]
+    return gross * weight.expand(len(ERROR_TYPES), -1), kind_bias_from_binary(bias[0])
 
 
 def gross_logit(kind_logits: Tensor) -> Tensor:
     """Logit (B, K) of P(inversion) + P(swap) + P(miss) from kind logits (B, K, 5)."""
     x = kind_logits.float()
-    return torch.logsumexp(x[..., 2:], -1) - torch.logsumexp(x[..., :2], -1)
+    right = [k for k in range(len(ERROR_TYPES)) if k not in GROSS]
+    return torch.logsumexp(x[..., list(GROSS)], -1) - torch.logsumexp(x[..., right], -1)
 
 
 def partner_evidence(logits: Tensor, cells: Tensor, valid: Tensor, partners: Tensor,

@@ -7,12 +7,14 @@ ground truth (or not present in a synthesized pose).
 
 from __future__ import annotations
 
-__all__ = ["ABSENT", "ERROR_TYPES", "GOOD", "INVERSION", "JITTER", "KS_GOOD", "KS_JITTER",
+__all__ = ["ABSENT", "ERROR_TYPES", "GOOD", "GROSS", "INVERSION", "JITTER", "KS_GOOD", "KS_JITTER",
            "KS_MISS", "MISS", "SWAP"]
 
 GOOD, JITTER, INVERSION, SWAP, MISS = 0, 1, 2, 3, 4
 ABSENT = -1
 ERROR_TYPES: tuple[str, ...] = ("good", "jitter", "inversion", "swap", "miss")
+#: The gross errors (KS < 0.5 with the ground truth), which the error head predicts.
+GROSS: tuple[int, ...] = (INVERSION, SWAP, MISS)
 
 # KS thresholds: good >= 0.85 > jitter >= 0.5 > (inversion | swap | miss); 0.1 bounds misses
 # in synthesis.
