@@ -341,8 +341,12 @@ def to_arrays(detections: Detections, keys: dict[int, int | str]) -> dict[str, A
     """Detections in the ``arrays`` format, ``{image: {keypoints: (N, K, 3), scores: (N,)}}``,
     keyed by each image id's key in ``keys`` (else the id), in order of appearance."""
     out: dict[str, Any] = {}
-    for image_id in dict.fromkeys(detections.image_ids.tolist()):
-        rows = detections.image_ids == image_id
+    by_image = np.argsort(detections.image_ids, kind="stable")  # one sort, not a scan per image
+    ids, first, size = np.unique(detections.image_ids[by_image], return_index=True,
+                                 return_counts=True)
+    for g in np.argsort(by_image[first], kind="stable"):  # images in order of appearance
+        image_id = int(ids[g])
+        rows = by_image[first[g]:first[g] + size[g]]
         out[str(keys.get(image_id, image_id))] = {
             "keypoints": np.round(detections.keypoints[rows], 4).tolist(),
             "scores": detections.scores[rows].tolist()}

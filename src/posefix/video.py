@@ -104,10 +104,15 @@ def refine_video(detections: Detections, video: str | Path, refiner: Any,
     counts.images = len(frames_with)
     parts: list[Detections] = []
     held: dict[int, np.ndarray] = {}
+    by_frame = np.argsort(detections.image_ids, kind="stable")
+    sorted_ids = detections.image_ids[by_frame]
 
     def flush() -> None:
-        rows = np.flatnonzero(np.isin(detections.image_ids, list(held)))
-        rows = rows[np.argsort(detections.image_ids[rows], kind="stable")]
+        # every frame with detections between the first and last held one is held: the
+        # window's rows are one slice of the rows sorted by frame
+        lo = np.searchsorted(sorted_ids, min(held), side="left")
+        hi = np.searchsorted(sorted_ids, max(held), side="right")
+        rows = by_frame[lo:hi]
         writer, order = run_pipeline(detections.select(rows), held.__getitem__, refiner,
                                      options)
         parts.append(writer.result(order))
