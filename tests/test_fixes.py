@@ -206,3 +206,27 @@ def test_refine_exchanges_an_inverted_pair_exactly_through_the_pipeline(flip):
     opts = RefineOptions(flip=False, nms=0, workers=0, score="input")
     out = refine(dets, lambda i: img, net, SPEC, opts, input_size=(64, 48))
     assert np.all(out.keypoints[..., 0] - kp[..., 0] > 1.0)
+
+
+@pytest.mark.parametrize("what", ["swap", "snap"])
+def test_swap_and_snap_reach_exactly_their_ks_of_the_moving_detections_area(what: str):
+    # The candidate lies just inside, then just outside, the distance at which the KS
+    # (COCO's, with the wrist's sigma and the *moving* detection's area) equals the
+    # threshold: taken, then not. Detection 1's area is 9x larger, so a KS scaled by the
+    # candidate's area would take both.
+    from posefix.similarity import ks_distance
+
+    areas = np.array([1e4, 9e4])
+    inp = np.stack([person(), person(dx=400.0)])
+    kinds = kinds_of(2, a=(0, LW, SWAP if what == "swap" else MISS, 0.9))
+    opts = FixOptions(gate=0.3, swap_ks=0.5) if what == "swap" else \
+        FixOptions(gate=0.3, snap=0.5)
+    reach = float(ks_distance(0.5, areas[0], SPEC.sigma_array)[LW])
+    for scale, taken in ((0.999, True), (1.001, False)):
+        refined = inp[..., :2].copy()
+        refined[0, LW] = inp[1, LW, :2] - [scale * reach, 0.0]  # away from its partner
+        r = run(inp, refined, kinds, opts, areas=areas)
+        want = inp[1, LW, :2] if taken else refined[0, LW]
+        np.testing.assert_array_equal(r.coords[0, LW], want)
+        assert (r.action[0, LW] == SWAP) == (taken and what == "swap")
+        assert r.snapped[0, LW] == (taken and what == "snap")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .similarity import keypoint_similarity
 from .spec import KeypointSpec
 from .taxonomy import GROSS, INVERSION, MISS, SWAP
 
@@ -128,9 +129,9 @@ def _nearest_input(target: np.ndarray, cand: np.ndarray, ok: np.ndarray, areas: 
     """Of candidates (N, K, M, 2) with mask ``ok`` (N, K, M), the one with the highest KS
     to ``target`` (N, K, 2) (detection n's area): (its position (N, K, 2), that KS (N, K),
     -1 where no candidate is)."""
-    d2 = ((cand - target[:, :, None]) ** 2).sum(-1)
-    var = (2.0 * sigmas[None, :, None]) ** 2 * (areas[:, None, None] + np.spacing(1))
-    ks = np.where(ok, np.exp(-d2 / var / 2.0), -1.0)
+    ks = keypoint_similarity(cand.transpose(0, 2, 1, 3), target[:, None], areas[:, None],
+                             sigmas).transpose(0, 2, 1)  # (N, M, K) -> (N, K, M)
+    ks = np.where(ok, ks, -1.0)
     best = ks.argmax(-1)
     pos = np.take_along_axis(cand, best[..., None, None], 2)[:, :, 0]
     return pos, np.take_along_axis(ks, best[..., None], -1)[..., 0]
