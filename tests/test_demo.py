@@ -20,7 +20,7 @@ from posefix.commands.demo import (
     refine_every_row,
     sample_dir,
 )
-from posefix.comparison import attribute_change, moved_keypoints
+from posefix.comparison import attribute_change, compare_results, moved_keypoints
 from posefix.config import Config, ModelConfig
 from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
@@ -124,6 +124,27 @@ def test_attribution_parts_add_up_and_name_moved_keypoints() -> None:
     for p in g[1:]:
         if p in by_person:
             assert by_person[p]["causes"] == ["keypoints"] and by_person[p]["change"] > 0
+
+
+def test_attribution_and_comparison_take_the_callers_measurements_unchanged() -> None:
+    # The demo measures the input and the output once and hands both on: the numbers are
+    # the ones measured here (input and output not mixed up, nothing measured on another set).
+    gt, dets = _sample("lsp", "posenet")
+    kps = dets.keypoints.copy()
+    kps[:20, :, :2] += 4.0
+    refined = _with(dets, kps, dets.scores[::-1].copy())
+    kept = np.arange(len(dets))[2:]
+    final = refined.select(kept)
+    diagnoses = (classify_keypoints(gt, dets), classify_keypoints(gt, final))
+    evaluations = (evaluate(gt, dets), evaluate(gt, final))
+    got = attribute_change(gt, dets, refined, kept, diagnoses=diagnoses,
+                           evaluations=evaluations)
+    want = attribute_change(gt, dets, refined, kept)
+    assert got["ap"] == want["ap"] and got["persons"] == want["persons"]
+    assert got["image_change"] == want["image_change"] and len(want["persons"]) > 2
+    assert got["removed_matched"] == want["removed_matched"] == 2
+    assert compare_results(gt, dets, final, diagnoses, evaluations) == \
+        compare_results(gt, dets, final)
 
 
 def test_moved_keypoints_ignores_rounding_and_counts_added() -> None:

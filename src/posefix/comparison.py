@@ -17,13 +17,18 @@ __all__ = ["MOVED_PX", "STEPS", "align_rows", "attribute_change", "compare_resul
 
 
 def compare_results(truth: GroundTruth, before: Detections, after: Detections,
-                    diagnoses: tuple[Diagnosis, Diagnosis] | None = None) -> dict[str, Any]:
+                    diagnoses: tuple[Diagnosis, Diagnosis] | None = None,
+                    evaluations: tuple[dict[str, float], dict[str, float]] | None = None,
+                    ) -> dict[str, Any]:
     """AP, keypoint-error counts, mean OKS of the matched detections and keypoint type
     transitions (overall and per keypoint) of two result sets of the same persons.
 
-    ``diagnoses``: the two sets' :func:`posefix.diagnosis.classify_keypoints`, where the
-    caller has them (default: classified here)."""
-    out: dict[str, Any] = {"ap_before": evaluate(truth, before), "ap_after": evaluate(truth, after)}
+    ``diagnoses``: the two sets' :func:`posefix.diagnosis.classify_keypoints`, and
+    ``evaluations`` their :func:`posefix.evaluate.evaluate`, where the caller has them
+    (default: computed here)."""
+    ap_b, ap_a = evaluations if evaluations is not None else (
+        evaluate(truth, before), evaluate(truth, after))
+    out: dict[str, Any] = {"ap_before": ap_b, "ap_after": ap_a}
     diag_b, diag_a = diagnoses if diagnoses is not None else (
         classify_keypoints(truth, before), classify_keypoints(truth, after))
     n = len(ERROR_TYPES)
@@ -83,11 +88,12 @@ def moved_keypoints(before: Detections, after: Detections, spec_used: np.ndarray
     return present_b & present_a & (dist > tol), ~present_b & present_a
 
 
-def person_oks(truth: GroundTruth, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+def person_oks(truth: GroundTruth, dets: Detections, diagnosis: Diagnosis | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(G,) OKS of each ground-truth person with the detection matched to it (0 where none,
     as :func:`posefix.diagnosis.classify_keypoints` matches) and (G,) that detection's row
-    (-1 where none)."""
-    d = classify_keypoints(truth, dets)
+    (-1 where none); ``diagnosis``: ``dets``' classification, where the caller has it."""
+    d = diagnosis if diagnosis is not None else classify_keypoints(truth, dets)
     oks, row = np.zeros(len(truth)), np.full(len(truth), -1, dtype=np.int64)
     oks[d.gt_index] = d.oks
     row[d.gt_index] = d.det_index
@@ -95,7 +101,10 @@ def person_oks(truth: GroundTruth, dets: Detections) -> tuple[np.ndarray, np.nda
 
 
 def attribute_change(truth: GroundTruth, before: Detections, refined: Detections,
-                     kept: np.ndarray, eps: float = 5e-4) -> dict[str, Any]:
+                     kept: np.ndarray, eps: float = 5e-4,
+                     diagnoses: tuple[Diagnosis, Diagnosis] | None = None,
+                     evaluations: tuple[dict[str, float], dict[str, float]] | None = None,
+                     ) -> dict[str, Any]:
     """Split what refinement changed into its three steps, applied in turn: the keypoints
     moved (refined keypoints, input person scores), the new person scores, and OKS-NMS.
 
@@ -107,6 +116,10 @@ def attribute_change(truth: GroundTruth, before: Detections, refined: Detections
         eps: a person's OKS change smaller than this is no change (a person changes when
             its OKS changes or it becomes matched or unmatched; matching an equally good
             duplicate instead is no change).
+        diagnoses, evaluations: the input's and the output's (``refined.select(kept)``)
+            :func:`posefix.diagnosis.classify_keypoints` and :func:`posefix.evaluate.evaluate`,
+            as :func:`compare_results` took them, where the caller has them (default:
+            computed here).
 
     Returns:
         ``ap`` (AP after each of input, keypoints, scores, nms), ``parts`` (step -> AP
@@ -125,11 +138,15 @@ def attribute_change(truth: GroundTruth, before: Detections, refined: Detections
                              scores=refined.scores, boxes=before.boxes,
                              category_ids=before.category_ids)
     stages = [before, with_kps, refined, refined.select(kept)]
-    ap = [float(evaluate(truth, s)["AP"]) for s in stages]
+    # The first and last stages (input, output) as the caller measured them, if it did.
+    known_ap = dict(zip((0, 3), evaluations, strict=True)) if evaluations is not None else {}
+    known_d = dict(zip((0, 3), diagnoses, strict=True)) if diagnoses is not None else {}
+    ap = [float((known_ap[i] if i in known_ap else evaluate(truth, s))["AP"])
+          for i, s in enumerate(stages)]
     oks = np.zeros((len(stages), len(truth)))
     rows = np.zeros((len(stages), len(truth)), dtype=np.int64)
     for i, s in enumerate(stages):
-        oks[i], rows[i] = person_oks(truth, s)
+        oks[i], rows[i] = person_oks(truth, s, known_d.get(i))
     rows[3] = np.where(rows[3] >= 0, kept[np.maximum(rows[3], 0)], -1)  # input rows
     moved, added = moved_keypoints(before, refined, truth.spec.used_mask)
     removed = np.setdiff1d(np.arange(len(before)), kept)

@@ -79,6 +79,8 @@ def refine_every_row(refiner: Any, dets: Detections, images: dict[int, np.ndarra
 def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[str, Any]:
     """Refine one input of the sample; the row of the report, with the pictures drawn."""
     from ..comparison import attribute_change, compare_results
+    from ..diagnosis import classify_keypoints
+    from ..evaluate import evaluate
     from ..images import load_image
     from ..io import load_ground_truth, load_results, resolve_image_path
 
@@ -96,8 +98,11 @@ def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[st
     refined_path = out / part / f"refined_{estimator}.json"
     refined_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(refined_path, final.to_json())
-    summary = compare_results(truth, dets, final)
-    steps = attribute_change(truth, dets, every, kept)
+    diagnoses = (classify_keypoints(truth, dets), classify_keypoints(truth, final))
+    evaluations = (evaluate(truth, dets), evaluate(truth, final))
+    summary = compare_results(truth, dets, final, diagnoses, evaluations)
+    steps = attribute_change(truth, dets, every, kept, diagnoses=diagnoses,
+                             evaluations=evaluations)
     pictures = _draw_pictures(truth, dets, every, kept, steps, images,
                               out / "pictures" / part / estimator)
     return {
