@@ -20,7 +20,12 @@ from posefix.commands.demo import (
     refine_every_row,
     sample_dir,
 )
-from posefix.comparison import attribute_change, compare_results, moved_keypoints
+from posefix.comparison import (
+    attribute_change,
+    compare_results,
+    extreme_images,
+    moved_keypoints,
+)
 from posefix.config import Config, ModelConfig
 from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
@@ -145,6 +150,16 @@ def test_attribution_and_comparison_take_the_callers_measurements_unchanged() ->
     assert got["removed_matched"] == want["removed_matched"] == 2
     assert compare_results(gt, dets, final, diagnoses, evaluations) == \
         compare_results(gt, dets, final)
+
+
+def test_extreme_images_are_the_largest_rises_and_falls_past_the_threshold() -> None:
+    # What the demo's pictures and the refine report's examples show: at most `num` each
+    # way, the largest first, equal changes by image id, changes under 5e-4 never.
+    change = {7: 0.2, 3: 0.2, 5: 0.01, 9: 4e-4, 2: -4e-4, 4: -0.3, 8: -0.3, 6: -0.1, 1: 0.05}
+    assert extreme_images(change, 3) == ([3, 7, 1], [8, 4, 6])
+    assert extreme_images(change, 9) == ([3, 7, 1, 5], [8, 4, 6])
+    assert extreme_images({1: 4e-4, 2: 0.0}, 3) == ([], [])
+    assert extreme_images(change, 2, eps=0.25) == ([], [8, 4])
 
 
 def test_moved_keypoints_ignores_rounding_and_counts_added() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,8 @@ from .evaluate import evaluate
 from .io import Detections, GroundTruth
 from .taxonomy import ERROR_TYPES
 
-__all__ = ["MOVED_PX", "STEPS", "align_rows", "attribute_change", "compare_results",
-           "moved_keypoints",
-           "person_oks"]
+__all__ = ["MIN_CHANGE", "MOVED_PX", "STEPS", "align_rows", "attribute_change",
+           "compare_results", "extreme_images", "moved_keypoints", "person_oks"]
 
 
 def compare_results(truth: GroundTruth, before: Detections, after: Detections,
@@ -69,6 +69,9 @@ def compare_results(truth: GroundTruth, before: Detections, after: Detections,
 #: error gate keeps input keypoints, which come back through the crop's inverse affine map
 #: with rounding error far below it.
 MOVED_PX = 0.05
+#: A person's OKS change, or an image's summed one, smaller than this is no change (it
+#: would print as 0.000).
+MIN_CHANGE = 5e-4
 #: Steps from the input to the refined output, in the order :func:`attribute_change`
 #: applies them: each step's AP change is its part of the whole.
 STEPS = ("keypoints", "scores", "nms")
@@ -101,7 +104,7 @@ def person_oks(truth: GroundTruth, dets: Detections, diagnosis: Diagnosis | None
 
 
 def attribute_change(truth: GroundTruth, before: Detections, refined: Detections,
-                     kept: np.ndarray, eps: float = 5e-4,
+                     kept: np.ndarray, eps: float = MIN_CHANGE,
                      diagnoses: tuple[Diagnosis, Diagnosis] | None = None,
                      evaluations: tuple[dict[str, float], dict[str, float]] | None = None,
                      ) -> dict[str, Any]:
@@ -175,6 +178,17 @@ def attribute_change(truth: GroundTruth, before: Detections, refined: Detections
         "removed_by_nms": removed, "removed_matched": int(np.isin(removed, rows[0]).sum()),
         "persons": persons, "image_change": image_change, "moved": moved, "added": added,
     }
+
+
+def extreme_images(change: Mapping[int, float], num: int, eps: float = MIN_CHANGE,
+                   ) -> tuple[list[int], list[int]]:
+    """(rose, fell): the ids of the images whose summed OKS change (``change``: image id
+    -> change) rose most and fell most, by ``eps`` or more, at most ``num`` each, the largest
+    first; equal changes by image id (rises from the lowest id, falls from the highest)."""
+    ids = sorted(change, key=lambda i: (-change[i], i))
+    rose = [i for i in ids[:num] if change[i] >= eps]
+    fell = [i for i in ids[::-1][:num] if change[i] <= -eps]
+    return rose, fell
 
 
 def align_rows(before: Detections, after: Detections) -> np.ndarray:

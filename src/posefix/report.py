@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .comparison import MIN_CHANGE, extreme_images
 from .diagnosis import (
     PR_STEP_LABELS,
     PR_STEPS,
@@ -56,11 +57,6 @@ from .io import Detections, GroundTruth
 from .taxonomy import ERROR_TYPES
 
 __all__ = ["write_analysis_report", "write_refine_report"]
-
-#: Example pictures: each panel's longer side, small images enlarged so a change shows.
-_EXAMPLE_MIN_SIDE = 480
-_EXAMPLE_MAX_SIDE = 560
-
 
 # --------------------------------------------------------------------------- sections
 def _ap_table(doc: Document, columns: Sequence[Column]) -> None:
@@ -221,10 +217,6 @@ def _oks_changes(gt: GroundTruth, before: Analysis, after: Analysis,
     return persons, ob[persons], oa[persons]
 
 
-#: A summed OKS change of an image smaller than this is no change (it would print as 0.000).
-_MIN_CHANGE = 5e-4
-
-
 def _example_panels(gt: GroundTruth, before: Detections, after: Detections, image_id: int,
                     labels: tuple[str, str]) -> tuple[list[Any], int, int]:
     """Ground truth, before and after panels of one image, the after panel marking the
@@ -269,13 +261,9 @@ def _pick_examples(gt: GroundTruth, b: Analysis, a: Analysis, num: int,
     images, OKS before and after."""
     persons, ob, oa = _oks_changes(gt, b, a)
     img = gt.image_ids[persons]
-    ids = np.unique(img)
-    total = np.array([float(np.sum((oa - ob)[img == i])) for i in ids])
-    order = np.argsort(-total, kind="stable")
-    best = [i for i in order[:num] if total[i] >= _MIN_CHANGE]
-    worst = [i for i in order[::-1][:num] if total[i] <= -_MIN_CHANGE]
-    picks = {kind: [{"image_id": int(ids[k]), "oks_change": total[k]} for k in chosen]
-             for kind, chosen in (("best", best), ("worst", worst))}
+    total = {int(i): float(np.sum((oa - ob)[img == i])) for i in np.unique(img)}
+    picks = {kind: [{"image_id": i, "oks_change": total[i]} for i in chosen]
+             for kind, chosen in zip(("best", "worst"), extreme_images(total, num), strict=True)}
     return picks, img, ob, oa
 
 
@@ -285,7 +273,7 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections,
               ) -> list[dict[str, Any]]:
     """Draw the images whose persons' OKS rose most and fell most."""
     from .images import load_image
-    from .visualize import render_panels
+    from .visualize import EXAMPLE_MAX_SIDE, EXAMPLE_MIN_SIDE, render_panels
 
     picks, img, ob, oa = _pick_examples(gt, *analyses, num)
     out = []
@@ -294,10 +282,10 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections,
         doc.heading(f"Images whose OKS {verb} most")
         if not picks[kind]:
             doc.para(f"No image: on no image did the summed OKS of its persons {base} by "
-                     f"{_MIN_CHANGE:g} or more.")
+                     f"{MIN_CHANGE:g} or more.")
         for rank, pick in enumerate(picks[kind], 1):
             image_id, change = pick["image_id"], pick["oks_change"]
-            sel = (img == image_id) & (np.abs(oa - ob) >= _MIN_CHANGE)
+            sel = (img == image_id) & (np.abs(oa - ob) >= MIN_CHANGE)
             info = gt.images.get(image_id)
             name = info.file_name if info is not None else str(image_id)
             entry = {"kind": kind, "image_id": image_id, "file_name": name,
@@ -316,8 +304,8 @@ def _examples(gt: GroundTruth, before: Detections, after: Detections,
                 entry["drawn"] = False
                 out.append(entry)
                 continue
-            canvas = render_panels(picture, panels, gt.spec, max_side=_EXAMPLE_MAX_SIDE,
-                                   min_side=_EXAMPLE_MIN_SIDE)
+            canvas = render_panels(picture, panels, gt.spec, max_side=EXAMPLE_MAX_SIDE,
+                                   min_side=EXAMPLE_MIN_SIDE)
             entry["png"] = w.png(f"examples/{kind}_{rank}.png", canvas)
             entry["drawn"] = True
             doc.image(entry["png"], f"{kind} {rank}: {name}", caption)

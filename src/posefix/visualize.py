@@ -21,6 +21,8 @@ from .spec import KeypointSpec, load_spec
 
 __all__ = [
     "CENTER_COLOR",
+    "EXAMPLE_MAX_SIDE",
+    "EXAMPLE_MIN_SIDE",
     "LEFT_COLOR",
     "MOVE_COLOR",
     "REMOVED_COLOR",
@@ -39,6 +41,10 @@ RIGHT_COLOR: tuple[int, int, int] = (255, 120, 20)
 CENTER_COLOR: tuple[int, int, int] = (40, 200, 80)
 MOVE_COLOR: tuple[int, int, int] = (235, 30, 235)  # a moved keypoint's path (magenta)
 REMOVED_COLOR: tuple[int, int, int] = (170, 170, 170)  # a removed pose (grey)
+#: The example pictures of ``posefix demo`` and of a refine report: each panel's longer
+#: side, small images (LSP's are ~60x170 px) enlarged so that a change shows.
+EXAMPLE_MIN_SIDE = 480
+EXAMPLE_MAX_SIDE = 560
 _LABEL_HEIGHT = 28
 _GAP = 6
 

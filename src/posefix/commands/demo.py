@@ -45,8 +45,6 @@ SAMPLE_PARTS = {"multi-person": ".", "lsp": "lsp"}
 SAMPLE_INPUTS = (("multi-person", "blazepose"), ("multi-person", "movenet"),
                  ("lsp", "blazepose"), ("lsp", "movenet"), ("lsp", "posenet"))
 _PICTURES_EACH_WAY = 3  # images whose OKS rose most, and as many where it fell most
-_PANEL_MIN_SIDE = 480  # enlarge smaller images (LSP's are ~60x170 px) to this
-_PANEL_MAX_SIDE = 560
 _NMS = 0.9
 _STEP_WORDS = {"keypoints": "moved keypoints", "scores": "new scores (another detection "
                "matched it first)", "nms": "OKS-NMS (its detection removed)"}
@@ -125,23 +123,14 @@ def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[st
     }
 
 
-def _pick_images(steps: dict[str, Any], eps: float = 5e-4) -> list[tuple[str, int]]:
-    """(kind, image id): the images whose summed OKS rose most and fell most (by ``eps`` or
-    more)."""
-    change = steps["image_change"]
-    ids = sorted(change, key=lambda i: (-change[i], i))
-    picks = [("gain", i) for i in ids[:_PICTURES_EACH_WAY] if change[i] >= eps]
-    picks += [("loss", i) for i in ids[::-1][:_PICTURES_EACH_WAY] if change[i] <= -eps]
-    return picks
-
-
 def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept: np.ndarray,
                    steps: dict[str, Any], images: dict[int, np.ndarray], folder: Path,
                    ) -> list[dict[str, Any]]:
     """Ground truth | input | refined of the picked images; moved keypoints marked."""
     from PIL import Image
 
-    from ..visualize import Panel, render_panels
+    from ..comparison import extreme_images
+    from ..visualize import EXAMPLE_MAX_SIDE, EXAMPLE_MIN_SIDE, Panel, render_panels
 
     folder.mkdir(parents=True, exist_ok=True)
     keep = np.zeros(len(every), dtype=bool)
@@ -149,7 +138,8 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
     origins = np.where(steps["moved"][..., None], dets.keypoints[..., :2], np.nan)
     written = []
     counts: dict[str, int] = {}
-    for kind, image_id in _pick_images(steps):
+    rose, fell = extreme_images(steps["image_change"], _PICTURES_EACH_WAY)
+    for kind, image_id in [("gain", i) for i in rose] + [("loss", i) for i in fell]:
         counts[kind] = counts.get(kind, 0) + 1
         info = truth.images[image_id]
         rows = np.flatnonzero(dets.image_ids == image_id)
@@ -167,7 +157,7 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
              Panel("input", dets.keypoints[rows], dets.scores[rows]),
              Panel("refined", every.keypoints[on], every.scores[on], origins=origins[on],
                    removed=every.keypoints[off])],
-            truth.spec, max_side=_PANEL_MAX_SIDE, min_side=_PANEL_MIN_SIDE, title=title)
+            truth.spec, max_side=EXAMPLE_MAX_SIDE, min_side=EXAMPLE_MIN_SIDE, title=title)
         target = folder / f"{kind}{counts[kind]}_{Path(info.file_name).stem}.png"
         Image.fromarray(canvas).save(target)
         written.append({"kind": kind, "image_id": int(image_id), "file_name": info.file_name,
