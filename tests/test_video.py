@@ -123,3 +123,44 @@ def test_refine_video_from_openpose_frame_files(clip: tuple[Path, Path, list[np.
     b = json.loads((tmp_path / "b.json").read_text())
     assert [d["image_id"] for d in a] == [d["image_id"] for d in b] and len(a) == 16
     np.testing.assert_allclose([d["keypoints"] for d in a], [d["keypoints"] for d in b])
+
+
+def test_refine_video_refuses_to_write_over_its_inputs(
+        clip: tuple[Path, Path, list[np.ndarray]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    video, results, _ = clip
+    copies = {name: tmp_path / p.name for name, p in (("results", results), ("video", video))}
+    for p, src in zip(copies.values(), (results, video), strict=True):
+        p.write_bytes(src.read_bytes())
+    for name, out in copies.items():
+        before = out.read_bytes()
+        assert main(["refine", "--video", str(copies["video"]), "--results",
+                     str(copies["results"]), "--out", str(tmp_path / "." / out.name),
+                     "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert f"refusing to write over the input {name} file" in err and str(out) in err
+        assert out.read_bytes() == before
+
+
+def test_refine_video_writes_arrays_keyed_as_its_input(
+        clip: tuple[Path, Path, list[np.ndarray]], tmp_path: Path) -> None:
+    # --out-format arrays: the input's own keys (names ending in the frame number), and
+    # the keypoints of the COCO output of the same refinement
+    video, results, poses = clip
+    arrays = tmp_path / "arrays.json"
+    arrays.write_text(json.dumps({f"clip_{f:04d}": {"keypoints": kp.tolist(),
+                                                   "scores": [0.5] * len(kp)}
+                                  for f, kp in enumerate(poses) if f != EMPTY}))
+    common = ["--video", str(video), "--device", "cpu", "--score", "input"]
+    assert main(["refine", "--results", str(arrays), "--out", str(tmp_path / "a.json"),
+                 "--out-format", "arrays", *common]) == 0
+    assert main(["refine", "--results", str(results), "--out", str(tmp_path / "c.json"),
+                 *common]) == 0
+    got = json.loads((tmp_path / "a.json").read_text())
+    coco = json.loads((tmp_path / "c.json").read_text())
+    assert list(got) == [f"clip_{f:04d}" for f in range(FRAMES) if f != EMPTY]
+    for f in range(FRAMES):
+        if f != EMPTY:
+            want = [d["keypoints"] for d in coco if d["image_id"] == f]
+            np.testing.assert_allclose(np.reshape(got[f"clip_{f:04d}"]["keypoints"],
+                                                  (len(want), -1)), want, atol=1e-4)

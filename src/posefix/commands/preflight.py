@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..formats import sniff_format
@@ -17,7 +18,7 @@ from ..images import load_image_list
 from ..io import InputError, load_ground_truth, load_results
 from ..options import RefineFileOptions
 
-__all__ = ["check_refine_inputs", "check_refine_paths", "same_file"]
+__all__ = ["check_refine_inputs", "check_refine_paths", "refuse_overwrite", "same_file"]
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -30,6 +31,15 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def refuse_overwrite(out: Path, inputs: Mapping[str, str | Path | None]) -> None:
+    """An :class:`InputError` naming ``out`` if it is one of the ``inputs`` (name -> path,
+    None: not given)."""
+    for name, p in inputs.items():
+        if p is not None and same_file(out, Path(p)):
+            raise InputError(out, f"refusing to write over the input {name} file; "
+                             "choose another --out")
+
+
 def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
                        gt: str | Path | None = None, image_list: str | Path | None = None,
                        checkpoint: str | Path | None = None, report: str | Path | None = None,
@@ -39,11 +49,8 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
     o = options if options is not None else RefineFileOptions()
     onnx, split = o.onnx, o.split
     results_p, out_p = Path(results), Path(out)
-    for name, p in (("results", results), ("gt", gt), ("image list", image_list),
-                    ("checkpoint", checkpoint), ("onnx", onnx)):
-        if p is not None and same_file(out_p, Path(p)):
-            raise InputError(out_p, f"refusing to write over the input {name} file; "
-                             "choose another --out")
+    refuse_overwrite(out_p, {"results": results, "gt": gt, "image list": image_list,
+                             "checkpoint": checkpoint, "onnx": onnx})
     if out_p.is_dir():
         raise InputError(out_p, "is a folder; --out must be a file path")
     if report is not None and gt is None:

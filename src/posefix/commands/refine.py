@@ -21,6 +21,7 @@ from ..comparison import compare_results
 from ..diagnosis import classify_keypoints
 from ..formats import (
     OUT_FORMATS,
+    PoseFile,
     image_keys,
     image_list_from_keys,
     read_poses,
@@ -42,7 +43,7 @@ from ..options import RefineFileOptions, RefineOptions
 from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
-from .preflight import check_refine_paths, same_file
+from .preflight import check_refine_paths, refuse_overwrite
 
 __all__ = ["format_summary", "refine_files", "refine_video_file"]
 
@@ -103,10 +104,7 @@ def refine_files(
         inputs.dets, paths, refiner, None, replace(o.refine, progress=show), image_sizes=sizes,
         inplace=inputs.truth is None and report is None)  # else the input is compared
     seconds = time.perf_counter() - start
-    if o.out_format == "coco":
-        write_results(Path(out), refined)
-    else:
-        write_json_atomic(Path(out), to_arrays(refined, image_keys(inputs.poses, inputs.infos)))
+    _write_refined(Path(out), refined, o.out_format, inputs.poses, inputs.infos)
 
     summary = _summary(refiner, o.refine, counts, seconds, results=str(results), out=str(out))
     if inputs.truth is not None:
@@ -130,7 +128,7 @@ class _Inputs:
 
     truth: GroundTruth | None
     infos: dict[int, ImageInfo]
-    poses: Any
+    poses: PoseFile
     dets: Detections
     list_path: Path
 
@@ -187,6 +185,17 @@ def _summary(refiner: Refiner, options: RefineOptions, counts: RefineCounts, sec
     }
 
 
+def _write_refined(out: Path, refined: Detections, out_format: str, poses: PoseFile,
+                   images: dict[int, ImageInfo], frame_numbers: bool = False) -> None:
+    """Write the refined results atomically: COCO results, or (``out_format`` ``arrays``)
+    arrays keyed as the input ``poses`` named the images (:func:`posefix.formats.image_keys`)."""
+    if out_format == "coco":
+        write_results(out, refined)
+    else:
+        write_json_atomic(out, to_arrays(refined, image_keys(poses, images,
+                                                             frame_numbers=frame_numbers)))
+
+
 def refine_video_file(checkpoint: str | Path | None, video: str | Path, results: str | Path,
                       out: str | Path, options: RefineFileOptions | None = None
                       ) -> dict[str, Any]:
@@ -207,10 +216,7 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
         raise InputError(Path(video), "--split does not apply to --video (frames are images "
                          "0, 1, ...)")
     results_p, out_p = Path(results), Path(out)
-    for name, p in (("results", results_p), ("video", Path(video))):
-        if same_file(out_p, p):
-            raise InputError(out_p, f"refusing to write over the input {name} file; "
-                             "choose another --out")
+    refuse_overwrite(out_p, {"results": results_p, "video": video})
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
     frames = frame_list(video)  # the container's count, which may be off: keep every index
@@ -224,11 +230,7 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
     start = time.perf_counter()
     refined, counts = refine_video(dets, video, refiner, replace(o.refine, progress=show))
     seconds = time.perf_counter() - start
-    if o.out_format == "coco":
-        write_results(out_p, refined)
-    else:
-        write_json_atomic(out_p, to_arrays(refined, image_keys(poses, frames,
-                                                               frame_numbers=True)))
+    _write_refined(out_p, refined, o.out_format, poses, frames, frame_numbers=True)
     summary = _summary(refiner, replace(o.refine, workers=0, flip=refiner.flip), counts,
                        seconds, results=str(results_p), video=str(video), out=str(out_p))
     summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "
