@@ -16,6 +16,7 @@ from posefix.io import (
     InputError,
     atomic_write,
     convert_mpii,
+    keep_known,
     load_ground_truth,
     load_results,
     read_json,
@@ -142,6 +143,33 @@ def test_unknown_image_id_is_counted_and_skipped_or_an_error_with_strict(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_results(path, SPEC)) == 5  # no known ids given: nothing skipped
+
+
+def test_keep_known_checks_results_already_read_as_load_results_does(tmp_path: Path) -> None:
+    # refine reuses the preflight's parse: the same rows, warnings and errors as reading
+    # the file again with the known ids
+    entries = [dict(GOOD_ENTRY, score=0.1 * i) for i in range(6)]
+    entries[1]["image_id"] = 1
+    entries[4]["image_id"] = 2
+    path = results_file(tmp_path, entries)
+    every = load_results(path, None)
+    for ids in ([785], [785, 1, 2], None):
+        with warnings.catch_warnings(record=True) as a:
+            warnings.simplefilter("always")
+            want = load_results(path, SPEC, image_ids=ids)
+        with warnings.catch_warnings(record=True) as b:
+            warnings.simplefilter("always")
+            got = keep_known(every, path, ids)
+        assert [str(w.message) for w in b] == [str(w.message) for w in a]
+        for f in ("image_ids", "keypoints", "scores", "boxes", "category_ids"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+        assert got is not every and len(got) == (4 if ids == [785] else 6)
+    with pytest.raises(InputError) as e:
+        keep_known(every, path, [785], strict=True)
+    assert_names(e, path, 1, "image_id", "unknown image_id 1")
+    empty = results_file(tmp_path, [])
+    with pytest.warns(UserWarning, match="no detections"):
+        assert len(keep_known(Detections.empty(17), empty, [785])) == 0
 
 
 def test_empty_file(tmp_path: Path) -> None:

@@ -645,3 +645,43 @@ def _chunk_copy(chunk: Any) -> Any:
     import copy
 
     return copy.deepcopy(chunk)
+
+
+def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoint: Path,
+                                                   coco_dir: Path) -> None:
+    # `posefix refine` reads its inputs once: the ground truth and COCO results that
+    # check_refine_inputs parsed (before torch) are what refine_files refines and scores,
+    # even if the files change in between; an unknown image's detection is skipped with
+    # the same warning either way.
+    import warnings
+
+    from posefix.commands.preflight import check_refine_inputs
+
+    gt, results = tmp_path / "gt.json", tmp_path / "in.json"
+    gt.write_text((coco_dir / "test_coco.json").read_text())
+    dets = json.loads((coco_dir / "blazepose_gtboxes.json").read_text())
+    results.write_text(json.dumps([*dets, {**dets[0], "image_id": 99}]))
+    o = RefineFileOptions(RefineOptions(workers=0, device="cpu"))
+    checked = check_refine_inputs(results, tmp_path / "o.json", coco_dir, gt,
+                                  checkpoint=tiny_checkpoint, options=o)
+    assert checked.truth is not None and len(checked.results) == len(dets) + 1
+
+    def run(name: str, **kw: Any) -> tuple[dict[str, Any], list[Any], list[str]]:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            s = refine_files(tiny_checkpoint, coco_dir, results, tmp_path / name, gt,
+                             options=o, **kw)
+        return s, json.loads((tmp_path / name).read_text()), [str(w.message) for w in said]
+
+    want, want_out, want_said = run("want.json")
+    assert want_said == [f"{results}: skipped 1 detection(s) with an unknown image_id"]
+    truth = json.loads(gt.read_text())
+    truth["annotations"] = truth["annotations"][1:]
+    gt.write_text(json.dumps(truth))
+    results.write_text(json.dumps(dets[1:]))
+    got, got_out, got_said = run("got.json", checked=checked)
+    assert got_out == want_out and got_said == want_said
+    assert got["ap_before"] == want["ap_before"] and got["ap_after"] == want["ap_after"]
+    assert got["error_changes"] == want["error_changes"]
+    changed, changed_out, _ = run("changed.json")  # the changed files, read again
+    assert len(changed_out) == len(dets) - 1 and changed["ap_before"] != want["ap_before"]

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import Detections, ImageInfo, InputError, load_results, read_json
+from .io import Detections, ImageInfo, InputError, keep_known, load_results, read_json
 from .spec import KeypointSpec, load_spec
 
 __all__ = ["FORMATS", "OUT_FORMATS", "PoseFile", "convert_layout", "detect_format",
@@ -254,15 +254,20 @@ def _assemble(fmt: str, images: list[tuple[int | str, np.ndarray, np.ndarray, np
 
 
 def read_poses(path: str | Path, spec: KeypointSpec | str, format: str | None = None,
-               images: dict[int, ImageInfo] | None = None, strict: bool = False) -> PoseFile:
+               images: dict[int, ImageInfo] | None = None, strict: bool = False,
+               coco: Detections | None = None) -> PoseFile:
     """Read an estimator's poses (a file, or a folder of per-image files) in ``spec``'s
     layout; ``format`` None detects it. COCO results are read with
-    :func:`posefix.io.load_results` (``images`` and ``strict`` as there)."""
+    :func:`posefix.io.load_results` (``images`` and ``strict`` as there); ``coco``: that
+    file's every detection already read (``load_results(path, None)``), used instead where
+    it has ``spec``'s keypoint count (:func:`posefix.io.keep_known`)."""
     path, spec = Path(path), load_spec(spec)
     if format is not None and format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     fmt = format or sniff_format(path)
     if fmt == "coco" and not path.is_dir():
+        if coco is not None and coco.keypoints.shape[1] == spec.num_keypoints:
+            return _coco(keep_known(coco, path, images, strict))
         return _coco(load_results(path, spec, image_ids=images, strict=strict))
     K = spec.num_keypoints
     if path.is_dir():

@@ -31,6 +31,7 @@ __all__ = [
     "InputError",
     "convert_mpii",
     "images_of_split",
+    "keep_known",
     "load_ground_truth",
     "load_results",
     "new_file_mode",
@@ -763,24 +764,52 @@ def load_results(
         if K is None:  # no spec: every detection has the first one's count
             K = _first_keypoint_count(chunk)
         out = out or _Growing(K)
-        part = _results_chunk(chunk, path, spec, K, start)
-        if known is not None:
-            ok = np.isin(part.image_ids, known)
-            if not ok.all():
-                if strict:
-                    i = int(np.flatnonzero(~ok)[0])
-                    raise InputError(path, f"unknown image_id {part.image_ids[i]}", start + i,
-                                     "image_id")
-                unknown += int((~ok).sum())
-                part = part.select(ok)
+        part, skipped = _known_rows(_results_chunk(chunk, path, spec, K, start), known, strict,
+                                    path, start)
+        unknown += skipped
         out.append(part)
         start += len(chunk)
-    if start == 0:
-        warnings.warn(f"{path}: no detections (an empty results list)", stacklevel=2)
+    _warn_results(path, start, unknown)
+    return out.result() if out is not None else Detections.empty(K or 0)
+
+
+def keep_known(dets: Detections, path: str | Path, image_ids: Iterable[int] | None,
+               strict: bool = False) -> Detections:
+    """:func:`load_results`' image check, with its warnings, of results already read (every
+    row of ``path``, as ``load_results(path, None)`` returns them): the detections of the
+    known images (all where ``image_ids`` is None), as a new :class:`Detections`."""
+    path = Path(path)
+    known = np.fromiter((int(i) for i in image_ids), dtype=np.int64) \
+        if image_ids is not None else None
+    part, unknown = _known_rows(dets, known, strict, path, 0)
+    _warn_results(path, len(dets), unknown)
+    return Detections(part.image_ids, part.keypoints, part.scores, part.boxes,
+                      part.category_ids)
+
+
+def _known_rows(part: Detections, known: np.ndarray | None, strict: bool, path: Path,
+                start: int) -> tuple[Detections, int]:
+    """``part`` (entries ``start, start + 1, ...`` of ``path``) less the detections of images
+    not in ``known`` (None: every image is), and how many those were; ``strict``: an
+    :class:`InputError` naming the first."""
+    if known is None:
+        return part, 0
+    ok = np.isin(part.image_ids, known)
+    if ok.all():
+        return part, 0
+    if strict:
+        i = int(np.flatnonzero(~ok)[0])
+        raise InputError(path, f"unknown image_id {part.image_ids[i]}", start + i, "image_id")
+    return part.select(ok), int((~ok).sum())
+
+
+def _warn_results(path: Path, entries: int, unknown: int) -> None:
+    """The warnings of a results file with no entries, or with detections skipped."""
+    if entries == 0:
+        warnings.warn(f"{path}: no detections (an empty results list)", stacklevel=3)
     if unknown:
         warnings.warn(f"{path}: skipped {unknown} detection(s) with an unknown image_id",
-                      stacklevel=2)
-    return out.result() if out is not None else Detections.empty(K or 0)
+                      stacklevel=3)
 
 
 class _Growing:

@@ -11,14 +11,42 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats import sniff_format
 from ..images import load_image_list
-from ..io import InputError, load_ground_truth, load_results
+from ..io import (
+    Detections,
+    GroundTruth,
+    ImageInfo,
+    InputError,
+    load_ground_truth,
+    load_results,
+)
 from ..options import RefineFileOptions
 
-__all__ = ["check_refine_inputs", "check_refine_paths", "refuse_overwrite", "same_file"]
+__all__ = ["CheckedInputs", "check_refine_inputs", "check_refine_paths", "refuse_overwrite",
+           "same_file"]
+
+
+@dataclass
+class CheckedInputs:
+    """What :func:`check_refine_inputs` read, for
+    :func:`posefix.commands.refine.refine_files` to use instead of reading the same files
+    again.
+
+    Attributes:
+        truth: the ground truth in its own layout (None: not given, or its categories name
+            no layout: it is read in the model's).
+        image_list: the image list (None: not given).
+        results: every detection of COCO results, in the file's keypoint count (None: not
+            COCO results, or not read).
+    """
+
+    truth: GroundTruth | None = None
+    image_list: dict[int, ImageInfo] | None = None
+    results: Detections | None = None
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -70,26 +98,32 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
 def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path,
                         gt: str | Path | None = None, image_list: str | Path | None = None,
                         checkpoint: str | Path | None = None, report: str | Path | None = None,
-                        options: RefineFileOptions | None = None) -> None:
+                        options: RefineFileOptions | None = None) -> CheckedInputs:
     """:func:`check_refine_paths`, then read every input file but the model: the ground
     truth (its own layout), the image list and COCO results (any layout; the model's, and
-    the other formats, are checked once it is loaded). Raises :class:`InputError`."""
+    the other formats, are checked once it is loaded). Raises :class:`InputError`; returns
+    what it read, for :func:`posefix.commands.refine.refine_files`' ``checked``."""
     o = options if options is not None else RefineFileOptions()
     fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
     for p, what in ((checkpoint, "checkpoint"), (o.onnx, "ONNX model")):
         if p is not None and not Path(p).is_file():
             raise InputError(Path(p), f"{what} file does not exist")
+    checked = CheckedInputs()
     ids = None
     if gt is not None:
         try:
-            ids = set(load_ground_truth(gt, split=o.split).images)
+            checked.truth = load_ground_truth(gt, split=o.split)
+            ids = set(checked.truth.images)
         except InputError as e:
             if e.field != "categories":  # no layout named: the model's is used
                 raise
     if image_list is not None:
-        ids = set(load_image_list(image_list))
+        checked.image_list = load_image_list(image_list)
+        ids = set(checked.image_list)
     if fmt != "coco" or Path(results).is_dir():
-        return
-    with warnings.catch_warnings():  # an empty file: refine's own reading warns, once
+        return checked
+    with warnings.catch_warnings():  # refine's own check (keep_known) warns, once
         warnings.simplefilter("ignore")
-        load_results(results, None, image_ids=ids if o.strict else None, strict=o.strict)
+        checked.results = load_results(results, None, image_ids=ids if o.strict else None,
+                                       strict=o.strict)
+    return checked

@@ -43,7 +43,7 @@ from ..options import RefineFileOptions, RefineOptions
 from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
-from .preflight import check_refine_paths, refuse_overwrite
+from .preflight import CheckedInputs, check_refine_paths, refuse_overwrite
 
 __all__ = ["format_summary", "refine_files", "refine_video_file"]
 
@@ -57,6 +57,7 @@ def refine_files(
     image_list: str | Path | None = None,
     report: str | Path | None = None,
     options: RefineFileOptions | None = None,
+    checked: CheckedInputs | None = None,
 ) -> dict[str, Any]:
     """Refine an estimator's results file into a COCO keypoint results file
     (``posefix refine``).
@@ -81,6 +82,10 @@ def refine_files(
         options: how to refine (:class:`posefix.options.RefineFileOptions`: the
             :class:`~posefix.options.RefineOptions`, backend, ONNX file, error gate, input
             format, strictness, split, output format, progress bar; default: its defaults).
+        checked: what :func:`posefix.commands.preflight.check_refine_inputs` read of these
+            same arguments (``posefix refine`` checks its inputs before importing torch):
+            the ground truth, image list and COCO results it parsed are used instead of
+            reading the files again (default: read here).
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -95,7 +100,8 @@ def refine_files(
                          f"{o.out_format!r}")
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
-    inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o)
+    inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o,
+                          checked if checked is not None else CheckedInputs())
     paths = _image_paths(inputs, Path(images), o.refine.skip_missing)
     sizes = {i: (inputs.infos[i].width, inputs.infos[i].height) for i in paths}
     show = o.progress if o.progress is not None else sys.stderr.isatty()
@@ -135,16 +141,21 @@ class _Inputs:
 
 def _read_inputs(refiner: Refiner, root: Path, results: Path, gt: str | Path | None,
                  image_list: str | Path | None, fmt: str | None,
-                 o: RefineFileOptions) -> _Inputs:
-    """Read the ground truth, the image list and the results in the refiner's layout."""
+                 o: RefineFileOptions, checked: CheckedInputs) -> _Inputs:
+    """Read the ground truth, the image list and the results in the refiner's layout (what
+    ``checked`` holds of them is not read again)."""
     spec = refiner.spec
-    truth = load_ground_truth(gt, spec=spec, image_root=root, split=o.split) \
-        if gt is not None else None
-    infos = load_image_list(image_list) if image_list is not None else \
+    truth = None
+    if checked.truth is not None and checked.truth.spec == spec:  # the model's layout
+        truth = replace(checked.truth, spec=spec, image_root=root)
+    elif gt is not None:
+        truth = load_ground_truth(gt, spec=spec, image_root=root, split=o.split)
+    infos = (checked.image_list if checked.image_list is not None
+             else load_image_list(image_list)) if image_list is not None else \
         dict(truth.images) if truth is not None else None
     if o.split is not None:
         infos = {i: infos[i] for i in truth.images if i in infos}
-    poses = read_poses(results, spec, fmt, infos, o.strict)
+    poses = read_poses(results, spec, fmt, infos, o.strict, coco=checked.results)
     if infos is None:
         infos = image_list_from_keys(poses.keys, root, results)
     dets = to_detections(poses, infos, results, o.strict)
