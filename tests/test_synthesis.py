@@ -471,4 +471,103 @@ def test_demo_recipe_profile_loads_with_the_default_rates() -> None:
     profile = load_profile(recipe)
     default = load_profile("default")
     np.testing.assert_array_equal(profile.rates, default.rates)
-    assert all(0 < v < 0.1 for v in profile.correlated.values())
+    set_ = ("person_inversion", "group_inversion", "person_miss")
+    assert all(0 < profile.correlated[k] < 0.1 for k in set_)
+    # the shipped model was trained without collapsed limbs or inversions on the partner
+    assert profile.correlated["limb_inversion"] == 0 and profile.inversion_on_partner == 0
+
+
+def _full_persons(gt: GroundTruth, copies: int) -> tuple[np.ndarray, np.ndarray]:
+    keep = gt.num_labelled >= 12
+    return np.repeat(gt.keypoints[keep], copies, axis=0), np.repeat(gt.areas[keep], copies)
+
+
+def _with(profile: ErrorProfile, **fields: object) -> ErrorProfile:
+    data = profile.to_dict()
+    data.update(fields)
+    return ErrorProfile.from_dict(data)
+
+
+def test_limb_inversion_puts_one_limb_onto_the_other(coco_gt: GroundTruth) -> None:
+    """A collapsed limb: one side's elbow and wrist inverted, on the other arm's joints
+    (within KS 0.85 of them), the other arm's keypoints not inverted."""
+    kp, area = _full_persons(coco_gt, 300)
+    spec = coco_gt.spec
+    base = load_profile("default")
+    assert base.limbs == (("left_elbow", "left_wrist"), ("left_knee", "left_ankle"))
+    profile = _with(base, correlated={"limb_inversion": 0.3})
+    arm_l = [spec.index("left_elbow"), spec.index("left_wrist")]
+    arm_r = [spec.index("right_elbow"), spec.index("right_wrist")]
+
+    def collapsed(types: np.ndarray) -> np.ndarray:
+        inv = types == INVERSION
+        return ((inv[:, arm_l].all(1) & ~inv[:, arm_r].any(1))
+                | (inv[:, arm_r].all(1) & ~inv[:, arm_l].any(1)))
+
+    poses, types = synthesize(kp, area, spec, profile, 0)
+    _, plain = synthesize(kp, area, spec, base, 0)
+    share = collapsed(types).mean()
+    assert 0.18 < share < 0.32, share  # 0.3 where both arms' inversions can be made
+    assert collapsed(plain).mean() < 0.01
+    hit = collapsed(types)
+    both = hit[:, None] & np.isin(np.arange(spec.num_keypoints), arm_l + arm_r)[None]
+    moved = both & (types == INVERSION)
+    partner_ks = keypoint_similarity(poses, kp[:, spec.partner_index], area, spec.sigma_array)
+    assert partner_ks[moved].min() >= 0.85
+    # left and right arms are moved about equally often
+    left = (hit & (types[:, arm_l[0]] == INVERSION)).sum()
+    assert 0.35 < left / hit.sum() < 0.65
+    got = argmax_classify(poses, kp, area, np.zeros((len(kp), 0, *kp.shape[1:])),
+                          np.zeros((len(kp), 0)), spec)
+    assert np.array_equal(got, types)
+
+
+def test_inversion_on_partner_puts_inversions_on_the_partner_joint(coco_gt: GroundTruth) -> None:
+    kp, area = _full_persons(coco_gt, 200)
+    spec = coco_gt.spec
+    base = load_profile("default")
+    ks_of = {}
+    for share in (0.0, 1.0):
+        profile = _with(base, inversion_on_partner=share)
+        poses, types = synthesize(kp, area, spec, profile, 3)
+        inv = types == INVERSION
+        assert inv.sum() > 200
+        ks_of[share] = keypoint_similarity(poses, kp[:, spec.partner_index], area,
+                                           spec.sigma_array)[inv]
+        assert np.array_equal(argmax_classify(
+            poses, kp, area, np.zeros((len(kp), 0, *kp.shape[1:])), np.zeros((len(kp), 0)),
+            spec), types)
+    assert ks_of[1.0].min() >= 0.85
+    assert (ks_of[0.0] < 0.85).mean() > 0.4  # the paper's draw: mostly off the joint
+
+
+def test_fit_profile_measures_the_correlated_rates(coco_gt: GroundTruth) -> None:
+    kp, area = _full_persons(coco_gt, 2000)
+    spec = coco_gt.spec
+    rates = {"person_inversion": 0.05, "group_inversion": 0.05, "limb_inversion": 0.1,
+             "person_miss": 0.05}
+    profile = _with(load_profile("default"), correlated=rates)
+    _, types = synthesize(kp, area, spec, profile, 5)
+    nl = (types != ABSENT).sum(1)
+    fitted = fit_profile(types, nl, np.zeros(len(types), dtype=np.int64), spec, min_count=300)
+    for kind, rate in rates.items():
+        # a correlated inversion cannot always be made (joints too close): a little less
+        assert 0.7 * rate < fitted.correlated[kind] < 1.15 * rate, (kind, fitted.correlated)
+    # the keypoints those events explain are left out of the per-keypoint rates
+    g = fitted.group_names.index("arms")
+    assert abs(fitted.rates[g, -1, 0, INVERSION] - profile.rates[g, -1, 0, INVERSION]) < 0.012
+    assert fitted.limbs == profile.limbs
+    again = ErrorProfile.from_dict(fitted.to_dict())  # a fitted profile's file keeps them
+    assert again.correlated == fitted.correlated and again.limbs == fitted.limbs
+
+
+@pytest.mark.parametrize(("fields", "needle"), [
+    ({"correlated": {"limb_inversion": 0.1}, "limbs": []}, "needs the limbs"),
+    ({"limbs": [["left_elbow"], ["left_elbow", "left_wrist"]]}, "each keypoint once"),
+    ({"limbs": "left_elbow"}, "list of lists"),
+    ({"inversion_on_partner": 1.5}, "probability")])
+def test_limbs_and_inversion_on_partner_are_checked(fields: dict, needle: str) -> None:
+    from posefix.profile import ProfileError
+
+    with pytest.raises(ProfileError, match=needle):
+        _with(load_profile("default"), **fields)

@@ -25,13 +25,14 @@ from .builtin import builtin_names, read_yaml
 from .config import ConfigError
 from .io import atomic_write, write_json_atomic
 from .spec import KeypointSpec
-from .taxonomy import ABSENT, ERROR_TYPES, GOOD
+from .taxonomy import ABSENT, ERROR_TYPES, GOOD, INVERSION, MISS
 
 __all__ = [
     "CORRELATED",
     "ErrorProfile",
     "ProfileError",
     "available_profiles",
+    "correlated_events",
     "fit_profile",
     "load_profile",
     "save_profile",
@@ -39,7 +40,15 @@ __all__ = [
 
 _NT = len(ERROR_TYPES)
 #: Kinds of correlated errors (:attr:`ErrorProfile.correlated`).
-CORRELATED: tuple[str, ...] = ("person_inversion", "group_inversion", "person_miss")
+CORRELATED: tuple[str, ...] = ("person_inversion", "group_inversion", "limb_inversion",
+                                "person_miss")
+# A fitted profile counts a person as mirrored, or a body group as inverted, when at least
+# this share of its labelled left/right pairs (and at least _MIN_PAIRS of them) is exchanged
+# (both keypoints inversions), and a person as failed when this share of its labelled
+# keypoints are misses: not all, since where an inversion cannot be made (hips close
+# together) synthesis and real estimators alike leave a keypoint good or jitter.
+_MOST = 0.75
+_MIN_PAIRS = 2
 # Types given in a file; good is the remainder.
 _ERROR_ONLY = tuple(t for t in ERROR_TYPES if t != "good")
 
@@ -72,9 +81,18 @@ class ErrorProfile:
             (per person: every keypoint with a labelled left/right partner is inverted, a
             person mistaken for its mirror image), ``group_inversion`` (per person and spec
             body group: the group's left/right keypoints inverted together, e.g. crossed
-            legs), ``person_miss`` (per person: every keypoint a miss, an estimator that
+            legs), ``limb_inversion`` (per person and limb of ``limbs``: one side's limb,
+            chosen at random, put onto the other side's limb, which stays right, e.g. both
+            arms on one arm; the moved keypoints land within KS 0.85 of their partners,
+            where an estimator that localizes the other limb puts them), ``person_miss`` (per person: every keypoint a miss, an estimator that
             failed on the person). The chosen keypoints take that type where it can be made,
             else a type drawn from the per-keypoint rates.
+        limbs: keypoint names of each limb, one side of it (``left_elbow, left_wrist``);
+            the other side is the spec's left/right partners. Limbs a layout lacks a
+            keypoint or partner of are skipped. Needed where ``limb_inversion`` > 0.
+        inversion_on_partner: the share of inversions drawn within KS 0.85 of the partner
+            (on the partner's joint, as a confident estimator's mirrored keypoint sits)
+            rather than anywhere within KS 0.5 of it (the paper's draw, the default 0).
     """
 
     name: str
@@ -88,6 +106,8 @@ class ErrorProfile:
     description: str = ""
     samples: np.ndarray | None = None
     correlated: dict[str, float] = field(default_factory=dict)
+    limbs: tuple[tuple[str, ...], ...] = ()
+    inversion_on_partner: float = 0.0
     _groups_of: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +116,9 @@ class ErrorProfile:
             object.__setattr__(self, "rates", _checked_rates(self))
             _check_groups(self)
             object.__setattr__(self, "correlated", _checked_correlated(self.correlated))
+            object.__setattr__(self, "limbs", _checked_limbs(self.limbs, self.correlated))
+            object.__setattr__(self, "inversion_on_partner", _checked_probability(
+                self.inversion_on_partner, "inversion_on_partner"))
             if self.samples is not None:
                 object.__setattr__(self, "samples", _checked_samples(self))
         except ProfileError as e:
@@ -109,7 +132,8 @@ class ErrorProfile:
                 and self.group_names == other.group_names
                 and self.group_keypoints == other.group_keypoints
                 and self.fallback == other.fallback and self.default_group == other.default_group
-                and self.correlated == other.correlated
+                and self.correlated == other.correlated and self.limbs == other.limbs
+                and self.inversion_on_partner == other.inversion_on_partner
                 and np.array_equal(self.rates, other.rates))
 
     __hash__ = None  # type: ignore[assignment]
@@ -134,6 +158,24 @@ class ErrorProfile:
         index.setflags(write=False)
         self._groups_of[key] = index
         return index
+
+    def limb_index(self, spec: KeypointSpec) -> tuple[np.ndarray, np.ndarray]:
+        """``(side, other)``: (B, J) keypoint indices of the B limbs of ``limbs`` the spec
+        has (every keypoint used, with a partner), and their partners; J the longest limb,
+        shorter limbs padded with -1."""
+        pos = {n: i for i, n in enumerate(spec.keypoints)}
+        partner = spec.partner_index
+        found = []
+        for names in self.limbs:
+            idx = [pos.get(n, -1) for n in names]
+            if all(i >= 0 and partner[i] >= 0 and spec.used_mask[i] for i in idx):
+                found.append(idx)
+        width = max((len(i) for i in found), default=0)
+        side = np.full((len(found), width), -1, dtype=np.int64)
+        for b, idx in enumerate(found):
+            side[b, :len(idx)] = idx
+        other = np.where(side >= 0, partner[np.maximum(side, 0)], -1)
+        return side, other
 
     def labelled_bin(self, num_labelled: np.ndarray) -> np.ndarray:
         """Bin index of each labelled-keypoint count."""
@@ -179,6 +221,10 @@ class ErrorProfile:
         }
         if any(self.correlated.values()):
             out["correlated"] = dict(self.correlated)
+        if self.limbs:
+            out["limbs"] = [list(names) for names in self.limbs]
+        if self.inversion_on_partner:
+            out["inversion_on_partner"] = self.inversion_on_partner
         return out
 
     @classmethod
@@ -199,6 +245,10 @@ class ErrorProfile:
             shape = (len(labelled) + 1 if isinstance(labelled, tuple) else 1,
                      len(overlap) + 1 if isinstance(overlap, tuple) else 1)
             names, members, rates, samples = _parse_groups(data["groups"], shape)
+            limbs = data.get("limbs") or []
+            if not isinstance(limbs, list) or not all(
+                    isinstance(lb, list) and all(isinstance(n, str) for n in lb) for lb in limbs):
+                raise ProfileError("field 'limbs' must be a list of lists of keypoint names")
             fallback = data.get("fallback") or {}
             if not isinstance(fallback, dict):
                 raise ProfileError("field 'fallback' must be a mapping")
@@ -214,6 +264,8 @@ class ErrorProfile:
                 description=str(data.get("description") or ""),
                 samples=samples,
                 correlated=data.get("correlated") or {},
+                limbs=tuple(tuple(lb) for lb in limbs),
+                inversion_on_partner=data.get("inversion_on_partner") or 0.0,
             )
         except ProfileError as e:
             raise ProfileError(f"{source}: {e}") from None
@@ -278,9 +330,24 @@ def _checked_correlated(correlated: Any) -> dict[str, float]:
         raise ProfileError(f"'correlated' has unknown key(s) {sorted(unknown)}; expected "
                            f"{', '.join(CORRELATED)}")
     for key, value in correlated.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ProfileError(f"'correlated.{key}' must be a probability, got {value!r}")
+        _checked_probability(value, f"correlated.{key}")
     return {k: float(correlated.get(k, 0.0)) for k in CORRELATED}
+
+
+def _checked_probability(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ProfileError(f"'{where}' must be a probability, got {value!r}")
+    return float(value)
+
+
+def _checked_limbs(limbs: Any, correlated: dict[str, float]) -> tuple[tuple[str, ...], ...]:
+    out = tuple(tuple(str(n) for n in lb) for lb in limbs)
+    names = [n for lb in out for n in lb]
+    if any(not lb for lb in out) or len(set(names)) != len(names):
+        raise ProfileError("field 'limbs' must list non-empty limbs, each keypoint once")
+    if correlated.get("limb_inversion", 0.0) > 0 and not out:
+        raise ProfileError("'correlated.limb_inversion' needs the limbs (field 'limbs')")
+    return out
 
 
 def _checked_samples(p: ErrorProfile) -> np.ndarray:
@@ -460,6 +527,13 @@ def fit_profile(
     overlaps, so those keypoints' frequencies are corrected for the types they could not
     show (a Luce choice model fitted by maximum likelihood). Where a type can never occur
     in a cell (a swap with no overlapping person) its rate stays the base's.
+
+    The correlated rates (:attr:`ErrorProfile.correlated`, with ``base``'s limbs) are
+    measured too, as shares of the persons, groups and limbs that could show them (see
+    :func:`correlated_events`; a kind no person could show keeps ``base``'s rate), and the
+    keypoints such an event explains are left out of the per-keypoint rates, which
+    synthesis draws for the other keypoints. ``inversion_on_partner`` (a position, not a
+    type: labels do not show it) is ``base``'s.
     """
     base = load_profile(base)
     labels = np.asarray(labels)
@@ -468,7 +542,11 @@ def fit_profile(
         raise ValueError(f"labels have {K} keypoints; spec {spec.name} has {spec.num_keypoints}")
     nl = np.asarray(num_labelled).reshape(P)
     no = np.asarray(num_overlap).reshape(P)
-    counts = _choice_counts(labels, nl, no, spec, base, swap_possible)
+    events, exposure, explained = correlated_events(labels, spec, base)
+    correlated = {k: events[k] / exposure[k] if exposure[k] else base.correlated[k]
+                  for k in CORRELATED}
+    counts = _choice_counts(np.where(explained, ABSENT, labels), nl, no, spec, base,
+                            swap_possible)
     rates = _pooled_rates(counts, base.rates, min_count)
     return ErrorProfile(
         name=name,
@@ -483,7 +561,70 @@ def fit_profile(
                      f"layout {spec.name}; cells with fewer than {min_count} keypoints pooled "
                      f"or taken from profile {base.name!r}"),
         samples=counts.sum((-1, -2)).round().astype(np.int64),
+        correlated=correlated,
+        limbs=base.limbs,
+        inversion_on_partner=base.inversion_on_partner,
     )
+
+
+def correlated_events(labels: np.ndarray, spec: KeypointSpec, profile: ErrorProfile,
+                      ) -> tuple[dict[str, int], dict[str, int], np.ndarray]:
+    """Count the correlated errors of diagnosed keypoint labels (P, K).
+
+    A person with 4 or more labelled keypoints is *failed* (``person_miss``) when at least
+    3/4 of them are misses. Of the others, one with 2 or more labelled left/right pairs is
+    *mirrored* (``person_inversion``) when at least 3/4 of them are exchanged (both
+    keypoints inversions); else each spec body group with 2 or more labelled pairs is
+    inverted (``group_inversion``) by the same rule on its pairs; a limb of
+    ``profile.limbs`` labelled on both sides, in a group none of these took, is collapsed
+    (``limb_inversion``) when every keypoint of one side is an inversion and none of the
+    other side's is. Returns ``(events, exposure, explained)``: per kind, the events and the
+    persons / groups / limbs that could show one; and the (P, K) keypoints the events
+    explain (a failed person's, a mirrored person's or inverted group's paired keypoints,
+    a collapsed limb's moved side).
+    """
+    labels = np.asarray(labels)
+    P, K = labels.shape
+    lab = (labels != ABSENT) & spec.used_mask[None]
+    inv = labels == INVERSION
+    partner = spec.partner_index
+    paired = lab & (partner >= 0)[None] & lab[:, np.maximum(partner, 0)]
+    exch = paired & inv & inv[:, np.maximum(partner, 0)]
+    nl = lab.sum(1)
+    failed = (nl >= 2 * _MIN_PAIRS) & ((labels == MISS).sum(1) >= _MOST * nl)
+    # Counted per keypoint, pairs count twice: _MIN_PAIRS pairs are 2 * _MIN_PAIRS keypoints.
+    person_open = (paired.sum(1) >= 2 * _MIN_PAIRS) & ~failed
+    mirrored = person_open & (exch.sum(1) >= _MOST * paired.sum(1))
+    open_ = ~failed & ~mirrored
+    groups = list(spec.groups.values())
+    member = np.zeros((len(groups) + 1, K), dtype=bool)  # the last row: no group
+    for g, idx in enumerate(groups):
+        member[g, list(idx)] = True
+    member[-1] = ~member[:-1].any(0)
+    n_pairs = paired.astype(np.int64) @ member[:-1].T  # P, G (keypoints)
+    g_open = (n_pairs >= 2 * _MIN_PAIRS) & open_[:, None]
+    g_inv = g_open & ((exch.astype(np.int64) @ member[:-1].T) >= _MOST * n_pairs)
+    explained = np.zeros((P, K), dtype=bool)
+    explained[failed] = lab[failed]
+    explained[mirrored] = paired[mirrored]
+    explained |= paired & (g_inv.astype(np.int64) @ member[:-1] > 0)
+    g_taken = np.concatenate([g_inv, np.zeros((P, 1), dtype=bool)], 1)
+    limb_events = limb_exposed = 0
+    for a, b in zip(*profile.limb_index(spec), strict=True):
+        a, b = a[a >= 0], b[b >= 0]
+        group = int(member[:, a[0]].argmax())
+        full = lab[:, a].all(1) & lab[:, b].all(1) & open_ & ~g_taken[:, group]
+        for moved, stays in ((a, b), (b, a)):
+            hit = full & inv[:, moved].all(1) & ~inv[:, stays].any(1)
+            explained[np.ix_(hit, moved)] = True
+            limb_events += int(hit.sum())
+        limb_exposed += int(full.sum())
+    events = {"person_miss": int(failed.sum()), "person_inversion": int(mirrored.sum()),
+              "group_inversion": int(g_inv.sum()), "limb_inversion": limb_events}
+    exposure = {"person_miss": int((nl >= 2 * _MIN_PAIRS).sum()),
+                "person_inversion": int(person_open.sum()),
+                "group_inversion": int(g_open.sum()), "limb_inversion": limb_exposed}
+    return events, exposure, explained
 
 
 def _choice_counts(labels: np.ndarray, nl: np.ndarray, no: np.ndarray, spec: KeypointSpec,

@@ -7,7 +7,9 @@ type. With ``d_k`` the distance at which the keypoint's KS equals ``k``:
 
 - good: a uniform angle and a radius uniform in ``[0, d_0.85)`` from the ground truth;
 - jitter: radius in ``[d_0.85, d_0.5)`` from the ground truth;
-- inversion: radius in ``[0, d_0.5)`` from the same person's left/right partner keypoint;
+- inversion: radius in ``[0, d_0.5)`` from the same person's left/right partner keypoint
+  (``[0, d_0.85)``, on the partner's joint, for a profile's ``inversion_on_partner`` share
+  and for collapsed limbs, see :class:`~posefix.profile.ErrorProfile`);
 - swap: radius in ``[0, d_0.5)`` from the same or the partner keypoint of another person
   whose box overlaps (IoU >= 0.1);
 - miss: radius in ``[d_0.5, d_0.1)`` from the ground truth (weight 4) or from one of the
@@ -119,8 +121,11 @@ def synthesize(
     other_lab = (others[..., 2] > 0) & used
     num_overlap = other_lab.any(-1).sum(1)
     probs = profile.probabilities(spec, lab.sum(1), num_overlap)
+    tight = np.zeros((N, K), dtype=bool)
     if any(profile.correlated.values()):
-        probs = _correlated(probs, profile.correlated, spec, lab, rng)
+        probs, tight = _correlated(probs, profile, spec, lab, rng)
+    if profile.inversion_on_partner > 0:
+        tight |= lab & (rng.random((N, K)) < profile.inversion_on_partner)
 
     poses = np.zeros((N, K, 3))
     types = np.full((N, K), ABSENT, dtype=np.int8)
@@ -128,7 +133,7 @@ def synthesize(
     if len(n_idx):
         sx, sy, ok = _sources(kp, lab, others, n_idx, j_idx, spec)
         scale, radii = _scales(area, others_areas, n_idx, j_idx, spec, M)
-        sampler = _Sampler(sx, sy, ok, scale, radii, rng)
+        sampler = _Sampler(sx, sy, ok, scale, radii, rng, tight[n_idx, j_idx])
         pos, t = sampler.run(probs[n_idx, j_idx])
         done = t != ABSENT
         poses[n_idx[done], j_idx[done], :2] = pos[done]
@@ -188,11 +193,14 @@ def _scales(area: np.ndarray, others_areas: np.ndarray | None, n_idx: np.ndarray
     return scale, radii
 
 
-def _correlated(probs: np.ndarray, rates: dict[str, float], spec: KeypointSpec,
-                lab: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _correlated(probs: np.ndarray, profile: ErrorProfile, spec: KeypointSpec,
+                lab: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Type probabilities (N, K, 5) with the profile's correlated errors drawn per person:
     the chosen keypoints' rows become (almost) one-hot on inversion or miss; the small
-    remainder keeps the per-keypoint rates for where that type cannot be made."""
+    remainder keeps the per-keypoint rates for where that type cannot be made. Also (N, K)
+    the keypoints of collapsed limbs, whose inversions are drawn within KS 0.85 of the
+    partner."""
+    rates = profile.correlated
     N, K = lab.shape
     groups = [np.asarray(idx, dtype=np.int64) for idx in spec.groups.values()]
     u = rng.random((N, 2 + len(groups)))
@@ -204,11 +212,39 @@ def _correlated(probs: np.ndarray, rates: dict[str, float], spec: KeypointSpec,
     has = partner >= 0
     invert &= lab & has[None] & lab[:, np.where(has, partner, 0)] & ~miss
     out = probs.copy()
-    for mask, code in ((invert, INVERSION), (miss, MISS)):
+    moved = np.zeros((N, K), dtype=bool)
+    if rates["limb_inversion"] > 0:
+        moved, stays = _collapsed_limbs(rates["limb_inversion"], profile, spec, N, rng)
+        free = ~invert & ~miss
+        moved &= free & lab
+        out[stays & free, INVERSION] = 0.0  # the other limb stays: a collapse, no exchange
+    for mask, code in ((invert | moved, INVERSION), (miss, MISS)):
         onehot = np.zeros(5)
         onehot[code] = 1.0
         out[mask] = 1e-3 * probs[mask] + (1 - 1e-3) * onehot
-    return out
+    return out, moved
+
+
+def _collapsed_limbs(rate: float, profile: ErrorProfile, spec: KeypointSpec, N: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) masks ``(moved, stays)``: per person and limb of the profile, with probability
+    ``rate``, one side (either, equally likely) is moved onto the other, which stays."""
+    side, other = profile.limb_index(spec)
+    K = spec.num_keypoints
+    moved = np.zeros((N, K), dtype=bool)
+    stays = np.zeros((N, K), dtype=bool)
+    if not len(side):
+        return moved, stays
+    u = rng.random((N, len(side), 2))
+    hit = u[..., 0] < rate
+    swap_sides = (u[..., 1] < 0.5)[..., None]
+    src = np.where(swap_sides, other[None], side[None])  # N, B, J
+    dst = np.where(swap_sides, side[None], other[None])
+    n = np.broadcast_to(np.arange(N)[:, None, None], src.shape)
+    take = hit[..., None] & (src >= 0)
+    moved[n[take], src[take]] = True
+    stays[n[take], dst[take]] = True
+    return moved, stays
 
 
 class _Sampler:
@@ -219,7 +255,7 @@ class _Sampler:
     """
 
     def __init__(self, sx: np.ndarray, sy: np.ndarray, ok: np.ndarray, scale: np.ndarray,
-                 radii: list[np.ndarray], rng: np.random.Generator) -> None:
+                 radii: list[np.ndarray], rng: np.random.Generator, tight: np.ndarray) -> None:
         self.ok, self.rng = ok, rng
         self.sx_rows, self.sy_rows = np.ascontiguousarray(sx.T), np.ascontiguousarray(sy.T)
         self.scale_rows = np.ascontiguousarray(scale.T)
@@ -231,6 +267,9 @@ class _Sampler:
         for code, lo, hi in ((GOOD, zero, d85), (JITTER, d85, d50), (INVERSION, zero, d50),
                              (SWAP, zero, d50), (MISS, d50, d10)):
             self.r_lo[:, code], self.r_hi[:, code] = lo, hi
+        # Collapsed limbs and the inversion_on_partner share: on the partner joint, within
+        # KS 0.85 of it (where none can be made there, the type is dropped as any other).
+        self.r_hi[tight, INVERSION] = d85[tight]
 
     def run(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Types (L,) int8 and positions (L, 2) for keypoints with type probabilities (L, 5)."""
