@@ -5,7 +5,7 @@ The input is the real BlazePose output of ../shared/data/coco, repeated over ``-
 image ids (an image list maps them all to the four COCO images, so every id is decoded and
 cropped again). End to end is :func:`posefix.commands.refine.refine_files`, file in -> file out
 (checkpoint loading, JSON reading and validation, image decoding and cropping in the
-DataLoader workers, flip test, uncropping, OKS-NMS, atomic JSON write). The baseline
+loader threads, flip test, uncropping, OKS-NMS, atomic JSON write). The baseline
 runs only ``PoseFixNet.predict`` on the very same network inputs (normalized crops with
 their mirrored copies, rendered by the pipeline beforehand and held in memory).
 
@@ -20,7 +20,7 @@ before the rounds.
 
 The weights are random unless ``--checkpoint`` is given: speed does not depend on them.
 Runs are interleaved and the best of ``--repeat`` kept. Besides wall-clock rates the
-benchmark reports CPU seconds (this process and its loader workers), which other loads on
+benchmark reports CPU seconds (this process and its loader threads), which other loads on
 a shared machine do not inflate.
 
 ``--compare-scores CHECKPOINT`` instead measures the AP of both output scores
@@ -81,7 +81,7 @@ def make_inputs(tmp: Path, n_images: int) -> tuple[Path, Path]:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (the loader workers)."""
+    """CPU time of this process (with its loader threads) and its reaped children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -104,7 +104,8 @@ def forward_only(ckpt_path: Path, results: Path, image_list: Path, batch_size: i
     items = [ds[i] for i in range(len(ds))]
     crops = np.concatenate([it["crops"] for it in items])
     poses = np.concatenate([it["poses"] for it in items])
-    batches = [refiner.prepare(crops[i:i + batch_size], poses[i:i + batch_size])
+    batches = [tuple(torch.from_numpy(a).to(device)
+                     for a in refiner.prepare(crops[i:i + batch_size], poses[i:i + batch_size]))
                for i in range(0, len(crops), batch_size)]
     with torch.inference_mode():
         net.predict(*batches[0])  # warm-up

@@ -1,4 +1,5 @@
-"""Built-in YAML files of the package (specs, profiles, configs) or a user's file by path.
+"""Built-in files of the package: YAML (specs, profiles, configs; or a user's file by path)
+and the shipped model.
 
 One rule for every kind: a name among the package's files of that kind (``coco17``,
 ``default``, ``tiny_cpu``) is the built-in file; anything else is a path. The parsed data
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["YamlSource", "builtin_names", "read_yaml"]
+__all__ = ["YamlSource", "builtin_names", "default_checkpoint_path", "read_yaml"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,12 @@ def read_yaml(name_or_path: str | Path, folder: str, kind: str,
         return YamlSource(yaml.safe_load(text), source, path)
     except yaml.YAMLError as e:
         raise error(f"{source}: not valid YAML: {e}") from None
+
+
+def default_checkpoint_path() -> Path:
+    """The demo model shipped with the package (``posefix/assets/demo_model.pt``)."""
+    path = Path(__file__).resolve().parent / "assets" / "demo_model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped demo model is missing from this install "
+                                f"(expected {path}); pass a checkpoint explicitly")
+    return path

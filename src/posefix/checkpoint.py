@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .builtin import default_checkpoint_path
 from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
 from .io import InputError, atomic_write
 from .model import PoseFixNet, build_model, kind_head_from_binary
@@ -206,15 +207,6 @@ def init_weights_from(model: nn.Module, path: str | Path) -> list[str]:
                                           f"lacks: {', '.join(unexpected[:5])}")
     net.load_state_dict({k: src[k].to(own[k].dtype) for k in own if k in src}, strict=False)
     return sorted(set(own) - set(src))
-
-
-def default_checkpoint_path() -> Path:
-    """The demo model shipped with the package (``posefix/assets/demo_model.pt``)."""
-    path = Path(__file__).resolve().parent / "assets" / "demo_model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"the shipped demo model is missing from this install "
-                                f"(expected {path}); pass a checkpoint explicitly")
-    return path
 
 
 def capture_rng_state(generator: np.random.Generator | None = None) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=default("batch_size"),
                    help="crops per network call")
     p.add_argument("--workers", type=int, default=default("workers"),
-                   help="image-reading processes")
+                   help="image-reading threads (0: in the main thread)")
     p.add_argument("--device", default=default("device"),
                    help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto",

@@ -10,17 +10,20 @@ detections cropped around their input poses (paper section 3), in loader workers
    input keypoints are mapped into crop pixels with the same affine matrix. Keypoints that
    are all-zero (``x = y = 0``), outside the image or outside the crop, and keypoints the
    spec ignores, are given to the network as absent.
+3. **Loading** (:func:`iterate_crops`): in a pool of threads (image decoding and warping
+   release the GIL), a few items ahead of the network, in order; no torch.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .geometry import apply_affine, box_from_keypoints, crop_transforms, fix_aspect, warp_crop
 from .images import load_image
@@ -163,20 +166,25 @@ class CropDataset:
         return out
 
 
-def _as_is(item: dict[str, Any]) -> dict[str, Any]:
-    return item
-
-
-def iterate_crops(dataset: CropDataset, workers: int) -> Iterator[dict[str, Any]]:
-    """The dataset's items in order, loaded by ``workers`` processes (0: in this one)."""
-    if len(dataset) == 0:
-        return iter(())
+def iterate_crops(dataset: CropDataset, workers: int, ahead: int = 2) -> Iterator[dict[str, Any]]:
+    """The dataset's items in order, loaded by ``workers`` threads (0: in this one), at most
+    ``ahead`` items per thread loaded before they are asked for."""
     if workers <= 0:
-        return (dataset[i] for i in range(len(dataset)))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=min(workers, len(dataset)),
-        collate_fn=_as_is, prefetch_factor=2)
-    # The DataLoader gives each worker one torch thread. Workers must not reconfigure
-    # OpenCV's thread pool (cv2.setNumThreads): in a forked child whose parent has used
-    # that pool, tearing it down waits forever on the parent's threads.
-    return iter(loader)
+        yield from (dataset[i] for i in range(len(dataset)))
+        return
+    pool = ThreadPoolExecutor(min(workers, max(len(dataset), 1)), "posefix-crops")
+    pending: deque[Future[dict[str, Any]]] = deque()
+    todo = iter(range(len(dataset)))
+    try:
+        for i in todo:
+            pending.append(pool.submit(dataset.__getitem__, i))
+            if len(pending) >= workers * ahead:
+                break
+        while pending:
+            item = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(dataset.__getitem__, nxt))
+            yield item
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,4 +1,5 @@
-"""ONNX export of a trained refiner and an onnxruntime runner for it.
+"""ONNX export of a trained refiner (its runner, :class:`OnnxRefiner`, is
+:mod:`posefix.onnx_runner`'s, re-exported here).
 
 The exported graph is the whole refinement step of one crop batch: input-pose heatmap
 rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis dynamic):
@@ -26,23 +27,18 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
 from .io import new_file_mode
 from .model import PoseFixNet
+from .onnx_runner import ERROR_OUTPUT, INPUT_NAMES, KINDS_OUTPUT, OUTPUT_NAMES, OnnxRefiner
 from .spec import KeypointSpec
 
 __all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "KINDS_OUTPUT", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
 
-INPUT_NAMES = ("images", "input_pose")
-OUTPUT_NAMES = ("coords", "confidence", "heatmaps")
-ERROR_OUTPUT = "input_error"  # the fourth output of a model with an error head
-KINDS_OUTPUT = "error_kinds"  # the fifth output of a model with an error-kind head
 _META_FORMAT = "posefix-onnx/1"
 
 
@@ -140,78 +136,3 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
-
-
-class OnnxRefiner:
-    """Run an exported refiner with onnxruntime (CPU by default).
-
-    Attributes:
-        spec: the keypoint spec stored in the file (None if absent).
-        input_size: (height, width) of the crops the model takes.
-        num_keypoints: K.
-        stride: input pixels per heatmap cell.
-        bbox_padding: the box padding the model was trained with (None if absent).
-        error_gate: the error gate the model was exported with (None: none or absent).
-        metadata: all ``metadata_props`` of the file.
-    """
-
-    def __init__(self, onnx_path: str | Path, *, providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise ImportError("onnxruntime is needed for the ONNX backend: "
-                              "pip install 'posefix[onnx]'") from e
-        path = Path(onnx_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path}: file does not exist")
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-        self.path = path
-        self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                            providers=providers or ["CPUExecutionProvider"])
-        meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.metadata = meta
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(INPUT_NAMES):
-            raise ValueError(f"ONNX model {path}: inputs {names}, expected {list(INPUT_NAMES)}"
-                             " (not a posefix export)")
-        shape = self.session.get_inputs()[0].shape
-        pose_shape = self.session.get_inputs()[1].shape
-        self.input_size: tuple[int, int] = (
-            tuple(json.loads(meta["posefix.input_size"])) if "posefix.input_size" in meta
-            else (int(shape[2]), int(shape[3])))
-        self.num_keypoints = int(meta.get("posefix.num_keypoints", pose_shape[1]))
-        self.stride = int(meta.get("posefix.stride", 4))
-        self.bbox_padding: float | None = (
-            float(meta["posefix.bbox_padding"]) if "posefix.bbox_padding" in meta else None)
-        gate = meta.get("posefix.error_gate", "None")
-        self.error_gate: float | None = None if gate == "None" else float(gate)
-        self.spec: KeypointSpec | None = (
-            KeypointSpec.from_dict(json.loads(meta["posefix.spec"]), source=f"{path}: spec")
-            if "posefix.spec" in meta else None)
-
-    def run(self, images: np.ndarray, input_pose: np.ndarray) -> dict[str, np.ndarray]:
-        """All outputs: ``coords`` (B, K, 2) px, ``confidence`` (B, K), ``heatmaps``."""
-        h, w = self.input_size
-        imgs = np.ascontiguousarray(images, dtype=np.float32)
-        pose = np.ascontiguousarray(input_pose, dtype=np.float32)
-        if imgs.ndim != 4 or imgs.shape[1:] != (3, h, w):
-            raise ValueError(f"images must be (B, 3, {h}, {w}), got {imgs.shape}")
-        if pose.shape != (imgs.shape[0], self.num_keypoints, 3):
-            raise ValueError(f"input_pose must be ({imgs.shape[0]}, {self.num_keypoints}, 3), "
-                             f"got {pose.shape}")
-        outs: list[Any] = self.session.run(self.outputs,
-                                           {INPUT_NAMES[0]: imgs, INPUT_NAMES[1]: pose})
-        return dict(zip(self.outputs, outs, strict=True))
-
-    def __call__(self, images: np.ndarray, input_pose: np.ndarray
-                 ) -> tuple[np.ndarray, ...]:
-        """Refined ``coords`` (B, K, 2) in input pixels and ``confidence`` (B, K), and the
-        ``input_error`` (B, K) probabilities where the model has an error head, then the
-        ``error_kinds`` (B, K, 5) where it has an error-kind head."""
-        out = self.run(images, input_pose)
-        extra = tuple(out[k] for k in (ERROR_OUTPUT, KINDS_OUTPUT) if k in out)
-        return (out["coords"], out["confidence"], *extra)

@@ -5,11 +5,14 @@ Kept apart from the network so that the data pipeline can normalise without impo
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize"]
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "normalize_array"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, images in [0, 1]
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -27,6 +30,8 @@ def normalize(images: Tensor | np.ndarray, *, channels_last: bool = False) -> Te
     Returns:
         float32 tensor of the same layout as the network input, (B, 3, H, W) or (3, H, W).
     """
+    import torch  # torch-free at import: the ONNX path normalizes with normalize_array
+
     x = torch.as_tensor(images)
     if channels_last:
         x = x.movedim(-1, -3)
@@ -37,3 +42,27 @@ def normalize(images: Tensor | np.ndarray, *, channels_last: bool = False) -> Te
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
     return (x - mean) / std
+
+
+def normalize_array(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8 RGB crops -> (B, 3, H, W) float32 normalized like
+    :func:`normalize`: each channel's 256 values go through the same float32 operations
+    once, in a table, so the values are the same to the bit."""
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ValueError(f"expected (B, H, W, 3) uint8 RGB, got {x.shape} {x.dtype}")
+    out = np.empty((x.shape[0], 3, *x.shape[1:3]), dtype=np.float32)
+    for c in range(3):
+        out[:, c] = _TABLE[c][x[..., c]]
+    return out
+
+
+def _table() -> np.ndarray:
+    """(3, 256) float32: ``(v / 255 - mean) / std`` per channel, as :func:`normalize`."""
+    v = np.arange(256, dtype=np.float32)[None] / np.float32(255.0)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None]
+    return (v - mean) / std
+
+
+_TABLE = _table()

@@ -38,7 +38,7 @@ class RefineOptions:
             error head, else ``input``.
         nms: OKS-NMS threshold per image; ``<= 0`` disables it.
         batch_size: crops per forward pass (doubled by the flip test).
-        workers: image loading and cropping processes (0: in this process).
+        workers: image loading and cropping threads (0: in the calling thread).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ... (for a model
             that is not already a :class:`posefix.refiner.Refiner`).
         exif: ``"auto"``, ``"apply"`` or ``"ignore"`` the EXIF orientation of image files.

@@ -2,9 +2,8 @@
 (paper sections 3 and 6); :func:`run_pipeline` streams them.
 
 1. **Images in, crops out** (:mod:`posefix.crops`, :mod:`posefix.images`): detections are
-   grouped by image; a ``torch.utils.data.DataLoader`` loads one image (or one chunk of a
-   crowded image) per item in parallel workers and crops its detections around their input
-   poses.
+   grouped by image; a pool of loader threads loads one image (or one chunk of a crowded
+   image) per item and crops its detections around their input poses.
 2. **Batches** (:class:`BatchQueue`): the main process gathers crops into batches across
    images, in arrival order.
 3. **Network** (:mod:`posefix.refiner`): each batch is refined, with the flip test.

@@ -9,6 +9,9 @@ callable, given its spec and crop size).
 predicts every keypoint in crop pixels with a confidence. With the flip test (on by default)
 the crop and the input pose are mirrored (left/right swapped with ``spec.flip_index``),
 predicted again, un-mirrored and averaged with the first prediction, as the reference does.
+Crops are normalized and flipped in numpy (:func:`posefix.imagenet.normalize_array`); a
+PyTorch predictor gets them as tensors on its device. Torch-free at import: a refiner of
+an ONNX file (the default on a CPU) runs without torch.
 
 **In memory.** :meth:`Refiner.refine_image` and :meth:`Refiner.refine_images` refine poses
 on images already held (RGB or BGR), through :func:`posefix.pipeline.run_pipeline`: the same
@@ -23,15 +26,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from .backends import BACKENDS, cached_onnx, choose_backend
+from .backends import BACKENDS, cached_onnx, choose_backend, default_threads
+from .builtin import default_checkpoint_path
+from .imagenet import normalize_array
 from .io import Detections, InputError
+from .onnx_runner import OnnxRefiner
 from .options import DEFAULT_SCORE, RefineOptions
 from .pipeline import run_pipeline
 from .spec import KeypointSpec, load_spec
 
 if TYPE_CHECKING:
+    import torch
+
     from .checkpoint import LoadedCheckpoint
 
 __all__ = ["BACKENDS", "Predictor", "RefinedPoses", "Refiner", "as_refiner", "load_refiner",
@@ -42,11 +49,15 @@ __all__ = ["BACKENDS", "Predictor", "RefinedPoses", "Refiner", "as_refiner", "lo
 #: Box padding where neither the checkpoint nor the ONNX file gives one (the reference's).
 DEFAULT_PADDING = 1.25
 
-Predictor = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: ``(images (B, 3, H, W), input_pose (B, K, 3)) -> (coords, confidence[, error[, kinds]])``:
+#: tensors for a PyTorch network, numpy arrays for an ``arrays`` predictor (ONNX Runtime).
+Predictor = Callable[..., tuple[Any, ...]]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
+    import torch
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -89,26 +100,29 @@ class Refiner:
             the coordinates are the heatmaps' alone and :mod:`posefix.fixes` decides).
         input_size: (height, width) of the crops.
         spec: keypoint layout (its ``flip_index`` un-mirrors the flipped prediction).
-        device: where crops are normalized and ``predict`` is run.
+        device: where ``predict`` runs (ignored with ``arrays``: the CPU).
         flip: average with the prediction on the mirrored crop.
         padding: the box padding the network was trained with (crops are cut with it).
         description: what runs, for summaries (e.g. ``torch demo_model.pt``).
         error_gate: the network's error gate (an error-kind head's default fix gate).
+        arrays: ``predict`` takes and returns numpy arrays (an :class:`OnnxRefiner`), not
+            tensors: no torch is imported.
     """
 
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
                  device: str | torch.device = "cpu", flip: bool = True,
                  padding: float = DEFAULT_PADDING, description: str = "",
-                 error_gate: float | None = None) -> None:
+                 error_gate: float | None = None, *, arrays: bool = False) -> None:
         self.predict = predict
         self.error_gate = error_gate
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.spec = spec
-        self.device = resolve_device(device)
+        self.arrays = bool(arrays)
+        self.device: Any = "cpu" if self.arrays else resolve_device(device)
         self.flip = bool(flip)
         self.padding = float(padding)
         self.description = description or getattr(predict, "__qualname__", "a predictor")
-        self._flip_index = torch.as_tensor(spec.flip_index, device=self.device)
+        self._flip_index = np.asarray(spec.flip_index, dtype=np.int64)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *,
@@ -117,7 +131,7 @@ class Refiner:
         """The PyTorch network of a checkpoint (None: the shipped demo model) with its spec,
         crop size and box padding; ``error_gate`` replaces the checkpoint's
         ``model.error_gate`` (0 refines every keypoint)."""
-        from .checkpoint import default_checkpoint_path, load_checkpoint
+        from .checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(Path(path) if path is not None else default_checkpoint_path())
         if error_gate is not None:
@@ -139,31 +153,31 @@ class Refiner:
     def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
                   flip: bool = True, error_gate: float | None = None,
                   threads: int | None = None) -> Refiner:
-        """An exported network run by ONNX Runtime on the CPU (``threads``: torch's
-        thread count unless given).
+        """An exported network run by ONNX Runtime on the CPU, without torch (``threads``:
+        :func:`posefix.backends.default_threads` unless given).
 
         ``path`` None exports ``checkpoint`` (None: the shipped model) with ``error_gate``
         first, once: the export is kept in the user's cache
-        (:func:`posefix.backends.cached_onnx`). Spec and box padding come from
-        ``checkpoint`` where given, else from the file's metadata. The error gate of an
+        (:func:`posefix.backends.cached_onnx`; only the export imports torch) and carries
+        the checkpoint's spec and box padding. For a given ``path``, spec and padding come
+        from ``checkpoint`` where given, else from the file's metadata. The error gate of an
         existing export is fixed in its graph.
         """
-        from .checkpoint import default_checkpoint_path, load_checkpoint
-        from .export import OnnxRefiner
-
+        threads = threads if threads is not None else default_threads()
         spec, padding = None, None
-        if checkpoint is not None or path is None:
-            ckpt = load_checkpoint(Path(checkpoint) if checkpoint is not None
-                                   else default_checkpoint_path())
-            spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
-        threads = threads if threads is not None else torch.get_num_threads()
         if path is None:  # exported once per checkpoint and gate, then from the cache
-            runner = OnnxRefiner(cached_onnx(ckpt.path, error_gate), threads=threads)
-            description = f"onnxruntime (exported from {ckpt.path})"
+            source = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+            runner = OnnxRefiner(cached_onnx(source, error_gate), threads=threads)
+            description = f"onnxruntime (exported from {source})"
         else:
             if error_gate is not None:
                 raise InputError(path, "the error gate of an exported model is fixed; export "
                                  "again with posefix export --error-gate")
+            if checkpoint is not None:
+                from .checkpoint import load_checkpoint
+
+                ckpt = load_checkpoint(Path(checkpoint))
+                spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
             runner = OnnxRefiner(path, threads=threads)
             description = f"onnxruntime {path}"
         spec = spec or runner.spec
@@ -171,53 +185,42 @@ class Refiner:
             raise InputError(runner.path, "the ONNX file names no keypoint spec; pass "
                              "--checkpoint too")
         padding = padding if padding is not None else runner.bbox_padding
-        return cls(_numpy_predictor(runner), runner.input_size, spec, "cpu", flip,
+        return cls(runner, runner.input_size, spec, "cpu", flip,
                    DEFAULT_PADDING if padding is None else padding, description,
-                   runner.error_gate)
+                   runner.error_gate, arrays=True)
 
-    def prepare(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network inputs: normalized crops (B or 2B, 3, H, W) and poses (B or 2B, K, 3).
+    def prepare(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network inputs: normalized crops (B or 2B, 3, H, W) float32 and poses (B or 2B,
+        K, 3) float32, from uint8 RGB crops (B, H, W, 3) and crop-pixel poses.
 
         With the flip test the mirrored copies follow the originals in the same batch.
         """
-        from .imagenet import normalize
-
-        x = torch.as_tensor(crops).to(self.device, non_blocking=True)
-        p = torch.as_tensor(poses, dtype=torch.float32).to(self.device, non_blocking=True)
-        x = normalize(x, channels_last=True).contiguous()
+        x = normalize_array(np.asarray(crops))
+        p = np.asarray(poses, dtype=np.float32)
         if self.flip:
-            w = self.input_size[1]
-            fp = p[:, self._flip_index].clone()
-            fp[..., 0] = w - 1 - fp[..., 0]
-            x = torch.cat([x, torch.flip(x, dims=[3])])
-            p = torch.cat([p, fp])
+            fp = p[:, self._flip_index]
+            fp[..., 0] = self.input_size[1] - 1 - fp[..., 0]
+            x = np.concatenate([x, x[..., ::-1]])
+            p = np.concatenate([p, fp])
         return x, p
 
-    def combine(self, coords: torch.Tensor, conf: torch.Tensor, n: int,
-                error: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
+    def combine(self, coords: np.ndarray, conf: np.ndarray, n: int,
+                error: np.ndarray | None = None, kinds: np.ndarray | None = None,
                 ) -> tuple[np.ndarray, ...]:
-        """Average the mirrored half of a prepared batch's predictions back in; to numpy
-        (``coords, conf, error`` and, where given, ``kinds``)."""
-        coords = torch.as_tensor(coords).float()
-        conf = torch.as_tensor(conf).float()
-        error = None if error is None else torch.as_tensor(error).float()
-        if kinds is not None:
-            kinds = torch.as_tensor(kinds).float()
-            if self.flip:
-                kinds = (kinds[:n] + kinds[n:][:, self._flip_index.to(kinds.device)]) / 2
-            kinds = kinds.double().cpu().numpy()
+        """Average the mirrored half of a prepared batch's predictions back in (in float32)
+        and return float64 ``coords, conf, error`` and, where given, ``kinds``."""
+        out = [None if a is None else np.asarray(a, dtype=np.float32)
+               for a in (coords, conf, error, kinds)]
         if self.flip:
-            index = self._flip_index.to(coords.device)
-            fc = coords[n:][:, index].clone()
+            index = self._flip_index
+            fc = out[0][n:][:, index]
             fc[..., 0] = self.input_size[1] - 1 - fc[..., 0]
-            coords = (coords[:n] + fc) / 2
-            conf = (conf[:n] + conf[n:][:, index.to(conf.device)]) / 2
-            if error is not None:
-                error = (error[:n] + error[n:][:, index.to(error.device)]) / 2
-        out = (coords.double().cpu().numpy(), conf.double().cpu().numpy(),
-               None if error is None else error.double().cpu().numpy())
-        return out if kinds is None else (*out, kinds)
+            out[0] = (out[0][:n] + fc) / 2
+            for i in (1, 2, 3):
+                if out[i] is not None:
+                    out[i] = (out[i][:n] + out[i][n:][:, index]) / 2
+        done = tuple(None if a is None else a.astype(np.float64) for a in out)
+        return done if kinds is not None else done[:3]
 
     def refine_image(self, image: np.ndarray, keypoints: np.ndarray,
                      scores: np.ndarray | None = None, *, color: str = "rgb",
@@ -273,19 +276,17 @@ class Refiner:
                 writer.keep[rows], writer.refined[rows]))
         return out
 
-    @torch.inference_mode()
-    def refine_batch(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def refine_batch(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, ...]:
         """:meth:`__call__` and the input-error probability (B, K), or None where the
-        predictor gives none."""
+        predictor gives none (and the error kinds (B, K, 5) where it gives them)."""
         n = len(crops)
         x, p = self.prepare(crops, poses)
-        out = self.predict(x, p)
+        out = self.predict(x, p) if self.arrays else _run_torch(self.predict, x, p,
+                                                                 self.device)
         return self.combine(out[0], out[1], n, out[2] if len(out) > 2 else None,
                             out[3] if len(out) > 3 else None)
 
-    def __call__(self, crops: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Refine a batch: uint8 RGB crops (B, H, W, 3), input poses (B, K, 3) in crop pixels
         ``x, y, valid`` -> (coords (B, K, 2) in crop pixels, confidence (B, K))."""
         return self.refine_batch(crops, poses)[:2]
@@ -336,13 +337,15 @@ def _torch_predictor(net: torch.nn.Module) -> Predictor:
     return getattr(net, "predict", net)
 
 
-def _numpy_predictor(runner: Callable[..., tuple[np.ndarray, ...]]) -> Predictor:
-    """A predictor of tensors from one of numpy arrays (an ONNX session, on the CPU)."""
+def _run_torch(predict: Predictor, x: np.ndarray, p: np.ndarray, device: Any,
+               ) -> tuple[np.ndarray, ...]:
+    """A PyTorch predictor on numpy inputs, moved to its device; its outputs as numpy."""
+    import torch
 
-    def predict(x: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.from_numpy(o) for o in runner(x.cpu().numpy(), p.cpu().numpy()))
-
-    return predict  # type: ignore[return-value]
+    with torch.inference_mode():
+        out = predict(torch.from_numpy(x).to(device, non_blocking=True),
+                      torch.from_numpy(p).to(device, non_blocking=True))
+    return tuple(o.float().cpu().numpy() for o in out)
 
 
 def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
@@ -372,21 +375,22 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
     ``PoseFixNet``), an object with ``predict(images, input_pose)`` or a plain callable,
     wrapped with ``spec`` and ``input_size`` (else the network's own ``spec`` and
     ``input_size`` attributes) and the default box padding."""
-    from .checkpoint import LoadedCheckpoint
-    from .export import OnnxRefiner
-
     if isinstance(model, Refiner):
         return model
-    if isinstance(model, LoadedCheckpoint):
-        return Refiner.from_loaded(model, device=device, flip=flip,
-                                   spec=load_spec(spec) if spec is not None else None)
     if isinstance(model, OnnxRefiner):  # numpy in and out, on the CPU
         spec = spec if spec is not None else model.spec
         if spec is None:
             raise InputError(model.path, "the ONNX file names no keypoint spec; pass spec=")
-        return Refiner(_numpy_predictor(model), model.input_size, load_spec(spec), "cpu", flip,
+        return Refiner(model, model.input_size, load_spec(spec), "cpu", flip,
                        model.bbox_padding or DEFAULT_PADDING, f"onnxruntime {model.path}",
-                       model.error_gate)
+                       model.error_gate, arrays=True)
+    import torch
+
+    from .checkpoint import LoadedCheckpoint
+
+    if isinstance(model, LoadedCheckpoint):
+        return Refiner.from_loaded(model, device=device, flip=flip,
+                                   spec=load_spec(spec) if spec is not None else None)
     spec = spec if spec is not None else getattr(model, "spec", None)
     if spec is None:
         raise ValueError("refine: a keypoint spec is needed (pass spec= or a Refiner)")

@@ -1,0 +1,111 @@
+"""The default backend's machinery: torch-free CPU refinement, the export cache, the
+loader threads and the numpy normalization."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posefix.crops import iterate_crops
+from posefix.imagenet import normalize_array
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "src" / "posefix" / "assets" / "sample"
+
+
+def test_normalize_array_is_normalize_to_the_bit() -> None:
+    torch = pytest.importorskip("torch")
+    from posefix.imagenet import normalize
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 17, 11, 3), dtype=np.uint8)
+    x[0, 0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
+    want = normalize(torch.from_numpy(x), channels_last=True).numpy()
+    got = normalize_array(x)
+    assert got.shape == (3, 3, 17, 11) and got.dtype == np.float32
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_array(x.astype(np.float32))
+
+
+class _Slow:
+    """Items that finish out of order, counting how many were asked for."""
+
+    def __init__(self, n: int, fail_at: int = -1) -> None:
+        self.n, self.fail_at, self.asked = n, fail_at, 0
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        with self.lock:
+            self.asked += 1
+        time.sleep(0.002 * ((i * 7) % 5))
+        if i == self.fail_at:
+            raise RuntimeError(f"item {i} broke")
+        return {"task": i}
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_loader_threads_keep_order(workers: int) -> None:
+    assert [d["task"] for d in iterate_crops(_Slow(23), workers)] == list(range(23))
+    assert list(iterate_crops(_Slow(0), workers)) == []
+
+
+def test_loader_threads_raise_the_items_error_and_stop_early() -> None:
+    with pytest.raises(RuntimeError, match="item 5 broke"):
+        list(iterate_crops(_Slow(40, fail_at=5), 2))
+    data = _Slow(100)
+    it = iterate_crops(data, 2, ahead=2)
+    assert next(it)["task"] == 0
+    it.close()  # the consumer stops: the pool is shut down, nothing more is loaded
+    assert data.asked <= 6
+
+
+def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_default_refine_on_a_cpu_never_imports_torch(tmp_path: Path) -> None:
+    # First run: the export is made (torch imported for it) and cached; the second, in a
+    # fresh process, finds it and must refine without torch: 600 MiB less memory.
+    code = (
+        "import sys\n"
+        "from posefix.cli import main\n"
+        f"rc = main(['refine', '--gt', r'{SAMPLE / 'annotations.json'}', '--results',\n"
+        f"           r'{SAMPLE / 'blazepose.json'}', '--images', r'{SAMPLE}',\n"
+        f"           '--out', sys.argv[1] if len(sys.argv) > 1 else 'out.json',\n"
+        "           '--device', 'cpu'])\n"
+        "print(rc, 'torch' in sys.modules)\n")
+    first = _run(code, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    Path(tmp_path, "out.json").rename(tmp_path / "first.json")
+    second = _run(code, tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.split()[-2:] == ["0", "False"], second.stdout[-500:]
+    assert (tmp_path / "out.json").read_bytes() == (tmp_path / "first.json").read_bytes()
+
+
+def test_cuda_probe_imports_torch_only_where_a_driver_is(tmp_path: Path) -> None:
+    r = _run("import sys, ctypes\n"
+             "from posefix.backends import cuda_available, choose_backend\n"
+             "try:\n    ctypes.CDLL('libcuda.so.1'); driver = True\n"
+             "except OSError:\n    driver = False\n"
+             "print(driver, cuda_available(), choose_backend('auto'), 'torch' in sys.modules)",
+             tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    driver, cuda, backend, imported = r.stdout.split()
+    if driver == "False":  # a CPU machine: no torch for the answer, ONNX Runtime by default
+        assert (cuda, backend, imported) == ("False", "onnxruntime", "False")
+    else:
+        import torch
+
+        assert cuda == str(torch.cuda.is_available())
+        assert backend == ("torch" if cuda == "True" else "onnxruntime")
