@@ -92,14 +92,15 @@ class CropTask:
     """One item of the loader: some detections (a chunk) of one image."""
 
     image_id: int
-    rows: np.ndarray  # row indices into the (image-sorted) detections
+    rows: np.ndarray  # row indices into the detections (in the input's order)
     first: bool  # the first chunk of its image
     last: bool  # the last chunk of its image
 
 
 def group_by_image(image_ids: np.ndarray, chunk: int) -> tuple[np.ndarray, list[CropTask]]:
     """A stable order grouping detections by image (in order of first appearance), and
-    the loader's tasks: each image's rows of that order in chunks of at most ``chunk``."""
+    the loader's tasks: each image's rows in that order, in chunks of at most ``chunk``
+    (rows of the detections as they are: nothing needs to be copied into the order)."""
     _, first, inverse = np.unique(image_ids, return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")[inverse.reshape(-1)]
     order = np.argsort(rank, kind="stable")
@@ -111,7 +112,7 @@ def group_by_image(image_ids: np.ndarray, chunk: int) -> tuple[np.ndarray, list[
     ends = np.r_[starts[1:], len(order)]
     for s, e in zip(starts, ends, strict=True):
         for c in range(s, e, chunk):
-            tasks.append(CropTask(int(sorted_ids[s]), np.arange(c, min(c + chunk, e)),
+            tasks.append(CropTask(int(sorted_ids[s]), order[c:min(c + chunk, e)],
                                c == s, c + chunk >= e))
     return order, tasks
 

@@ -75,7 +75,7 @@ class RefineCounts:
 class Chunk:
     """One loaded chunk of an image's detections on its way through the network.
 
-    ``rows`` are its refinable rows (into the image-grouped detections); ``item`` the
+    ``rows`` are its refinable rows (into the detections); ``item`` the
     loader's output (``crops``, ``poses``, ``affine``, ``areas``); ``coords``/``conf`` (and
     ``error``) fill as its crops come out of the network, ``done`` of them so far.
     """
@@ -268,18 +268,15 @@ class ResultWriter:
             self.keep[rows[drop]] = False
             self.counts.suppressed_nms += len(drop)
 
-    def result(self, order: np.ndarray) -> Detections:
-        """The detections in the input's order (``order`` grouped them by image), less the
-        suppressed ones."""
+    def result(self) -> Detections:
+        """The detections in the input's order, less the suppressed ones."""
         out = Detections(image_ids=self.dets.image_ids, keypoints=self.keypoints,
                          scores=self.scores, boxes=self.dets.boxes,
                          category_ids=self.dets.category_ids)
-        if not len(order):
+        if self.keep.all():
             return out
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        rows = inverse[np.sort(order[self.keep])]
-        if self.owned and (rows[1:] > rows[:-1]).all():  # in place: no second copy
+        rows = np.flatnonzero(self.keep)
+        if self.owned:  # in place: no second copy
             return Detections(*(_compact(a, rows) for a in (
                 out.image_ids, out.keypoints, out.scores, out.boxes, out.category_ids)))
         return out.select(rows)
@@ -321,15 +318,16 @@ def _chunk(item: dict[str, Any], task: CropTask, num_keypoints: int, counts: Ref
 def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
                  options: RefineOptions, padding: float | None = None,
                  image_sizes: Mapping[int, tuple[int, int]] | None = None,
-                 inplace: bool = False) -> tuple[ResultWriter, np.ndarray]:
+                 inplace: bool = False) -> ResultWriter:
     """Stream detections through crops, batches, the network and the writer.
 
     ``inplace`` lets the writer overwrite ``detections``' arrays (for a caller that no
-    longer needs them: one copy of the poses in memory, not two).
+    longer needs them: one copy of the poses in memory, not two). Detections are taken
+    image by image in order of first appearance, but read and written in their own rows:
+    a file not grouped by image costs no copy.
 
-    Returns the finished :class:`ResultWriter` (its arrays hold every detection in the
-    image-grouped order, refined or not; ``keep`` marks those OKS-NMS left) and that order
-    (row r of the writer is row ``order[r]`` of ``detections``).
+    Returns the finished :class:`ResultWriter`: its arrays hold every detection, row for
+    row with ``detections``, refined or not; ``keep`` marks those OKS-NMS left.
     """
     spec = refiner.spec
     K = spec.num_keypoints
@@ -337,9 +335,8 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
         raise ValueError(f"detections have {detections.keypoints.shape[1]} keypoints; the "
                          f"model's spec {spec.name} has {K}")
     counts = RefineCounts(detections_in=len(detections))
-    order, tasks = group_by_image(detections.image_ids, max(options.batch_size, 64))
-    grouped = bool((order == np.arange(len(order))).all())  # already grouped: no copy
-    dets = detections if grouped else detections.select(order)
+    _, tasks = group_by_image(detections.image_ids, max(options.batch_size, 64))
+    dets = detections
     counts.images = len({t.image_id for t in tasks})
     crops = CropDataset(tasks, dets.keypoints, dets.boxes, images, dict(image_sizes or {}),
                         spec, refiner.input_size,
@@ -348,8 +345,7 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
     queue = BatchQueue(refiner, options.batch_size)
     fix = options.fix if callable(options.fix) else \
         (options.fix or FixOptions()).resolve(getattr(refiner, "error_gate", None))
-    writer = ResultWriter(dets, spec, options.score, options.nms, counts, fix,
-                          owned=inplace or not grouped)
+    writer = ResultWriter(dets, spec, options.score, options.nms, counts, fix, owned=inplace)
     bar = None
     if options.progress:
         from tqdm import tqdm
@@ -364,4 +360,4 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
         writer.add(chunk)
     if bar is not None:
         bar.close()
-    return writer, order
+    return writer

@@ -45,10 +45,10 @@ def refine_detections(
     """
     options = options if options is not None else RefineOptions()
     refiner = as_refiner(model, spec, input_size, options.device, options.flip)
-    writer, order = run_pipeline(detections, images, refiner, options, padding, image_sizes,
-                                 inplace=inplace)
+    writer = run_pipeline(detections, images, refiner, options, padding, image_sizes,
+                          inplace=inplace)
     counts = writer.counts
-    result = writer.result(order)
+    result = writer.result()
     counts.detections_out = len(result)
     return result, counts
 

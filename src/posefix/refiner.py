@@ -263,13 +263,11 @@ class Refiner:
             raise TypeError("a Refiner carries its own flip test and device (Refiner."
                             "from_checkpoint(..., flip=, device=))")
         opts = RefineOptions(**{"workers": 0, "score": DEFAULT_SCORE, **options})
-        writer, order = run_pipeline(dets, frames.__getitem__, self, opts)
-        back = np.empty_like(order)
-        back[order] = np.arange(len(order))
+        writer = run_pipeline(dets, frames.__getitem__, self, opts, inplace=True)
         ends = np.cumsum([len(k) for k in keypoints])
         out = []
         for s, e in zip(np.r_[0, ends[:-1]], ends, strict=True):
-            rows = back[s:e]
+            rows = np.arange(s, e)
             out.append(RefinedPoses(
                 writer.keypoints[rows], writer.scores[rows],
                 None if writer.error is None else writer.error[rows],

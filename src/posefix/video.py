@@ -113,9 +113,9 @@ def refine_video(detections: Detections, video: str | Path, refiner: Any,
         lo = np.searchsorted(sorted_ids, min(held), side="left")
         hi = np.searchsorted(sorted_ids, max(held), side="right")
         rows = by_frame[lo:hi]
-        writer, order = run_pipeline(detections.select(rows), held.__getitem__, refiner,
-                                     options)
-        parts.append(writer.result(order))
+        writer = run_pipeline(detections.select(rows), held.__getitem__, refiner, options,
+                              inplace=True)  # the selection is the window's own copy
+        parts.append(writer.result())
         _add_counts(counts, writer.counts)
         held.clear()
 
