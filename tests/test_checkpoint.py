@@ -204,7 +204,9 @@ def test_load_errors_name_the_file(tmp_path: Path, trained: tuple[torch.nn.Modul
 
 
 def test_default_checkpoint_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ckpt_mod, "__file__", str(tmp_path / "checkpoint.py"))
+    import posefix.builtin as builtin
+
+    monkeypatch.setattr(builtin, "__file__", str(tmp_path / "builtin.py"))
     with pytest.raises(FileNotFoundError, match="demo_model.pt"):
         default_checkpoint_path()
     asset = tmp_path / "assets" / "demo_model.pt"
