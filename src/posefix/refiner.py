@@ -168,7 +168,7 @@ class Refiner:
         if path is None:  # exported once per checkpoint and gate, then from the cache
             source = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
             runner = OnnxRefiner(cached_onnx(source, error_gate), threads=threads)
-            description = f"onnxruntime (exported from {source})"
+            description = f"onnxruntime, the export of {source}"
         else:
             if error_gate is not None:
                 raise InputError(path, "the error gate of an exported model is fixed; export "

@@ -295,11 +295,11 @@ def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = N
     Returns:
         The report (also written to ``out/report.json``).
     """
-    from ..refiner import Refiner
+    from ..refiner import load_refiner
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    refiner = Refiner.from_checkpoint(checkpoint)  # None: the shipped model
+    refiner = load_refiner(checkpoint)  # None: the shipped model, on the default backend
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [_refine_input(refiner, part, est, out) for part, est in SAMPLE_INPUTS]
