@@ -140,6 +140,27 @@ def test_calibration_batches_are_what_refinement_feeds(exported: Path) -> None:
     assert nx.shape == (5, 3, 128, 96)
 
 
+def test_a_resnet_backbone_is_quantized_too(tmp_path: Path) -> None:
+    import onnx
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(H, W), deconv_channels=16))
+    ckpt = save_checkpoint(tmp_path / "r18.pt", model=build_model(cfg.model, K).eval(),
+                           config=cfg, spec=SPEC)
+    exported = export_onnx(ckpt, tmp_path / "r18.onnx")
+    quantized = quantize_onnx(exported, tmp_path / "r18_int8.onnx", _batches(16, 2))
+    graph = onnx.load(str(quantized)).graph
+    quantized_inputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    int8 = [n.name for n in convs if n.input[0] in quantized_inputs]
+    assert any(name.startswith("/net/layer4/") for name in int8)
+    assert len(int8) == len(convs) - 1  # all but the stem, which reads the heatmaps
+    x, p = _batches(16, 2)[0]
+    a, b = OnnxRefiner(exported).run(x, p), OnnxRefiner(quantized).run(x, p)
+    assert not np.array_equal(a["heatmaps"], b["heatmaps"])
+    assert np.corrcoef(a["heatmaps"].ravel(), b["heatmaps"].ravel())[0, 1] > 0.99  # random
+
+
 def test_errors_name_what_is_wrong(exported: Path, tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper

@@ -44,15 +44,19 @@ __all__ = ["CALIBRATION_DIR", "FLOAT_SCOPES", "NETWORK_SCOPES", "CalibrationSet"
 #: The shipped calibration set: ``crops.jpg`` (the crops one under the other) and
 #: ``calibration.json`` (input size, spec, poses in crop pixels, provenance).
 CALIBRATION_DIR = Path(__file__).resolve().parent / "assets" / "calibration"
-#: Node-name prefixes of the network inside an export (``RefinerModule.net``'s modules).
-NETWORK_SCOPES = ("/net/backbone/", "/net/deconv/", "/net/final/")
+#: Node-name prefixes of the network inside an export (``RefinerModule.net``'s modules):
+#: MobileNetV2's backbone, ResNet's stem and stages, the deconvolutions, the final layer.
+NETWORK_SCOPES = ("/net/backbone/", "/net/conv1/", "/net/bn1/", "/net/relu/", "/net/maxpool/",
+                  "/net/layer1/", "/net/layer2/", "/net/layer3/", "/net/layer4/",
+                  "/net/deconv/", "/net/final/")
 #: Node-name prefixes kept float32 by default: MobileNetV2's first three blocks, at strides
 #: 1-4 of the crop (the first convolution, which reads the input-pose heatmaps, and the
 #: first two inverted residuals). Quantized, each of them alone changed the shipped model's
 #: outputs more than any later block; float, they halve the error for a fifth of the speed.
+#: ResNet's stem convolution (which reads the heatmaps) likewise, by analogy: unmeasured.
 FLOAT_SCOPES = ("/net/backbone/backbone.0/", "/net/backbone/backbone.1/",
-                "/net/backbone/backbone.2/")
-_OPS = ("Conv", "Clip", "Relu", "Add", "Concat", "DepthToSpace")
+                "/net/backbone/backbone.2/", "/net/conv1/")
+_OPS = ("Conv", "Clip", "Relu", "Add", "Concat", "DepthToSpace", "MaxPool")
 _TAPS = {0: [3, 1], 1: [2, 0]}  # kernel taps of output phase 0 / 1 (offsets -1, 0 / 0, +1)
 
 
@@ -232,6 +236,25 @@ def split_deconvolutions(model: Any) -> int:
     return count
 
 
+def _materialize_identities(model: Any) -> None:
+    """Replace each ``Identity`` of an initializer (the exporter shares equal tensors, e.g.
+    zero biases, that way) by a copy of it, so that every weight and bias is an initializer
+    the quantizer can read."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    outputs = {o.name for o in g.output}
+    nodes = []
+    for n in g.node:
+        if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs:
+            copy = g.initializer.add()
+            copy.CopyFrom(inits[n.input[0]])
+            copy.name = n.output[0]
+        else:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
 def _drop_unused(model: Any) -> None:
     """Remove the nodes and initializers that nothing reads (left by the rewrites, and the
     bounds of the ``Clip`` nodes the quantizer removes: onnxruntime would warn about each)."""
@@ -307,6 +330,7 @@ def quantize_onnx(src: str | Path, dst: str | Path,
     if names[:2] != ["images", "input_pose"]:
         raise ValueError(f"{src}: inputs {names}, expected ['images', 'input_pose'] "
                          "(not a posefix export)")
+    _materialize_identities(model)
     deconvs = split_deconvolutions(model)
     inputs = split_input_convolution(model)
     nodes = _network_nodes(model, opts)
