@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -363,14 +363,30 @@ class _ListReader:
                 cut = self.buf.rfind(b"},", self.pos, end)
             if cut < 0:
                 return None
+            wrapped = b"[" + self.buf[self.pos:cut + 1] + b"]"
             try:
-                values = orjson.loads(b"[" + self.buf[self.pos:cut + 1] + b"]")
-            except orjson.JSONDecodeError:
+                values = orjson.loads(wrapped)
+            except orjson.JSONDecodeError as e:
+                if e.msg.startswith("unexpected content after document"):
+                    return self._to_list_end(wrapped, e.pos)
                 end = cut
                 continue
             self.pos = cut + 2
             return values
         return None
+
+    def _to_list_end(self, wrapped: bytes, at: int) -> list[Any] | None:
+        """The elements up to the end of the list, where a cut of :meth:`fast` lay past it
+        (in a list inside an object): ``wrapped`` parsed whole up to character ``at``, and
+        the position left on the list's ``]``."""
+        head = wrapped.decode("utf-8", "surrogateescape")[:at].encode(
+            "utf-8", "surrogateescape").rstrip(self.SPACE)
+        try:
+            values = orjson.loads(head)
+        except orjson.JSONDecodeError:
+            return None
+        self.pos += len(head) - 1  # on the ']' (the caller steps back one byte)
+        return values
 
     def slow(self) -> Any:
         """One element by Python's json (exact errors; NaN and huge integers)."""
@@ -410,31 +426,32 @@ def iter_json_list(path: str | Path, block: int = 1 << 22,
             read_json(path)  # a broken file is "not valid JSON", as before
             raise InputError(path, not_a_list)
         r.pos += 1
-        first = True
-        while True:
+        yield from _list_chunks(r)
+        if r.peek() is not None:
+            raise r.error("Extra data", r.pos)
+
+
+def _list_chunks(r: _ListReader) -> Iterator[list[Any]]:
+    """The elements of the list whose ``[`` ``r`` has just read, in chunks; returns with the
+    ``]`` read."""
+    first = True
+    while True:
+        c = r.peek()
+        if c == ord("]"):
+            r.pos += 1
+            return
+        if not first:
+            if c != ord(","):
+                raise r.error("Expecting ',' delimiter", r.pos)
+            r.pos += 1
             c = r.peek()
-            if c == ord("]") and first:
-                r.pos += 1
-                if r.peek() is not None:
-                    raise r.error("Extra data", r.pos)
-                return
-            if not first:
-                if c == ord("]"):
-                    r.pos += 1
-                    if r.peek() is not None:
-                        raise r.error("Extra data", r.pos)
-                    return
-                if c != ord(","):
-                    raise r.error("Expecting ',' delimiter", r.pos)
-                r.pos += 1
-                c = r.peek()
-            if c is None:
-                raise r.error("Expecting value", r.pos)
-            chunk = r.fast()
-            yield chunk if chunk is not None else [r.slow()]
-            first = False
-            if chunk is not None:
-                r.pos -= 1  # leave the comma after the last element to the loop
+        if c is None:
+            raise r.error("Expecting value", r.pos)
+        chunk = r.fast()
+        yield chunk if chunk is not None else [r.slow()]
+        first = False
+        if chunk is not None:
+            r.pos -= 1  # leave the comma after the last element to the loop
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *,
@@ -580,6 +597,30 @@ def load_ground_truth(
             persons), e.g. LSP's ``test``; an :class:`InputError` if none has it.
     """
     path = Path(path)
+    try:
+        parsed = _stream_ground_truth(path, spec)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+        parsed = None  # the whole-file path names what is wrong, as it always has
+    spec, images, arrays = parsed if parsed is not None else _whole_ground_truth(path, spec)
+    kps, boxes, areas, iscrowd, image_ids, ann_ids = arrays
+    _check_unique_ids(ann_ids, path)
+    ignored = list(spec.ignore)
+    if ignored:
+        kps[:, ignored, 2] = 0
+    gt = GroundTruth(
+        spec=spec, images=images, image_ids=image_ids, ann_ids=ann_ids, keypoints=kps,
+        boxes=boxes, areas=areas, iscrowd=iscrowd, path=str(path),
+        image_root=Path(image_root) if image_root is not None else _guess_root(path, images),
+    )
+    return gt if split is None else _restrict_to_split(gt, split, path)
+
+
+_Parsed = tuple[KeypointSpec, dict[int, ImageInfo], tuple[np.ndarray, ...]]
+
+
+def _whole_ground_truth(path: Path, spec: KeypointSpec | str | None) -> _Parsed:
+    """:func:`load_ground_truth`'s spec, images and person arrays from the whole file parsed
+    at once (the MPII list form; any file the stream refuses, whose fault this names)."""
     data = read_json(path)
     if isinstance(data, list):  # mmpose's MPII list form: converted on the fly
         spec = load_spec(spec if spec is not None else "mpii16")
@@ -596,7 +637,17 @@ def load_ground_truth(
                              "pass one (e.g. --spec coco17)", field_name="categories")
     spec = load_spec(spec)
     images: dict[int, ImageInfo] = {}
-    for i, im in enumerate(data["images"]):
+    _add_images(images, data["images"], path, 0)
+    anns = [a for a in data["annotations"] if int(a.get("category_id", 1)) == 1]
+    arrays = _annotations_fast(anns, spec.num_keypoints, images.keys())
+    return spec, images, (
+        arrays if arrays is not None else _annotations_checked(anns, path, spec, images))
+
+
+def _add_images(images: dict[int, ImageInfo], entries: list[Any], path: Path,
+                start: int) -> None:
+    """Entries ``start, start + 1, ...`` of the file's ``images`` into ``images``."""
+    for i, im in enumerate(entries, start):
         try:
             own = im.get("split")
             info = ImageInfo(int(im["id"]), str(im["file_name"]), int(im.get("width", 0)),
@@ -604,33 +655,138 @@ def load_ground_truth(
         except KeyError as e:
             raise InputError(path, "missing field", i, f"images.{e.args[0]}") from None
         images[info.id] = info
-    anns = [a for a in data["annotations"] if int(a.get("category_id", 1)) == 1]
-    arrays = _annotations_fast(anns, spec, images)
-    kps, boxes, areas, iscrowd, image_ids, ann_ids = (
-        arrays if arrays is not None else _annotations_checked(anns, path, spec, images))
-    _check_unique_ids(ann_ids, path)
-    ignored = list(spec.ignore)
-    if ignored:
-        kps[:, ignored, 2] = 0
-    gt = GroundTruth(
-        spec=spec, images=images, image_ids=image_ids, ann_ids=ann_ids, keypoints=kps,
-        boxes=boxes, areas=areas, iscrowd=iscrowd, path=str(path),
-        image_root=Path(image_root) if image_root is not None else _guess_root(path, images),
-    )
-    return gt if split is None else _restrict_to_split(gt, split, path)
 
 
-def _annotations_fast(anns: list[dict], spec: KeypointSpec, images: dict[int, ImageInfo]
+def _object_members(path: Path, block: int) -> Iterator[tuple[str, Any]]:
+    """The members of a file holding one JSON object, read a block at a time: ``(key,
+    value)``, a list value as an iterator of chunks of its elements (drained here if the
+    caller leaves some), any other value whole."""
+    with open(path, "rb") as f:
+        r = _ListReader(path, f, block)
+        if r.peek() != ord("{"):
+            raise InputError(path, "not a JSON object")
+        r.pos += 1
+        first = True
+        while r.peek() != ord("}"):
+            if not first:
+                if r.peek() != ord(","):
+                    raise r.error("Expecting ',' delimiter", r.pos)
+                r.pos += 1
+                r.peek()
+            key = r.slow()
+            if not isinstance(key, str) or r.peek() != ord(":"):
+                raise r.error("Expecting property name and ':'", r.pos)
+            r.pos += 1
+            if r.peek() == ord("["):
+                r.pos += 1
+                chunks = _list_chunks(r)
+                yield key, chunks
+                for _ in chunks:
+                    pass
+            else:
+                yield key, r.slow()
+            first = False
+        r.pos += 1
+        if r.peek() is not None:
+            raise r.error("Extra data", r.pos)
+
+
+def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int = 1 << 22
+                         ) -> _Parsed | None:
+    """:func:`_whole_ground_truth`'s result from the file read as a stream: the persons go
+    into arrays a chunk at a time, without the fields posefix does not use (segmentation
+    polygons are most of a COCO file). None where the stream cannot be sure of the same
+    result (an MPII list, a repeated key, an annotation the fast checks refuse)."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        if f.read(1 << 12).lstrip()[:1] != b"{":
+            return None
+    spec = load_spec(spec) if spec is not None else None
+    images: dict[int, ImageInfo] = {}
+    persons: tuple[int | None, tuple[np.ndarray, ...] | None] | None = None
+    cats, seen = None, []
+    for key, value in _object_members(path, block):
+        if key in seen or (key in ("images", "annotations") and not isinstance(value, Iterator)):
+            return None  # a repeated key (the last counts) or no list: see the whole file
+        seen.append(key)
+        if key == "images":
+            start = 0
+            for chunk in value:
+                _add_images(images, chunk, path, start)
+                start += len(chunk)
+        elif key == "annotations":
+            persons = _person_chunks(value, spec.num_keypoints if spec else None,
+                                     images.keys() if "images" in seen else None)
+            if persons is None:
+                return None
+        elif key == "categories":
+            cats = [e for c in value for e in c] if isinstance(value, Iterator) else value
+    return _stream_result(path, spec, images, persons, cats, seen)
+
+
+def _person_chunks(chunks: Iterator[list[Any]], K: int | None, known: Collection[int] | None
+                   ) -> tuple[int | None, tuple[np.ndarray, ...] | None] | None:
+    """The person arrays of the ``annotations`` list, built a chunk at a time: (K, arrays or
+    None where there is no person), K the spec's or, where the spec is not known yet, the
+    first person's; None where a chunk needs the checked path."""
+    rows: _Rows | None = None
+    start = 0
+    for chunk in chunks:
+        anns = [a for a in chunk if int(a.get("category_id", 1)) == 1]
+        del chunk
+        if not anns:
+            continue
+        if K is None:
+            kp = anns[0].get("keypoints")
+            if type(kp) is not list or len(kp) % 3:
+                return None
+            K = len(kp) // 3
+        part = _annotations_fast(anns, K, known, start)
+        if part is None:
+            return None
+        rows = rows or _Rows(tuple(a[:0] for a in part))
+        rows.append(part)
+        start += len(anns)
+    return K, rows.result() if rows is not None else None
+
+
+def _stream_result(path: Path, spec: KeypointSpec | None, images: dict[int, ImageInfo],
+                   persons: tuple[int | None, tuple[np.ndarray, ...] | None] | None,
+                   cats: Any, seen: list[str]) -> _Parsed | None:
+    """:func:`_stream_ground_truth`'s result from what the stream gathered, or None where
+    it differs from the whole file's (no spec, another K, unknown image ids)."""
+    if persons is None or "images" not in seen:
+        return None
+    if spec is None:
+        spec = _spec_from_categories({"categories": cats}, path)
+        if spec is None:
+            return None
+    K, arrays = persons
+    if arrays is not None and K != spec.num_keypoints:
+        return None
+    if arrays is None:  # no person annotation
+        arrays = _annotations_fast([], spec.num_keypoints, None)
+    image_ids = arrays[4]
+    if seen.index("images") > seen.index("annotations") and not np.isin(
+            image_ids, np.fromiter(images, dtype=np.int64, count=len(images))).all():
+        return None
+    return spec, images, arrays
+
+
+def _annotations_fast(anns: list[dict], K: int, known: Collection[int] | None, start: int = 0
                       ) -> tuple[np.ndarray, ...] | None:
-    """The person arrays of :func:`load_ground_truth` for the whole list at once, or None
-    where some annotation needs :func:`_annotations_checked` (to name what is wrong)."""
-    K, n = spec.num_keypoints, len(anns)
+    """The person arrays of :func:`load_ground_truth` for a list of person annotations at
+    once (entries ``start, start + 1, ...`` of those of the file), or None where some
+    annotation needs :func:`_annotations_checked` (to name what is wrong). ``known``: the
+    image ids (None: not checked here)."""
+    n = len(anns)
     if not all(type(a) is dict and "keypoints" in a and type(a.get("image_id")) is int
                for a in anns):
         return None
     kps = _numbers([a["keypoints"] for a in anns], 3 * K) if n else np.zeros((0, 3 * K))
     image_ids = np.array([a["image_id"] for a in anns], dtype=np.int64)
-    if kps is None or not set(image_ids.tolist()) <= images.keys():
+    if kps is None or (known is not None and not set(image_ids.tolist()) <= known):
         return None
     kps = kps.reshape(n, K, 3)
     boxes = np.zeros((n, 4))
@@ -653,7 +809,8 @@ def _annotations_fast(anns: list[dict], spec: KeypointSpec, images: dict[int, Im
     areas = np.array([float(a["area"]) if "area" in a else float(boxes[r, 2] * boxes[r, 3])
                       for r, a in enumerate(anns)])
     iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-    ann_ids = np.array([int(a.get("id", r + 1)) for r, a in enumerate(anns)], dtype=np.int64)
+    ann_ids = np.array([int(a.get("id", r + 1)) for r, a in enumerate(anns, start)],
+                       dtype=np.int64)
     return kps, boxes, areas.reshape(n), iscrowd.reshape(n), image_ids, ann_ids
 
 
@@ -812,36 +969,54 @@ def _warn_results(path: Path, entries: int, unknown: int) -> None:
                       stacklevel=3)
 
 
-class _Growing:
-    """Detections appended in parts into arrays that double when full: large arrays are
-    mapped memory, returned whole when freed, so that the parse leaves no holes behind."""
+class _Rows:
+    """Arrays appended to in parts, a row at a time, in arrays that double when full: large
+    arrays are mapped memory, returned whole when freed, so that a parse leaves no holes
+    behind among the parts it has freed."""
+
+    def __init__(self, empty: tuple[np.ndarray, ...], capacity: int = 1 << 14) -> None:
+        self.n = 0
+        self.arrays = empty
+        self._resize(capacity)
+
+    def _resize(self, capacity: int) -> None:
+        self.arrays = tuple(self._grown(old, capacity) for old in self.arrays)
+
+    def _grown(self, old: np.ndarray, capacity: int) -> np.ndarray:
+        new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
+        new[:self.n] = old[:self.n]
+        return new
+
+    def append(self, part: tuple[np.ndarray, ...]) -> None:
+        """Add rows at the end."""
+        end = self.n + len(part[0])
+        if end > len(self.arrays[0]):
+            self._resize(max(end, 2 * len(self.arrays[0])))
+        for a, p in zip(self.arrays, part, strict=True):
+            a[self.n:end] = p
+        self.n = end
+
+    def result(self) -> tuple[np.ndarray, ...]:
+        """The rows so far (views: the unused capacity is never touched, so never paged)."""
+        return tuple(a[:self.n] for a in self.arrays)
+
+
+class _Growing(_Rows):
+    """:class:`_Rows` of detections."""
 
     FIELDS = ("image_ids", "keypoints", "scores", "boxes", "category_ids")
 
     def __init__(self, num_keypoints: int, capacity: int = 1 << 14) -> None:
-        self.n = 0
-        self.arrays = Detections.empty(num_keypoints)
-        self._resize(capacity)
+        empty = Detections.empty(num_keypoints)
+        super().__init__(tuple(getattr(empty, f) for f in self.FIELDS), capacity)
 
-    def _resize(self, capacity: int) -> None:
-        for f in self.FIELDS:
-            old = getattr(self.arrays, f)
-            new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
-            new[:self.n] = old[:self.n]
-            setattr(self.arrays, f, new)
-
-    def append(self, part: Detections) -> None:
+    def append(self, part: Detections) -> None:  # type: ignore[override]
         """Add rows at the end."""
-        end = self.n + len(part)
-        if end > len(self.arrays):
-            self._resize(max(end, 2 * len(self.arrays)))
-        for f in self.FIELDS:
-            getattr(self.arrays, f)[self.n:end] = getattr(part, f)
-        self.n = end
+        super().append(tuple(getattr(part, f) for f in self.FIELDS))
 
-    def result(self) -> Detections:
-        """The rows so far (views: the unused capacity is never touched, so never paged)."""
-        return Detections(*(getattr(self.arrays, f)[:self.n] for f in self.FIELDS))
+    def result(self) -> Detections:  # type: ignore[override]
+        """The rows so far (views)."""
+        return Detections(*super().result())
 
 
 def _numbers(lists: list[Any], size: int | None) -> np.ndarray | None:
