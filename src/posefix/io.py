@@ -588,6 +588,11 @@ def load_ground_truth(
     """Load a COCO keypoint annotation file (or mmpose's MPII JSON list form, converted
     with :func:`convert_mpii`).
 
+    A COCO file is parsed as a stream, its ``images`` and ``annotations`` a block at a time
+    straight into arrays without the fields posefix does not use (segmentation polygons
+    are most of a COCO file); a file the stream cannot vouch for is read whole, so that
+    the errors name the bad entry and field as they always have.
+
     Args:
         path: the annotation JSON.
         spec: keypoint layout; by default inferred from the file's category keypoint names.
