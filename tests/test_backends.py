@@ -109,3 +109,58 @@ def test_cuda_probe_imports_torch_only_where_a_driver_is(tmp_path: Path) -> None
 
         assert cuda == str(torch.cuda.is_available())
         assert backend == ("torch" if cuda == "True" else "onnxruntime")
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    """A random resnet18 refiner at 64x48: a crop size the shipped calibration set does
+    not fit."""
+    torch = pytest.importorskip("torch")
+    from posefix.checkpoint import save_checkpoint
+    from posefix.config import Config, ModelConfig
+    from posefix.model import build_model
+    from posefix.spec import load_spec
+
+    torch.manual_seed(0)
+    spec = load_spec("coco17")
+    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(64, 48), deconv_channels=32))
+    return save_checkpoint(folder / "tiny.pt", model=build_model(cfg.model, 17), config=cfg,
+                           spec=spec)
+
+
+def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                ) -> None:
+    from posefix.refiner import load_refiner
+
+    monkeypatch.setenv("POSEFIX_CACHE", str(tmp_path / "cache"))
+    shipped = load_refiner(None, "auto", device="cpu")  # the shipped model: 128x96 COCO-17
+    assert shipped.arrays and shipped.description.startswith("onnxruntime int8, the export")
+    assert "-int8-" in shipped.predict.path.name
+    assert "posefix.quantization" in shipped.predict.metadata
+    float32 = load_refiner(None, "onnxruntime", device="cpu")
+    assert float32.description.startswith("onnxruntime, the export")
+    assert "-int8-" not in float32.predict.path.name
+    files = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())
+    assert len(files) == 2 and sum("-int8-" in f for f in files) == 1  # one export, one copy
+    # the int8 network stays close to the float32 one on the calibration crops
+    from posefix.quantize import load_calibration
+
+    cal = load_calibration()
+    a = shipped.refine_batch(cal.crops[:8], cal.poses[:8])
+    b = float32.refine_batch(cal.crops[:8], cal.poses[:8])
+    assert np.median(np.abs(a[0] - b[0])) < 0.5 and np.abs(a[1] - b[1]).max() < 0.1
+
+    tiny = _tiny_checkpoint(tmp_path)  # 64x48: auto falls back to float32, int8 refuses
+    fallback = load_refiner(tiny, "auto", device="cpu")
+    assert fallback.arrays and not fallback.description.startswith("onnxruntime int8")
+    assert "-int8-" not in fallback.predict.path.name
+    with pytest.raises(ValueError, match="calibration set is for 128x96 coco17.*64x48"):
+        load_refiner(tiny, "onnxruntime-int8", device="cpu")
+
+
+def test_int8_of_a_given_onnx_file_is_refused(tmp_path: Path) -> None:
+    from posefix.io import InputError
+    from posefix.refiner import Refiner
+
+    with pytest.raises(InputError, match="quantize it"):
+        Refiner.from_onnx(tmp_path / "model.onnx", int8=True)

@@ -30,13 +30,14 @@ from typing import Any
 __all__ = ["BACKENDS", "cache_dir", "cached_onnx", "choose_backend", "cuda_available",
            "default_threads"]
 
-#: ``--backend`` values: ``auto`` picks one of the others.
-BACKENDS = ("auto", "torch", "onnxruntime")
+#: ``--backend`` values: ``auto`` picks one of the others (see :func:`choose_backend`).
+BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
 
 
 def choose_backend(backend: str, device: Any = "auto") -> str:
-    """The backend that runs: ``auto`` is ``onnxruntime`` on the CPU where it is installed,
-    else ``torch``; any other name as it is (checked)."""
+    """The backend that runs: ``auto`` is ``onnxruntime`` on the CPU where it is installed
+    (int8 where the shipped calibration set fits the model: :func:`cached_int8`), else
+    ``torch``; any other name as it is (checked)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
@@ -115,3 +116,55 @@ def cached_onnx(checkpoint: str | Path, error_gate: float | None = None,
     except OSError:  # a read-only home: export for this run only
         tmp = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
         return export_onnx(checkpoint, tmp / path.name, opset=opset, error_gate=error_gate)
+
+
+def cached_int8(export: str | Path, required: bool = False) -> Path | None:
+    """The int8 copy of a float32 export (:func:`posefix.quantize.quantize_onnx`, calibrated
+    on the calibration set shipped with the package), from the cache next to it, made there
+    first if missing. None where that set does not fit the model (another crop size or
+    keypoint layout); with ``required`` that is a ``ValueError`` instead."""
+    from .quantize import CALIBRATION_DIR
+
+    export = Path(export)
+    cal_hash = "|".join(_file_hash(f) for f in sorted(CALIBRATION_DIR.iterdir()))
+    key = hashlib.sha256(f"{export.name}|{cal_hash}|"
+                         f"{importlib.metadata.version('onnxruntime')}".encode()).hexdigest()
+    path = export.with_name(f"{export.stem}-int8-{key[:16]}.onnx")
+    if path.is_file():
+        return path
+    batches = _calibration_for(export, required)
+    if batches is None:
+        return None
+    from .quantize import quantize_onnx
+
+    try:
+        return quantize_onnx(export, path, batches)
+    except OSError:  # a read-only cache: for this run only
+        tmp = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
+        return quantize_onnx(export, tmp / path.name, batches)
+
+
+def _calibration_for(export: Path, required: bool) -> list[tuple[Any, Any]] | None:
+    """The shipped calibration batches for the model in ``export``, or None (or with
+    ``required`` a ``ValueError``) where its crop size or keypoint layout differs."""
+    from .onnx_runner import OnnxRefiner
+    from .quantize import calibration_batches, load_calibration
+    from .spec import load_spec
+
+    runner = OnnxRefiner(export, threads=1)
+    cal = load_calibration()
+    want = (tuple(cal.crops.shape[1:3]), cal.spec, cal.poses.shape[1])
+    have = (tuple(runner.input_size), runner.spec.name if runner.spec else None,
+            runner.num_keypoints)
+    if want != have:
+        if required:
+            raise ValueError(f"int8: the shipped calibration set is for {want[0][0]}x{want[0][1]}"
+                             f" {want[1]} crops, the model takes {have[0][0]}x{have[0][1]} "
+                             f"{have[1]}; quantize with posefix.quantize.quantize_onnx and "
+                             "batches of its own (or use --backend onnxruntime)")
+        return None
+    # batches of 4 crops (8 with the mirrored copies): the calibrator holds every
+    # intermediate output of a batch; the ranges, global minima and maxima, are the same
+    # for any batch size (2.6 GB peak at 32, 0.56 GB at 4 for the shipped model)
+    return calibration_batches(cal.crops, cal.poses, load_spec(cal.spec).flip_index,
+                               batch_size=4)

@@ -204,9 +204,11 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=default("device"),
                    help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto",
-                   help="auto: ONNX Runtime on a CPU (the checkpoint exported once, cached), "
+                   help="auto: ONNX Runtime on a CPU (the checkpoint exported once and "
+                        "cached; int8 where the shipped calibration set fits the model), "
                         "PyTorch on CUDA; torch: the exact float32 PyTorch path; "
-                        "onnxruntime: ONNX Runtime (--onnx FILE, or the checkpoint's export)")
+                        "onnxruntime: float32 ONNX Runtime (--onnx FILE, or the checkpoint's "
+                        "export); onnxruntime-int8: the export's int8 copy")
     p.add_argument("--onnx", default=None, help="ONNX model for --backend onnxruntime")
     p.add_argument("--skip-missing", action="store_true",
                    help="keep (unrefined) and count detections whose image is missing or "

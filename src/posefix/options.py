@@ -88,9 +88,10 @@ class RefineFileOptions:
 
     Attributes:
         refine: how the detections are refined.
-        backend: ``"auto"`` (default: ONNX Runtime on a CPU, PyTorch on CUDA; see
-            :mod:`posefix.backends`), ``"torch"`` (the exact float32 path) or
-            ``"onnxruntime"`` (:data:`posefix.backends.BACKENDS`).
+        backend: ``"auto"`` (default: ONNX Runtime on a CPU, int8 where the shipped
+            calibration set fits the model; PyTorch on CUDA; see :mod:`posefix.backends`),
+            ``"torch"`` (the exact float32 path), ``"onnxruntime"`` (float32) or
+            ``"onnxruntime-int8"`` (:data:`posefix.backends.BACKENDS`).
         onnx: the ONNX file for ``onnxruntime`` (default: the cached export of the
             checkpoint).
         error_gate: keep every input keypoint whose probability of being a gross error (the

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import BACKENDS, cached_onnx, choose_backend, default_threads
+from .backends import BACKENDS, cached_int8, cached_onnx, choose_backend, default_threads
 from .builtin import default_checkpoint_path
 from .imagenet import normalize_array
 from .io import Detections, InputError
@@ -152,27 +152,34 @@ class Refiner:
     @classmethod
     def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
                   flip: bool = True, error_gate: float | None = None,
-                  threads: int | None = None) -> Refiner:
+                  threads: int | None = None, int8: bool | None = False) -> Refiner:
         """An exported network run by ONNX Runtime on the CPU, without torch (``threads``:
         :func:`posefix.backends.default_threads` unless given).
 
         ``path`` None exports ``checkpoint`` (None: the shipped model) with ``error_gate``
         first, once: the export is kept in the user's cache
         (:func:`posefix.backends.cached_onnx`; only the export imports torch) and carries
-        the checkpoint's spec and box padding. For a given ``path``, spec and padding come
-        from ``checkpoint`` where given, else from the file's metadata. The error gate of an
-        existing export is fixed in its graph.
+        the checkpoint's spec and box padding. ``int8`` True runs its int8 copy
+        (:func:`posefix.backends.cached_int8`), None runs that copy where the shipped
+        calibration set fits the model and the float32 export elsewhere. For a given
+        ``path``, spec and padding come from ``checkpoint`` where given, else from the
+        file's metadata. The error gate of an existing export is fixed in its graph.
         """
         threads = threads if threads is not None else default_threads()
         spec, padding = None, None
         if path is None:  # exported once per checkpoint and gate, then from the cache
             source = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
-            runner = OnnxRefiner(cached_onnx(source, error_gate), threads=threads)
-            description = f"onnxruntime, the export of {source}"
+            export = cached_onnx(source, error_gate)
+            quantized = None if int8 is False else cached_int8(export, required=bool(int8))
+            runner = OnnxRefiner(quantized or export, threads=threads)
+            description = f"onnxruntime{' int8' if quantized else ''}, the export of {source}"
         else:
             if error_gate is not None:
                 raise InputError(path, "the error gate of an exported model is fixed; export "
                                  "again with posefix export --error-gate")
+            if int8:
+                raise InputError(path, "an ONNX file runs as it is; quantize it with "
+                                 "posefix.quantize.quantize_onnx (or leave out int8)")
             if checkpoint is not None:
                 from .checkpoint import load_checkpoint
 
@@ -351,17 +358,20 @@ def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
                  flip: bool = True, error_gate: float | None = None) -> Refiner:
     """The refiner of ``posefix refine``: :meth:`Refiner.from_checkpoint` for ``torch``,
     :meth:`Refiner.from_onnx` (``onnx``, else ``checkpoint`` exported) for
-    ``onnxruntime``; ``auto`` picks one (:func:`posefix.backends.choose_backend`: ONNX
-    Runtime on a CPU, or for an ``onnx`` file)."""
-    backend = "onnxruntime" if backend == "auto" and onnx is not None else \
+    ``onnxruntime`` (float32) and ``onnxruntime-int8``; ``auto`` picks one
+    (:func:`posefix.backends.choose_backend`: ONNX Runtime on a CPU, int8 where the shipped
+    calibration set fits the model; an ``onnx`` file as it is)."""
+    chosen = "onnxruntime" if backend == "auto" and onnx is not None else \
         choose_backend(backend, device)
-    if backend == "onnxruntime" and str(device).startswith("cuda"):
+    if chosen.startswith("onnxruntime") and str(device).startswith("cuda"):
         raise ValueError(f"ONNX Runtime runs on the CPU here; --device {device} needs "
                          "--backend torch")
-    if backend == "torch":
+    if chosen == "torch":
         return Refiner.from_checkpoint(checkpoint, device=device, flip=flip,
                                        error_gate=error_gate)
-    return Refiner.from_onnx(onnx, checkpoint=checkpoint, flip=flip, error_gate=error_gate)
+    int8 = True if chosen == "onnxruntime-int8" else (None if backend == "auto" else False)
+    return Refiner.from_onnx(onnx, checkpoint=checkpoint, flip=flip, error_gate=error_gate,
+                             int8=int8)
 
 
 def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
