@@ -1,18 +1,22 @@
 """Which network backend refines by default, and the ONNX export cache behind it.
 
 ``posefix refine`` (and ``refine_files``) without ``--backend`` runs ``auto``: on a CPU the
-network through ONNX Runtime (with the shipped model, one thread each, its network ran 2.5x
-PyTorch float32's crops per CPU-second and the whole refinement 2.25x the float32 network
-alone, with the same keypoints to 0.0002 px: benchmarks/RESULTS.md), on a CUDA device
-PyTorch. ONNX Runtime gets :func:`default_threads` (``OMP_NUM_THREADS`` where set, as
-torch's count does). ``torch`` is the exact float32 path. On a CPU with the export cached,
-the default path never imports torch (``auto`` looks for a CUDA driver before asking
-torch): 600 MiB less memory and seconds less start-up.
+network through ONNX Runtime, as the int8 copy of the export (:func:`cached_int8`) where the
+calibration set shipped with the package fits the model, else the float32 export; on a
+CUDA device PyTorch. With the shipped model, one thread each, the default refinement ran at
+3.5x the PyTorch float32 network alone, within 0.001 AP of float32 on every LSP test input
+(benchmarks/RESULTS.md). ONNX Runtime gets :func:`default_threads` (``OMP_NUM_THREADS``
+where set, as torch's count does). ``onnxruntime`` is the float32 export (the same
+keypoints as PyTorch to 0.0002 px), ``torch`` the exact float32 path. On a CPU with the
+export cached, the default path never imports torch (``auto`` looks for a CUDA driver
+before asking torch): 600 MiB less memory and seconds less start-up.
 
 The ONNX file is exported once per checkpoint and error gate and kept in the user's cache
 (``$POSEFIX_CACHE``, else ``$XDG_CACHE_HOME/posefix``, else ``~/.cache/posefix``), named by
 the checkpoint file's SHA-256, the gate and the versions that shape the export, so that a
-user never runs ``posefix export`` by hand and a changed checkpoint is exported again.
+user never runs ``posefix export`` by hand and a changed checkpoint is exported again; its
+int8 copy sits beside it, named by the export, the calibration files and ONNX Runtime's
+version.
 """
 
 from __future__ import annotations
