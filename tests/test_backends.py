@@ -150,6 +150,14 @@ def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(tmp_path: Path,
     b = float32.refine_batch(cal.crops[:8], cal.poses[:8])
     assert np.median(np.abs(a[0] - b[0])) < 0.5 and np.abs(a[1] - b[1]).max() < 0.1
 
+    import posefix.refiner as refiner_mod
+
+    with monkeypatch.context() as m:  # a CPU whose int8 products may saturate: float32
+        m.setattr(refiner_mod, "int8_without_saturation", lambda: False)
+        old_cpu = load_refiner(None, "auto", device="cpu")
+        assert "-int8-" not in old_cpu.predict.path.name
+        assert "-int8-" in load_refiner(None, "onnxruntime-int8", device="cpu").predict.path.name
+
     tiny = _tiny_checkpoint(tmp_path)  # 64x48: auto falls back to float32, int8 refuses
     fallback = load_refiner(tiny, "auto", device="cpu")
     assert fallback.arrays and not fallback.description.startswith("onnxruntime int8")

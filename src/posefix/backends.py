@@ -26,13 +26,14 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKENDS", "cache_dir", "cached_onnx", "choose_backend", "cuda_available",
-           "default_threads"]
+__all__ = ["BACKENDS", "cache_dir", "cached_int8", "cached_onnx", "choose_backend",
+           "cuda_available", "default_threads", "int8_without_saturation"]
 
 #: ``--backend`` values: ``auto`` picks one of the others (see :func:`choose_backend`).
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
@@ -172,3 +173,21 @@ def _calibration_for(export: Path, required: bool) -> list[tuple[Any, Any]] | No
     # for any batch size (2.6 GB peak at 32, 0.56 GB at 4 for the shipped model)
     return calibration_batches(cal.crops, cal.poses, load_spec(cal.spec).flip_index,
                                batch_size=4)
+
+
+def int8_without_saturation() -> bool:
+    """Whether this CPU runs ONNX Runtime's int8 (uint8 x int8) products exactly: x86 with
+    VNNI (``avx512_vnni`` / ``avx_vnni``; where it was measured) or 64-bit ARM. Older x86
+    CPUs multiply with ``vpmaddubsw``, whose 16-bit sums can saturate (ONNX Runtime's
+    quantization documentation), so ``auto`` keeps them on the float32 export."""
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return True
+    if machine not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: unknown, so float32
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags

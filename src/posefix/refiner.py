@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import BACKENDS, cached_int8, cached_onnx, choose_backend, default_threads
+from .backends import (
+    BACKENDS,
+    cached_int8,
+    cached_onnx,
+    choose_backend,
+    default_threads,
+    int8_without_saturation,
+)
 from .builtin import default_checkpoint_path
 from .imagenet import normalize_array
 from .io import Detections, InputError
@@ -161,8 +168,9 @@ class Refiner:
         (:func:`posefix.backends.cached_onnx`; only the export imports torch) and carries
         the checkpoint's spec and box padding. ``int8`` True runs its int8 copy
         (:func:`posefix.backends.cached_int8`), None runs that copy where the shipped
-        calibration set fits the model and the float32 export elsewhere. For a given
-        ``path``, spec and padding come from ``checkpoint`` where given, else from the
+        calibration set fits the model and the CPU multiplies int8 without saturation
+        (:func:`posefix.backends.int8_without_saturation`), else the float32 export. For a
+        given ``path``, spec and padding come from ``checkpoint`` where given, else from the
         file's metadata. The error gate of an existing export is fixed in its graph.
         """
         threads = threads if threads is not None else default_threads()
@@ -170,7 +178,8 @@ class Refiner:
         if path is None:  # exported once per checkpoint and gate, then from the cache
             source = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
             export = cached_onnx(source, error_gate)
-            quantized = None if int8 is False else cached_int8(export, required=bool(int8))
+            wanted = int8 or (int8 is None and int8_without_saturation())
+            quantized = cached_int8(export, required=bool(int8)) if wanted else None
             runner = OnnxRefiner(quantized or export, threads=threads)
             description = f"onnxruntime{' int8' if quantized else ''}, the export of {source}"
         else:
