@@ -134,7 +134,8 @@ def cmd_phases(a: argparse.Namespace) -> None:
 
     from posefix.config import load_config
     from posefix.data import build_dataset, load_persons
-    from posefix.io import load_ground_truth, read_json
+    from posefix.io import load_ground_truth
+    from posefix.jsonfiles import read_json
 
     def peak() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

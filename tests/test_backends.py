@@ -167,7 +167,7 @@ def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(tmp_path: Path,
 
 
 def test_int8_of_a_given_onnx_file_is_refused(tmp_path: Path) -> None:
-    from posefix.io import InputError
+    from posefix.errors import InputError
     from posefix.refiner import Refiner
 
     with pytest.raises(InputError, match="quantize it"):

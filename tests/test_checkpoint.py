@@ -21,7 +21,7 @@ from posefix.checkpoint import (
     save_checkpoint,
 )
 from posefix.config import Config, ModelConfig, config_to_dict
-from posefix.io import InputError
+from posefix.errors import InputError
 from posefix.model import build_model
 from posefix.spec import load_spec
 

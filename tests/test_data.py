@@ -22,8 +22,9 @@ from posefix.data import (
     load_persons,
     worker_init,
 )
+from posefix.errors import InputError
 from posefix.geometry import apply_affine
-from posefix.io import InputError, convert_mpii, load_ground_truth
+from posefix.io import convert_mpii, load_ground_truth
 from posefix.spec import load_spec
 
 COCO17 = load_spec("coco17")

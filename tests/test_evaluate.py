@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posefix.commands.evaluate import evaluate_files
+from posefix.errors import InputError
 from posefix.evaluate import (
     STAT_NAMES,
     coco_oks,
@@ -21,7 +22,7 @@ from posefix.evaluate import (
     format_stats,
     match_detections,
 )
-from posefix.io import Detections, GroundTruth, InputError, load_ground_truth, load_results
+from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
 from posefix.similarity import oks_matrix
 
 # dataset folder -> (annotation file, real results files in it)

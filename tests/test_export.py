@@ -98,7 +98,7 @@ def test_metadata_and_folder(exported: Path) -> None:
 
 def test_refiner_from_onnx_carries_the_files_spec_size_and_padding(
         checkpoint: Path, exported: Path) -> None:
-    from posefix.io import InputError
+    from posefix.errors import InputError
     from posefix.refiner import Refiner, as_refiner
 
     r = Refiner.from_onnx(exported)

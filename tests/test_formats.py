@@ -12,9 +12,9 @@ import pytest
 
 import posefix
 from posefix.cli import main
+from posefix.errors import InputError
 from posefix.formats import FORMATS, convert_layout, read_poses, sniff_format, to_detections
 from posefix.images import load_image_list
-from posefix.io import InputError
 from posefix.spec import load_spec
 
 SAMPLE = Path(posefix.__file__).parent / "assets" / "sample"

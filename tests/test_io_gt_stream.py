@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from posefix import io
-from posefix.io import GroundTruth, InputError, load_ground_truth
+from posefix.errors import InputError
+from posefix.io import GroundTruth, load_ground_truth
 from posefix.spec import load_spec
 
 GT_FILES = ["coco/test_coco.json", "ochuman/test_ochuman.json", "crowdpose/test_crowdpose.json",

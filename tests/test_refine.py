@@ -15,8 +15,9 @@ from PIL import Image
 from posefix.commands.refine import refine_files
 from posefix.config import Config, ModelConfig
 from posefix.crops import crop_detections
+from posefix.errors import InputError
 from posefix.images import load_image, load_image_list
-from posefix.io import Detections, InputError
+from posefix.io import Detections
 from posefix.options import RefineFileOptions, RefineOptions
 from posefix.refine import refine, refine_detections
 from posefix.refiner import Refiner

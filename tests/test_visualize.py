@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from posefix.commands.visualize import visualize_files
-from posefix.io import InputError
+from posefix.errors import InputError
 from posefix.spec import load_spec
 from posefix.visualize import (
     CENTER_COLOR,

@@ -23,7 +23,7 @@ from pathlib import Path
 from posefix.checkpoint import load_checkpoint
 from posefix.commands.refine import refine_files
 from posefix.commands.synthesize import synthesize_file
-from posefix.io import read_json, write_json_atomic
+from posefix.jsonfiles import read_json, write_json_atomic
 from posefix.options import RefineFileOptions, RefineOptions
 
 REPO = Path(__file__).resolve().parents[2]

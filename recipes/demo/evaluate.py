@@ -34,7 +34,8 @@ from posefix.commands.refine import refine_files
 from posefix.commands.synthesize import synthesize_file
 from posefix.config import config_from_dict, config_to_dict
 from posefix.diagnosis import classify_keypoints
-from posefix.io import load_ground_truth, load_results, read_json, write_json_atomic
+from posefix.io import load_ground_truth, load_results
+from posefix.jsonfiles import read_json, write_json_atomic
 from posefix.options import RefineFileOptions, RefineOptions
 from posefix.taxonomy import ERROR_TYPES
 

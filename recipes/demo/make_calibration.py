@@ -26,7 +26,8 @@ from posefix.checkpoint import default_checkpoint_path, load_checkpoint
 from posefix.commands.synthesize import synthesize_file
 from posefix.crops import CropDataset, group_by_image
 from posefix.images import load_image_list
-from posefix.io import atomic_write, load_results
+from posefix.io import load_results
+from posefix.jsonfiles import atomic_write
 from posefix.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from posefix.io import read_json, write_json_atomic
+from posefix.jsonfiles import read_json, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 LSP = REPO.parent / "shared" / "data" / "lsp"

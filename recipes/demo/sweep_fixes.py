@@ -31,7 +31,8 @@ from posefix.commands.synthesize import synthesize_file
 from posefix.comparison import compare_results
 from posefix.diagnosis import classify_keypoints
 from posefix.fixes import FixOptions, fix_keypoints
-from posefix.io import Detections, load_ground_truth, load_results, read_json, write_json_atomic
+from posefix.io import Detections, load_ground_truth, load_results
+from posefix.jsonfiles import read_json, write_json_atomic
 from posefix.options import RefineOptions
 from posefix.refine import refine_detections
 from posefix.similarity import oks_nms

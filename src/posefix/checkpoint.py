@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from .builtin import default_checkpoint_path
 from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
-from .io import InputError, atomic_write
+from .errors import InputError
+from .jsonfiles import atomic_write
 from .model import PoseFixNet, build_model, kind_head_from_binary
 from .spec import KeypointSpec, SpecError
 

@@ -262,7 +262,7 @@ def _fix_options(a: argparse.Namespace) -> FixOptions | None:
 
 def _cmd_refine(a: argparse.Namespace) -> int:
     from .commands.preflight import check_refine_inputs
-    from .io import InputError
+    from .errors import InputError
 
     options = _refine_options(a)
     checked = None
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run the verb, turn input errors into one clear line."""
     from .config import ConfigError
-    from .io import InputError
+    from .errors import InputError
     from .spec import SpecError
 
     args = build_parser().parse_args(argv)

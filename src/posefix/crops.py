@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import apply_affine, box_from_keypoints, crop_transforms, fix_aspect, warp_crop
 from .images import load_image
-from .io import InputError
 from .spec import KeypointSpec
 
 __all__ = ["CropDataset", "CropTask", "ImageSource", "crop_detections", "group_by_image",

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from .augment import Elastic, Photometric
 from .config import Config, ConfigError, DatasetConfig
+from .errors import InputError
 from .geometry import (
     apply_affine,
     box_from_keypoints,
@@ -47,7 +48,7 @@ from .geometry import (
     warp_crop,
 )
 from .imagenet import normalize
-from .io import GroundTruth, InputError, images_of_split, load_ground_truth, load_results
+from .io import GroundTruth, images_of_split, load_ground_truth, load_results
 from .profile import load_profile
 from .spec import KeypointSpec, load_spec
 from .synthesis import estimates_for, overlap_index, synthesize

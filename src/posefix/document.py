@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io import atomic_write
+from .jsonfiles import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
-from .io import new_file_mode
+from .jsonfiles import new_file_mode
 from .model import PoseFixNet
 from .onnx_runner import ERROR_OUTPUT, INPUT_NAMES, KINDS_OUTPUT, OUTPUT_NAMES, OnnxRefiner
 from .spec import KeypointSpec

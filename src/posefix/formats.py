@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from .io import Detections, ImageInfo, InputError, keep_known, load_results, read_json
+from .errors import InputError
+from .io import Detections, ImageInfo, keep_known, load_results
+from .jsonfiles import read_json
 from .spec import KeypointSpec, load_spec
 
 __all__ = ["FORMATS", "OUT_FORMATS", "PoseFile", "convert_layout", "detect_format",

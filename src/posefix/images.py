@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .io import ImageInfo, InputError, read_json
+from .errors import InputError
+from .io import ImageInfo
+from .jsonfiles import read_json
 
 __all__ = ["load_image", "load_image_list"]
 

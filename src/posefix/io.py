@@ -1,64 +1,46 @@
-"""Reading and validating COCO keypoint annotations and results; atomic writes.
+"""COCO keypoint annotations and results: read, validated and held as arrays; MPII conversion.
 
 Ground truth and results are held as arrays (one row per person) so that every later
-stage can vectorize. Bad input raises :class:`InputError` naming the file, the entry and
-the field; nothing is written unless a whole output is ready (:func:`write_json_atomic`).
+stage can vectorize. Bad input raises :class:`~posefix.errors.InputError` naming the file,
+the entry and the field; results are written whole or not at all
+(:func:`~posefix.jsonfiles.write_json_list_atomic`).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import orjson
 
+from .errors import InputError
+from .jsonfiles import (
+    iter_json_list,
+    iter_json_object,
+    read_json,
+    round_like_python,
+    write_json_list_atomic,
+)
 from .spec import KeypointSpec, load_spec
 
 __all__ = [
     "Detections",
-    "atomic_write",
     "GroundTruth",
     "ImageInfo",
-    "InputError",
     "convert_mpii",
     "images_of_split",
     "keep_known",
     "load_ground_truth",
     "load_results",
-    "new_file_mode",
-    "read_json",
     "resolve_image_path",
-    "round_like_python",
     "same_image_pairs",
-    "write_json_atomic",
-    "write_json_list_atomic",
     "write_results",
 ]
-
-
-class InputError(ValueError):
-    """Bad input: the message names the file, the entry index and the field."""
-
-    def __init__(self, path: str | Path, message: str, index: int | None = None,
-                 field_name: str | None = None) -> None:
-        where = str(path)
-        if index is not None:
-            where += f": entry {index}"
-        if field_name is not None:
-            where += f": field '{field_name}'"
-        super().__init__(f"{where}: {message}")
-        self.path = str(path)
-        self.index = index
-        self.field = field_name
 
 
 @dataclass(frozen=True)
@@ -258,263 +240,6 @@ class Detections:
             yield chunk
 
 
-def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
-    """``round(float(v), ndigits)`` of every value, vectorised: the same doubles.
-
-    ``np.round`` scales, rounds and unscales, which differs from Python's correctly
-    rounded decimal rounding only where the scaled value lies within its own rounding
-    error of a half; those few values are rounded by Python.
-    """
-    a = np.asarray(values, dtype=np.float64)
-    scale = 10.0 ** ndigits
-    y = a * scale
-    out = np.round(a, ndigits)
-    with np.errstate(invalid="ignore"):
-        near_half = np.abs(y - np.floor(y) - 0.5) <= np.maximum(1e-6, np.abs(y) * 1e-14)
-        unsure = near_half | ~(np.abs(y) < 2.0 ** 50)
-    if unsure.any():
-        idx = np.flatnonzero(unsure.reshape(-1))
-        flat = out.reshape(-1)
-        flat[idx] = [round(v, ndigits) for v in a.reshape(-1)[idx].tolist()]
-    return out
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, raising :class:`InputError` for a missing, empty or broken file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file does not exist")
-    data = path.read_bytes()
-    try:  # the fast parser; Python's json for what it refuses (NaN, huge ints, errors)
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    text = data.decode("utf-8")
-    del data
-    if not text.strip():
-        raise InputError(path, "file is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
-        ) from None
-
-
-def new_file_mode() -> int:
-    """The permissions ``open()`` gives a new file under the current umask (0644 under the
-    usual 022): what every file posefix writes gets, though written via a private
-    temporary file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-class _ListReader:
-    """The elements of a JSON list in a file, a block of bytes at a time (see
-    :func:`iter_json_list`)."""
-
-    SPACE = b" \t\n\r"
-
-    def __init__(self, path: Path, f: IO[bytes], block: int) -> None:
-        self.path, self.f, self.block = path, f, block
-        self.buf, self.pos, self.seen, self.done = b"", 0, 0, False
-
-    def more(self) -> bool:
-        """Read the next block (dropping what was consumed); False at the end of file."""
-        data = self.f.read(self.block)
-        if not data:
-            self.done = True
-            return False
-        self.seen += self.pos
-        self.buf, self.pos = self.buf[self.pos:] + data, 0
-        return True
-
-    def peek(self) -> int | None:
-        """The next byte that is not white space (not consumed), or None at the end."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in self.SPACE:
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self.more():
-                return None
-
-    def error(self, msg: str, at: int) -> InputError:
-        """``msg`` at byte ``at`` of the buffer, as line and column of the file."""
-        with open(self.path, "rb") as f:
-            head = f.read(self.seen + at).decode("utf-8", "replace")
-        line = head.count("\n") + 1
-        return InputError(self.path, f"not valid JSON ({msg} at line {line}, column "
-                          f"{len(head) - (head.rfind(chr(10)) + 1) + 1})")
-
-    def fast(self) -> list[Any] | None:
-        """The elements from here to the last ``}`` of the buffer that ends an element,
-        parsed by orjson in one call; None where no such cut parses (then :meth:`slow`).
-
-        A cut is tried after each of the last few ``},`` sequences: the text from an
-        element's start up to a ``}`` parses as a list of values only where the ``}`` ends
-        an element (a prefix of an object or a string is no value)."""
-        end = len(self.buf)
-        for _ in range(3):
-            cut = self.buf.rfind(b"},", self.pos, end)
-            while cut < 0 and end == len(self.buf) and self.more():
-                end = len(self.buf)
-                cut = self.buf.rfind(b"},", self.pos, end)
-            if cut < 0:
-                return None
-            wrapped = b"[" + self.buf[self.pos:cut + 1] + b"]"
-            try:
-                values = orjson.loads(wrapped)
-            except orjson.JSONDecodeError as e:
-                if e.msg.startswith("unexpected content after document"):
-                    return self._to_list_end(wrapped, e.pos)
-                end = cut
-                continue
-            self.pos = cut + 2
-            return values
-        return None
-
-    def _to_list_end(self, wrapped: bytes, at: int) -> list[Any] | None:
-        """The elements up to the end of the list, where a cut of :meth:`fast` lay past it
-        (in a list inside an object): ``wrapped`` parsed whole up to character ``at``, and
-        the position left on the list's ``]``."""
-        head = wrapped.decode("utf-8", "surrogateescape")[:at].encode(
-            "utf-8", "surrogateescape").rstrip(self.SPACE)
-        try:
-            values = orjson.loads(head)
-        except orjson.JSONDecodeError:
-            return None
-        self.pos += len(head) - 1  # on the ']' (the caller steps back one byte)
-        return values
-
-    def slow(self) -> Any:
-        """One element by Python's json (exact errors; NaN and huge integers)."""
-        decode = json.JSONDecoder().raw_decode
-        while True:
-            text = self.buf[self.pos:].decode("utf-8", "surrogateescape")
-            try:
-                value, end = decode(text)
-            except json.JSONDecodeError as e:
-                if self.more():
-                    continue
-                raise self.error(e.msg, self.pos + len(
-                    text[:e.pos].encode("utf-8", "surrogateescape"))) from None
-            if end < len(text) or self.done or not self.more():
-                self.pos += len(text[:end].encode("utf-8", "surrogateescape"))
-                return value
-
-
-def iter_json_list(path: str | Path, block: int = 1 << 22,
-                   not_a_list: str = "the file must hold a JSON list") -> Iterator[list[Any]]:
-    """The elements of a JSON file holding one list, in chunks, parsed a block at a time.
-
-    Memory holds one block and its elements however long the file is. Most blocks are
-    parsed by orjson; Python's json takes over where it cannot (then the errors are
-    :func:`read_json`'s, with line and column). A file that is no list raises
-    ``not_a_list``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file does not exist")
-    with open(path, "rb") as f:
-        r = _ListReader(path, f, block)
-        c = r.peek()
-        if c is None:
-            raise InputError(path, "file is empty")
-        if c != ord("["):
-            read_json(path)  # a broken file is "not valid JSON", as before
-            raise InputError(path, not_a_list)
-        r.pos += 1
-        yield from _list_chunks(r)
-        if r.peek() is not None:
-            raise r.error("Extra data", r.pos)
-
-
-def _list_chunks(r: _ListReader) -> Iterator[list[Any]]:
-    """The elements of the list whose ``[`` ``r`` has just read, in chunks; returns with the
-    ``]`` read."""
-    first = True
-    while True:
-        c = r.peek()
-        if c == ord("]"):
-            r.pos += 1
-            return
-        if not first:
-            if c != ord(","):
-                raise r.error("Expecting ',' delimiter", r.pos)
-            r.pos += 1
-            c = r.peek()
-        if c is None:
-            raise r.error("Expecting value", r.pos)
-        chunk = r.fast()
-        yield chunk if chunk is not None else [r.slow()]
-        first = False
-        if chunk is not None:
-            r.pos -= 1  # leave the comma after the last element to the loop
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *,
-                 binary: bool = False) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
-
-    Nothing is left half-written: on any error the temporary file is removed and ``path``
-    keeps its old content (or stays absent). The file gets the user's umask, as with
-    ``open()`` (:func:`new_file_mode`).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, new_file_mode())  # mkstemp's file is private (0600)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
-                       ) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = None) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it into place.
-
-    Without ``indent`` the text is encoded whole by the json module's C encoder
-    (``json.dump`` to a file runs its pure-Python one): the same bytes, 5-10x faster."""
-    if indent is None:
-        text = json.dumps(obj)
-        return atomic_write(path, lambda f: f.write(text))
-    return atomic_write(path, lambda f: json.dump(obj, f, indent=indent))
-
-
-def write_json_list_atomic(path: str | Path, chunks: Iterable[list[Any]]) -> Path:
-    """Write a JSON list given as chunks of its elements, atomically, a chunk at a time.
-
-    Encoded by orjson (numpy arrays and scalars as their numbers): floats come out as the
-    shortest text that reads back as the same double, as Python's json writes them (its
-    ``1e-07`` is orjson's ``1e-7``). The elements must be finite numbers, strings, lists,
-    dicts with string keys and 64-bit integers: orjson writes NaN as ``null``.
-    """
-    opts = orjson.OPT_SERIALIZE_NUMPY
-
-    def write(f: IO[bytes]) -> None:
-        f.write(b"[")
-        first = True
-        for chunk in chunks:
-            if not chunk:
-                continue
-            if not first:
-                f.write(b",")
-            f.write(orjson.dumps(chunk, option=opts)[1:-1])
-            first = False
-        f.write(b"]")
-
-    return atomic_write(path, write, binary=True)
-
-
 def write_results(path: str | Path, dets: Detections) -> Path:
     """Write detections as a COCO results file (the values of :meth:`Detections.to_json`)."""
     if not (np.isfinite(dets.keypoints).all() and np.isfinite(dets.scores).all()):
@@ -662,40 +387,6 @@ def _add_images(images: dict[int, ImageInfo], entries: list[Any], path: Path,
         images[info.id] = info
 
 
-def _object_members(path: Path, block: int) -> Iterator[tuple[str, Any]]:
-    """The members of a file holding one JSON object, read a block at a time: ``(key,
-    value)``, a list value as an iterator of chunks of its elements (drained here if the
-    caller leaves some), any other value whole."""
-    with open(path, "rb") as f:
-        r = _ListReader(path, f, block)
-        if r.peek() != ord("{"):
-            raise InputError(path, "not a JSON object")
-        r.pos += 1
-        first = True
-        while r.peek() != ord("}"):
-            if not first:
-                if r.peek() != ord(","):
-                    raise r.error("Expecting ',' delimiter", r.pos)
-                r.pos += 1
-                r.peek()
-            key = r.slow()
-            if not isinstance(key, str) or r.peek() != ord(":"):
-                raise r.error("Expecting property name and ':'", r.pos)
-            r.pos += 1
-            if r.peek() == ord("["):
-                r.pos += 1
-                chunks = _list_chunks(r)
-                yield key, chunks
-                for _ in chunks:
-                    pass
-            else:
-                yield key, r.slow()
-            first = False
-        r.pos += 1
-        if r.peek() is not None:
-            raise r.error("Extra data", r.pos)
-
-
 def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int = 1 << 22
                          ) -> _Parsed | None:
     """:func:`_whole_ground_truth`'s result from the file read as a stream: the persons go
@@ -711,7 +402,7 @@ def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int
     images: dict[int, ImageInfo] = {}
     persons: tuple[int | None, tuple[np.ndarray, ...] | None] | None = None
     cats, seen = None, []
-    for key, value in _object_members(path, block):
+    for key, value in iter_json_object(path, block):
         if key in seen or (key in ("images", "annotations") and not isinstance(value, Iterator)):
             return None  # a repeated key (the last counts) or no list: see the whole file
         seen.append(key)

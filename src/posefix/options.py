@@ -43,7 +43,7 @@ class RefineOptions:
             that is not already a :class:`posefix.refiner.Refiner`).
         exif: ``"auto"``, ``"apply"`` or ``"ignore"`` the EXIF orientation of image files.
         skip_missing: keep the detections of missing or unreadable images unchanged (and
-            count them) instead of raising :class:`posefix.io.InputError`.
+            count them) instead of raising :class:`posefix.errors.InputError`.
         progress: show a progress bar.
         fix: for a network with an error-kind head (``model.error_kinds``), how each input
             keypoint is fixed by its kind (:class:`posefix.fixes.FixOptions`, its gate by

@@ -41,9 +41,10 @@ from typing import Any
 import numpy as np
 
 from .crops import CropDataset, CropTask, ImageSource, group_by_image, iterate_crops
+from .errors import InputError
 from .fixes import FixOptions, fix_keypoints
 from .geometry import apply_affine, invert_affine
-from .io import Detections, InputError
+from .io import Detections
 from .options import RefineOptions
 from .similarity import oks_nms
 from .spec import KeypointSpec

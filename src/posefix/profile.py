@@ -23,7 +23,7 @@ import yaml
 
 from .builtin import builtin_names, read_yaml
 from .config import ConfigError
-from .io import atomic_write, write_json_atomic
+from .jsonfiles import atomic_write, write_json_atomic
 from .spec import KeypointSpec
 from .taxonomy import ABSENT, ERROR_TYPES, GOOD, INVERSION, MISS
 

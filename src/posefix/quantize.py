@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .imagenet import normalize_array
-from .io import atomic_write
+from .jsonfiles import atomic_write
 
 __all__ = ["CALIBRATION_DIR", "FLOAT_SCOPES", "NETWORK_SCOPES", "CalibrationSet", "QuantizeOptions",
            "calibration_batches", "load_calibration", "quantize_onnx", "split_deconvolutions",

@@ -36,8 +36,9 @@ from .backends import (
     int8_without_saturation,
 )
 from .builtin import default_checkpoint_path
+from .errors import InputError
 from .imagenet import normalize_array
-from .io import Detections, InputError
+from .io import Detections
 from .onnx_runner import OnnxRefiner
 from .options import DEFAULT_SCORE, RefineOptions
 from .pipeline import run_pipeline

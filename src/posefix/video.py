@@ -19,7 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .io import Detections, ImageInfo, InputError
+from .errors import InputError
+from .io import Detections, ImageInfo
 from .options import RefineOptions
 from .pipeline import RefineCounts, run_pipeline
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..io import Detections, GroundTruth, write_json_atomic
+from ..io import Detections, GroundTruth
+from ..jsonfiles import write_json_atomic
 
 __all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_INPUTS", "SAMPLE_PARTS", "refine_every_row",
            "run_demo", "sample_dir"]

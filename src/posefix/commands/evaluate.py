@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..evaluate import evaluate
-from ..io import Detections, GroundTruth, InputError, load_ground_truth, load_results
+from ..io import Detections, GroundTruth, load_ground_truth, load_results
 from ..spec import KeypointSpec
 
 __all__ = ["evaluate_files", "load_evaluation_inputs"]

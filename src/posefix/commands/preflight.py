@@ -2,7 +2,7 @@
 
 Importing torch and loading a model takes seconds; a malformed results file, a missing
 image folder or a ground truth with a repeated id is found here first, in well under a
-second, with the same one-line errors (:class:`posefix.io.InputError`) that naming the
+second, with the same one-line errors (:class:`posefix.errors.InputError`) that naming the
 file and field.
 """
 
@@ -14,16 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
 from ..formats import sniff_format
 from ..images import load_image_list
-from ..io import (
-    Detections,
-    GroundTruth,
-    ImageInfo,
-    InputError,
-    load_ground_truth,
-    load_results,
-)
+from ..io import Detections, GroundTruth, ImageInfo, load_ground_truth, load_results
 from ..options import RefineFileOptions
 
 __all__ = ["CheckedInputs", "check_refine_inputs", "check_refine_paths", "refuse_overwrite",

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..comparison import compare_results
 from ..diagnosis import classify_keypoints
+from ..errors import InputError
 from ..formats import (
     OUT_FORMATS,
     PoseFile,
@@ -33,12 +34,11 @@ from ..io import (
     Detections,
     GroundTruth,
     ImageInfo,
-    InputError,
     load_ground_truth,
     resolve_image_path,
-    write_json_atomic,
     write_results,
 )
+from ..jsonfiles import write_json_atomic
 from ..options import RefineFileOptions, RefineOptions
 from ..pipeline import RefineCounts
 from ..refine import refine_detections

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import load_ground_truth, load_results, round_like_python, write_json_list_atomic
+from ..io import load_ground_truth, load_results
+from ..jsonfiles import round_like_python, write_json_list_atomic
 from ..profile import ErrorProfile
 from ..spec import KeypointSpec, load_spec
 from ..synthesis import estimates_for, overlap_index, synthesize

@@ -14,16 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from ..formats import read_poses, to_detections
 from ..images import load_image
-from ..io import (
-    Detections,
-    ImageInfo,
-    InputError,
-    load_ground_truth,
-    load_results,
-    resolve_image_path,
-)
+from ..io import Detections, ImageInfo, load_ground_truth, load_results, resolve_image_path
 from ..spec import KeypointSpec, load_spec
 from ..visualize import render_panels
 
