@@ -142,6 +142,24 @@ def test_refine_video_refuses_to_write_over_its_inputs(
         assert out.read_bytes() == before
 
 
+def test_refine_video_checks_its_output_before_refining(
+        clip: tuple[Path, Path, list[np.ndarray]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from posefix.commands.refine import refine_video_file
+    from posefix.options import RefineFileOptions
+
+    video, results, _ = clip
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    assert main(["refine", "--video", str(video), "--results", str(results), "--out",
+                 str(folder), "--device", "cpu"]) == 2
+    assert "is a folder; --out must be a file path" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="out_format must be one of coco, arrays"):
+        refine_video_file(None, video, results, tmp_path / "out.json",
+                          RefineFileOptions(out_format="yaml"))
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_refine_video_writes_arrays_keyed_as_its_input(
         clip: tuple[Path, Path, list[np.ndarray]], tmp_path: Path) -> None:
     # --out-format arrays: the input's own keys (names ending in the frame number), and

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..formats import sniff_format
+from ..formats import OUT_FORMATS, sniff_format
 from ..images import load_image_list
 from ..io import Detections, GroundTruth, ImageInfo, load_ground_truth, load_results
 from ..options import RefineFileOptions
 
-__all__ = ["CheckedInputs", "check_refine_inputs", "check_refine_paths", "refuse_overwrite",
-           "same_file"]
+__all__ = ["CheckedInputs", "check_output", "check_refine_inputs", "check_refine_paths",
+           "refuse_overwrite", "same_file"]
 
 
 @dataclass
@@ -62,6 +62,17 @@ def refuse_overwrite(out: Path, inputs: Mapping[str, str | Path | None]) -> None
                              "choose another --out")
 
 
+def check_output(out: Path, inputs: Mapping[str, str | Path | None], out_format: str) -> None:
+    """``--out`` can be written: not one of the ``inputs`` (:func:`refuse_overwrite`), not a
+    folder, in a known output format."""
+    refuse_overwrite(out, inputs)
+    if out.is_dir():
+        raise InputError(out, "is a folder; --out must be a file path")
+    if out_format not in OUT_FORMATS:
+        raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got "
+                         f"{out_format!r}")
+
+
 def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
                        gt: str | Path | None = None, image_list: str | Path | None = None,
                        checkpoint: str | Path | None = None, report: str | Path | None = None,
@@ -71,10 +82,8 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
     o = options if options is not None else RefineFileOptions()
     onnx, split = o.onnx, o.split
     results_p, out_p = Path(results), Path(out)
-    refuse_overwrite(out_p, {"results": results, "gt": gt, "image list": image_list,
-                             "checkpoint": checkpoint, "onnx": onnx})
-    if out_p.is_dir():
-        raise InputError(out_p, "is a folder; --out must be a file path")
+    check_output(out_p, {"results": results, "gt": gt, "image list": image_list,
+                         "checkpoint": checkpoint, "onnx": onnx}, o.out_format)
     if report is not None and gt is None:
         raise InputError(Path(report), "a report needs the ground truth: pass --gt")
     if split is not None and gt is None:

@@ -21,7 +21,6 @@ from ..comparison import compare_results
 from ..diagnosis import classify_keypoints
 from ..errors import InputError
 from ..formats import (
-    OUT_FORMATS,
     PoseFile,
     image_keys,
     image_list_from_keys,
@@ -43,7 +42,7 @@ from ..options import RefineFileOptions, RefineOptions
 from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
-from .preflight import CheckedInputs, check_refine_paths, refuse_overwrite
+from .preflight import CheckedInputs, check_output, check_refine_paths
 
 __all__ = ["format_summary", "refine_files", "refine_video_file"]
 
@@ -95,9 +94,6 @@ def refine_files(
     """
     o = options if options is not None else RefineFileOptions()
     fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
-    if o.out_format not in OUT_FORMATS:
-        raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got "
-                         f"{o.out_format!r}")
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
     inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o,
@@ -227,7 +223,8 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
         raise InputError(Path(video), "--split does not apply to --video (frames are images "
                          "0, 1, ...)")
     results_p, out_p = Path(results), Path(out)
-    refuse_overwrite(out_p, {"results": results_p, "video": video})
+    check_output(out_p, {"results": results_p, "video": video, "checkpoint": checkpoint,
+                          "onnx": o.onnx}, o.out_format)
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
     frames = frame_list(video)  # the container's count, which may be off: keep every index
