@@ -184,3 +184,47 @@ def test_errors_name_what_is_wrong(exported: Path, tmp_path: Path) -> None:
 def test_import_is_torch_free() -> None:
     code = "import sys, posefix.quantize; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_export_int8_writes_the_default_backends_copy(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          ) -> None:
+    pytest.importorskip("torch")
+    from posefix.cli import main
+    from posefix.onnx_runner import OnnxRefiner
+    from posefix.refiner import load_refiner
+
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "--int8", "--onnx", str(out)]) == 0
+    assert "(int8)" in capsys.readouterr().out
+    mine = OnnxRefiner(out)
+    assert "posefix.quantization" in mine.metadata and mine.spec.name == "coco17"
+    monkeypatch.setenv("POSEFIX_CACHE", str(tmp_path / "cache"))
+    default = load_refiner(None, "onnxruntime-int8", device="cpu").predict
+    cal = load_calibration()
+    x, p = calibration_batches(cal.crops[:4], cal.poses[:4], None)[0]
+    for a, b in zip(mine(x, p), default(x, p), strict=True):
+        np.testing.assert_array_equal(a, b)  # the same file, made the same way
+    # a model the shipped set does not fit: one line naming the checkpoint, nothing written
+    tiny = tmp_path / "tiny.pt"
+    _save_tiny_checkpoint(tiny)
+    assert main(["export", "--int8", "--checkpoint", str(tiny), "--onnx",
+                 str(tmp_path / "t.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert str(tiny) in err and "calibration set is for 128x96 coco17" in err
+    assert not (tmp_path / "t.onnx").exists()
+
+
+def _save_tiny_checkpoint(path: Path) -> Path:
+    import torch
+
+    from posefix.checkpoint import save_checkpoint
+    from posefix.config import Config, ModelConfig
+    from posefix.model import build_model
+    from posefix.spec import load_spec
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(64, 48), deconv_channels=16))
+    return save_checkpoint(path, model=build_model(cfg.model, 17), config=cfg,
+                           spec=load_spec("coco17"))

@@ -137,42 +137,17 @@ def cached_int8(export: str | Path, required: bool = False) -> Path | None:
     path = export.with_name(f"{export.stem}-int8-{key[:16]}.onnx")
     if path.is_file():
         return path
-    batches = _calibration_for(export, required)
+    from .quantize import quantize_onnx, shipped_calibration
+
+    batches = shipped_calibration(export, required)
     if batches is None:
         return None
-    from .quantize import quantize_onnx
 
     try:
         return quantize_onnx(export, path, batches)
     except OSError:  # a read-only cache: for this run only
         tmp = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
         return quantize_onnx(export, tmp / path.name, batches)
-
-
-def _calibration_for(export: Path, required: bool) -> list[tuple[Any, Any]] | None:
-    """The shipped calibration batches for the model in ``export``, or None (or with
-    ``required`` a ``ValueError``) where its crop size or keypoint layout differs."""
-    from .onnx_runner import OnnxRefiner
-    from .quantize import calibration_batches, load_calibration
-    from .spec import load_spec
-
-    runner = OnnxRefiner(export, threads=1)
-    cal = load_calibration()
-    want = (tuple(cal.crops.shape[1:3]), cal.spec, cal.poses.shape[1])
-    have = (tuple(runner.input_size), runner.spec.name if runner.spec else None,
-            runner.num_keypoints)
-    if want != have:
-        if required:
-            raise ValueError(f"int8: the shipped calibration set is for {want[0][0]}x{want[0][1]}"
-                             f" {want[1]} crops, the model takes {have[0][0]}x{have[0][1]} "
-                             f"{have[1]}; quantize with posefix.quantize.quantize_onnx and "
-                             "batches of its own (or use --backend onnxruntime)")
-        return None
-    # batches of 4 crops (8 with the mirrored copies): the calibrator holds every
-    # intermediate output of a batch; the ranges, global minima and maxima, are the same
-    # for any batch size (2.6 GB peak at 32, 0.56 GB at 4 for the shipped model)
-    return calibration_batches(cal.crops, cal.poses, load_spec(cal.spec).flip_index,
-                               batch_size=4)
 
 
 def int8_without_saturation() -> bool:

@@ -38,8 +38,8 @@ from .imagenet import normalize_array
 from .jsonfiles import atomic_write
 
 __all__ = ["CALIBRATION_DIR", "FLOAT_SCOPES", "NETWORK_SCOPES", "CalibrationSet", "QuantizeOptions",
-           "calibration_batches", "load_calibration", "quantize_onnx", "split_deconvolutions",
-           "split_input_convolution"]
+           "calibration_batches", "load_calibration", "quantize_onnx", "shipped_calibration",
+           "split_deconvolutions", "split_input_convolution"]
 
 #: The shipped calibration set: ``crops.jpg`` (the crops one under the other) and
 #: ``calibration.json`` (input size, spec, poses in crop pixels, provenance).
@@ -122,6 +122,33 @@ def calibration_batches(crops: np.ndarray, poses: np.ndarray, flip_index: np.nda
             x, p = np.concatenate([x, x[..., ::-1]]), np.concatenate([p, fp])
         out.append((np.ascontiguousarray(x, np.float32), np.ascontiguousarray(p, np.float32)))
     return out
+
+
+def shipped_calibration(export: str | Path, required: bool = False,
+                        ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The shipped calibration set's batches for the model in ``export``, or None (with
+    ``required`` a ``ValueError``) where its crop size or keypoint layout differs.
+
+    Batches of 4 crops (8 with the mirrored copies): the calibrator holds every
+    intermediate output of a batch, and the ranges (global minima and maxima) are the same
+    for any batch size (for the shipped model 2.6 GB peak at 32, 0.56 GB at 4)."""
+    from .onnx_runner import OnnxRefiner
+    from .spec import load_spec
+
+    runner = OnnxRefiner(export, threads=1)
+    cal = load_calibration()
+    want = (tuple(cal.crops.shape[1:3]), cal.spec, cal.poses.shape[1])
+    have = (tuple(runner.input_size), runner.spec.name if runner.spec else None,
+            runner.num_keypoints)
+    if want != have:
+        if required:
+            raise ValueError(f"int8: the shipped calibration set is for {want[0][0]}x{want[0][1]}"
+                             f" {want[1]} crops, the model takes {have[0][0]}x{have[0][1]} "
+                             f"{have[1]}; quantize with posefix.quantize.quantize_onnx and "
+                             "batches of its own (or use --backend onnxruntime)")
+        return None
+    return calibration_batches(cal.crops, cal.poses, load_spec(cal.spec).flip_index,
+                               batch_size=4)
 
 
 def _attrs(node: Any) -> dict[str, Any]:
