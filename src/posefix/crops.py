@@ -27,11 +27,12 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import apply_affine, box_from_keypoints, crop_transforms, fix_aspect, warp_crop
+from .imagenet import normalize_array
 from .images import load_image
 from .spec import KeypointSpec
 
 __all__ = ["CropDataset", "CropTask", "ImageSource", "crop_detections", "group_by_image",
-           "iterate_crops"]
+           "iterate_crops", "network_inputs"]
 
 _BOX_ENLARGE = 1.2
 _BOX_MIN_SIZE = 20.0
@@ -85,6 +86,22 @@ def crop_detections(image: np.ndarray, keypoints: np.ndarray, boxes: np.ndarray,
         crops[j] = warp_crop(image, m[j], (h_in, w_in))
     return {"crops": crops, "poses": poses, "affine": m, "areas": sizes.prod(1),
             "refinable": refinable}
+
+
+def network_inputs(crops: np.ndarray, poses: np.ndarray, flip_index: np.ndarray | None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """What the network is fed for a batch of crops: ImageNet-normalized crops (B or 2B, 3,
+    H, W) float32 and input poses (B or 2B, K, 3) float32, from uint8 RGB crops (B, H, W, 3)
+    and crop-pixel poses. With a ``flip_index`` (the flip test) the mirrored crops and
+    poses (left/right exchanged) follow the originals in the same batch."""
+    x = normalize_array(np.asarray(crops))
+    p = np.asarray(poses, dtype=np.float32)
+    if flip_index is not None:
+        fp = p[:, np.asarray(flip_index)]
+        fp[..., 0] = x.shape[3] - 1 - fp[..., 0]
+        x = np.concatenate([x, x[..., ::-1]])
+        p = np.concatenate([p, fp])
+    return x, p
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .imagenet import normalize_array
+from .crops import network_inputs
 from .jsonfiles import atomic_write
 
 __all__ = ["CALIBRATION_DIR", "FLOAT_SCOPES", "NETWORK_SCOPES", "CalibrationSet", "QuantizeOptions",
@@ -114,13 +114,8 @@ def calibration_batches(crops: np.ndarray, poses: np.ndarray, flip_index: np.nda
     mirrored copies)."""
     out = []
     for s in range(0, len(crops), batch_size):
-        x = normalize_array(np.asarray(crops[s:s + batch_size]))
-        p = np.asarray(poses[s:s + batch_size], np.float32)
-        if flip_index is not None:
-            fp = p[:, np.asarray(flip_index)].copy()
-            fp[..., 0] = x.shape[3] - 1 - fp[..., 0]
-            x, p = np.concatenate([x, x[..., ::-1]]), np.concatenate([p, fp])
-        out.append((np.ascontiguousarray(x, np.float32), np.ascontiguousarray(p, np.float32)))
+        x, p = network_inputs(crops[s:s + batch_size], poses[s:s + batch_size], flip_index)
+        out.append((np.ascontiguousarray(x), np.ascontiguousarray(p)))
     return out
 
 

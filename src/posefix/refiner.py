@@ -9,7 +9,7 @@ callable, given its spec and crop size).
 predicts every keypoint in crop pixels with a confidence. With the flip test (on by default)
 the crop and the input pose are mirrored (left/right swapped with ``spec.flip_index``),
 predicted again, un-mirrored and averaged with the first prediction, as the reference does.
-Crops are normalized and flipped in numpy (:func:`posefix.imagenet.normalize_array`); a
+Crops are normalized and flipped in numpy (:func:`posefix.crops.network_inputs`); a
 PyTorch predictor gets them as tensors on its device. Torch-free at import: a refiner of
 an ONNX file (the default on a CPU) runs without torch.
 
@@ -36,8 +36,8 @@ from .backends import (
     int8_without_saturation,
 )
 from .builtin import default_checkpoint_path
+from .crops import network_inputs
 from .errors import InputError
-from .imagenet import normalize_array
 from .io import Detections
 from .onnx_runner import OnnxRefiner
 from .options import DEFAULT_SCORE, RefineOptions
@@ -210,16 +210,10 @@ class Refiner:
         """Network inputs: normalized crops (B or 2B, 3, H, W) float32 and poses (B or 2B,
         K, 3) float32, from uint8 RGB crops (B, H, W, 3) and crop-pixel poses.
 
-        With the flip test the mirrored copies follow the originals in the same batch.
+        With the flip test the mirrored copies follow the originals in the same batch
+        (:func:`posefix.crops.network_inputs`).
         """
-        x = normalize_array(np.asarray(crops))
-        p = np.asarray(poses, dtype=np.float32)
-        if self.flip:
-            fp = p[:, self._flip_index]
-            fp[..., 0] = self.input_size[1] - 1 - fp[..., 0]
-            x = np.concatenate([x, x[..., ::-1]])
-            p = np.concatenate([p, fp])
-        return x, p
+        return network_inputs(crops, poses, self._flip_index if self.flip else None)
 
     def combine(self, coords: np.ndarray, conf: np.ndarray, n: int,
                 error: np.ndarray | None = None, kinds: np.ndarray | None = None,
