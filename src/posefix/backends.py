@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,9 @@ def cached_onnx(checkpoint: str | Path, error_gate: float | None = None,
     if path.is_file():
         return path
     from .export import export_onnx  # torch, only to export
-    try:
-        return export_onnx(checkpoint, path, opset=opset, error_gate=error_gate)
-    except OSError:  # a read-only home: export for this run only
-        tmp = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
-        return export_onnx(checkpoint, tmp / path.name, opset=opset, error_gate=error_gate)
+
+    return _write_or_temporary(
+        path, lambda out: export_onnx(checkpoint, out, opset=opset, error_gate=error_gate))
 
 
 def cached_int8(export: str | Path, required: bool = False) -> Path | None:
@@ -142,12 +141,16 @@ def cached_int8(export: str | Path, required: bool = False) -> Path | None:
     batches = shipped_calibration(export, required)
     if batches is None:
         return None
+    return _write_or_temporary(path, lambda out: quantize_onnx(export, out, batches))
 
+
+def _write_or_temporary(path: Path, write: Callable[[Path], Path]) -> Path:
+    """``write(path)`` into the cache; where the cache cannot be written (a read-only home),
+    into a temporary folder, for this run only."""
     try:
-        return quantize_onnx(export, path, batches)
-    except OSError:  # a read-only cache: for this run only
-        tmp = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
-        return quantize_onnx(export, tmp / path.name, batches)
+        return write(path)
+    except OSError:
+        return write(Path(tempfile.mkdtemp(prefix="posefix-onnx-")) / path.name)
 
 
 def int8_without_saturation() -> bool:

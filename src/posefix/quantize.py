@@ -131,17 +131,18 @@ def shipped_calibration(export: str | Path, required: bool = False,
     from .spec import load_spec
 
     runner = OnnxRefiner(export, threads=1)
-    cal = load_calibration()
-    want = (tuple(cal.crops.shape[1:3]), cal.spec, cal.poses.shape[1])
+    meta = json.loads((CALIBRATION_DIR / "calibration.json").read_text())
+    want = (tuple(int(v) for v in meta["input_size"]), str(meta["spec"]), len(meta["poses"][0]))
     have = (tuple(runner.input_size), runner.spec.name if runner.spec else None,
             runner.num_keypoints)
-    if want != have:
+    if want != have:  # decided from the metadata: no crops decoded for a model they miss
         if required:
             raise ValueError(f"int8: the shipped calibration set is for {want[0][0]}x{want[0][1]}"
                              f" {want[1]} crops, the model takes {have[0][0]}x{have[0][1]} "
                              f"{have[1]}; quantize with posefix.quantize.quantize_onnx and "
                              "batches of its own (or use --backend onnxruntime)")
         return None
+    cal = load_calibration()
     return calibration_batches(cal.crops, cal.poses, load_spec(cal.spec).flip_index,
                                batch_size=4)
 
