@@ -172,3 +172,17 @@ def test_int8_of_a_given_onnx_file_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="quantize it"):
         Refiner.from_onnx(tmp_path / "model.onnx", int8=True)
+
+
+def test_a_cache_that_cannot_be_written_gives_a_temporary_export(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 ) -> None:
+    from posefix.refiner import load_refiner
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("POSEFIX_CACHE", str(blocked / "cache"))  # mkdir fails under a file
+    refiner = load_refiner(None, "auto", device="cpu")
+    path = refiner.predict.path
+    assert path.is_file() and "-int8-" in path.name and blocked not in path.parents
+    assert path.parent.name.startswith("posefix-onnx-")  # the export's temporary folder
