@@ -65,3 +65,19 @@ def tiny_cpu_data(data_dir: Path) -> list[str]:
                  for k, v in ds.items()} for ds in data[part]]
         out.append(f"data.{part}={json.dumps(sets)}")
     return out
+
+
+@pytest.fixture(scope="session")
+def misfit_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random resnet18 COCO-17 refiner at 64x48: a crop size the shipped int8 calibration
+    set does not fit."""
+    torch = pytest.importorskip("torch")
+    from posefix.checkpoint import save_checkpoint
+    from posefix.config import Config, ModelConfig
+    from posefix.model import build_model
+    from posefix.spec import load_spec
+
+    torch.manual_seed(0)
+    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(64, 48), deconv_channels=16))
+    return save_checkpoint(tmp_path_factory.mktemp("misfit") / "tiny.pt",
+                           model=build_model(cfg.model, 17), config=cfg, spec=load_spec("coco17"))

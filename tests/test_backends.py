@@ -111,25 +111,8 @@ def test_cuda_probe_imports_torch_only_where_a_driver_is(tmp_path: Path) -> None
         assert backend == ("torch" if cuda == "True" else "onnxruntime")
 
 
-def _tiny_checkpoint(folder: Path) -> Path:
-    """A random resnet18 refiner at 64x48: a crop size the shipped calibration set does
-    not fit."""
-    torch = pytest.importorskip("torch")
-    from posefix.checkpoint import save_checkpoint
-    from posefix.config import Config, ModelConfig
-    from posefix.model import build_model
-    from posefix.spec import load_spec
-
-    torch.manual_seed(0)
-    spec = load_spec("coco17")
-    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(64, 48), deconv_channels=32))
-    return save_checkpoint(folder / "tiny.pt", model=build_model(cfg.model, 17), config=cfg,
-                           spec=spec)
-
-
-def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                ) -> None:
+def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, misfit_checkpoint: Path) -> None:
     from posefix.refiner import load_refiner
 
     monkeypatch.setenv("POSEFIX_CACHE", str(tmp_path / "cache"))
@@ -158,7 +141,7 @@ def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(tmp_path: Path,
         assert "-int8-" not in old_cpu.predict.path.name
         assert "-int8-" in load_refiner(None, "onnxruntime-int8", device="cpu").predict.path.name
 
-    tiny = _tiny_checkpoint(tmp_path)  # 64x48: auto falls back to float32, int8 refuses
+    tiny = misfit_checkpoint  # 64x48: auto falls back to float32, int8 refuses
     fallback = load_refiner(tiny, "auto", device="cpu")
     assert fallback.arrays and not fallback.description.startswith("onnxruntime int8")
     assert "-int8-" not in fallback.predict.path.name

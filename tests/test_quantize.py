@@ -189,7 +189,7 @@ def test_import_is_torch_free() -> None:
 def test_cli_export_int8_writes_the_default_backends_copy(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str],
-                                                          ) -> None:
+                                                          misfit_checkpoint: Path) -> None:
     pytest.importorskip("torch")
     from posefix.cli import main
     from posefix.onnx_runner import OnnxRefiner
@@ -207,24 +207,9 @@ def test_cli_export_int8_writes_the_default_backends_copy(tmp_path: Path,
     for a, b in zip(mine(x, p), default(x, p), strict=True):
         np.testing.assert_array_equal(a, b)  # the same file, made the same way
     # a model the shipped set does not fit: one line naming the checkpoint, nothing written
-    tiny = tmp_path / "tiny.pt"
-    _save_tiny_checkpoint(tiny)
+    tiny = misfit_checkpoint
     assert main(["export", "--int8", "--checkpoint", str(tiny), "--onnx",
                  str(tmp_path / "t.onnx")]) == 2
     err = capsys.readouterr().err
     assert str(tiny) in err and "calibration set is for 128x96 coco17" in err
     assert not (tmp_path / "t.onnx").exists()
-
-
-def _save_tiny_checkpoint(path: Path) -> Path:
-    import torch
-
-    from posefix.checkpoint import save_checkpoint
-    from posefix.config import Config, ModelConfig
-    from posefix.model import build_model
-    from posefix.spec import load_spec
-
-    torch.manual_seed(0)
-    cfg = Config(model=ModelConfig(backbone="resnet18", input_size=(64, 48), deconv_channels=16))
-    return save_checkpoint(path, model=build_model(cfg.model, 17), config=cfg,
-                           spec=load_spec("coco17"))
