@@ -169,3 +169,21 @@ def test_a_cache_that_cannot_be_written_gives_a_temporary_export(tmp_path: Path,
     path = refiner.predict.path
     assert path.is_file() and "-int8-" in path.name and blocked not in path.parents
     assert path.parent.name.startswith("posefix-onnx-")  # the export's temporary folder
+
+
+def test_the_export_cache_is_keyed_by_the_code_that_shapes_it(
+        misfit_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A working copy whose model or export code changed must not run a stale cached export.
+    from posefix import backends
+
+    monkeypatch.setenv("POSEFIX_CACHE", str(tmp_path / "cache"))
+    first = backends.cached_onnx(misfit_checkpoint)
+    stamp = first.stat().st_mtime_ns
+    assert backends.cached_onnx(misfit_checkpoint) == first  # a hit: not exported again
+    assert first.stat().st_mtime_ns == stamp
+    real = backends._source_hash
+    monkeypatch.setattr(backends, "_source_hash",
+                        lambda names: real(names) + ("x" if "model.py" in names else ""))
+    changed = backends.cached_onnx(misfit_checkpoint)
+    assert changed != first and changed.is_file()
+    assert backends._source_hash(("no_such_module.py",)) == ""

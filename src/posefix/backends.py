@@ -13,10 +13,11 @@ before asking torch): 600 MiB less memory and seconds less start-up.
 
 The ONNX file is exported once per checkpoint and error gate and kept in the user's cache
 (``$POSEFIX_CACHE``, else ``$XDG_CACHE_HOME/posefix``, else ``~/.cache/posefix``), named by
-the checkpoint file's SHA-256, the gate and the versions that shape the export, so that a
-user never runs ``posefix export`` by hand and a changed checkpoint is exported again; its
-int8 copy sits beside it, named by the export, the calibration files and ONNX Runtime's
-version.
+the checkpoint file's SHA-256, the gate, the versions and the source files that shape the
+export (:data:`EXPORT_SOURCES`: a change to them in a working copy exports again, not only a
+new release), so that a user never runs ``posefix export`` by hand and a changed checkpoint
+is exported again; its int8 copy sits beside it, named by the export, the calibration
+files, ``quantize.py`` and ONNX Runtime's version.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from typing import Any
 
 __all__ = ["BACKENDS", "cache_dir", "cached_int8", "cached_onnx", "choose_backend",
            "cuda_available", "default_threads", "int8_without_saturation"]
+
+#: The package's modules whose code is in the exported graph (or writes it): part of the
+#: cache key, so that a stale export is never run after they change.
+EXPORT_SOURCES = ("model.py", "backbones.py", "heatmaps.py", "export.py", "onnx_runner.py")
 
 #: ``--backend`` values: ``auto`` picks one of the others (see :func:`choose_backend`).
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
@@ -102,6 +107,18 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def _source_hash(names: tuple[str, ...]) -> str:
+    """SHA-256 of the package's source files ``names`` (empty where not installed as
+    files, e.g. from a zip)."""
+    h = hashlib.sha256()
+    for name in names:
+        try:
+            h.update((Path(__file__).parent / name).read_bytes())
+        except OSError:
+            return ""
+    return h.hexdigest()
+
+
 def cached_onnx(checkpoint: str | Path, error_gate: float | None = None,
                 opset: int = 17) -> Path:
     """The ONNX export of ``checkpoint`` with ``error_gate`` (None: the checkpoint's), from
@@ -112,7 +129,8 @@ def cached_onnx(checkpoint: str | Path, error_gate: float | None = None,
     checkpoint = Path(checkpoint)
     gate = "ckpt" if error_gate is None else repr(float(error_gate))
     key = hashlib.sha256(f"{_file_hash(checkpoint)}|{gate}|{opset}|{__version__}|"
-                         f"{importlib.metadata.version('torch')}".encode()).hexdigest()[:24]
+                         f"{importlib.metadata.version('torch')}|"
+                         f"{_source_hash(EXPORT_SOURCES)}".encode()).hexdigest()[:24]
     path = cache_dir() / "onnx" / f"{checkpoint.stem}-{key}.onnx"
     if path.is_file():
         return path
@@ -131,7 +149,7 @@ def cached_int8(export: str | Path, required: bool = False) -> Path | None:
 
     export = Path(export)
     cal_hash = "|".join(_file_hash(f) for f in sorted(CALIBRATION_DIR.iterdir()))
-    key = hashlib.sha256(f"{export.name}|{cal_hash}|"
+    key = hashlib.sha256(f"{export.name}|{cal_hash}|{_source_hash(('quantize.py',))}|"
                          f"{importlib.metadata.version('onnxruntime')}".encode()).hexdigest()
     path = export.with_name(f"{export.stem}-int8-{key[:16]}.onnx")
     if path.is_file():
