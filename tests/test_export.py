@@ -257,3 +257,27 @@ def test_error_kind_head_exports_its_kinds_and_ungated_keypoints(tmp_path: Path)
     assert np.abs(coords - t[0].numpy()).max() < 1e-2
     assert Refiner.from_onnx(exported).error_gate == 0.4
     assert Refiner.from_checkpoint(path, device="cpu").error_gate == 0.4
+
+
+def test_an_onnx_file_without_a_spec_needs_one_given(misfit_checkpoint: Path,
+                                                    tmp_path: Path) -> None:
+    import onnx
+
+    from posefix.errors import InputError
+    from posefix.refiner import Refiner, as_refiner
+
+    path = export_onnx(misfit_checkpoint, tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != "posefix.spec"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(path))
+    with pytest.raises(InputError, match=r"m\.onnx: the ONNX file names no keypoint spec; "
+                                         r"pass --checkpoint too"):
+        Refiner.from_onnx(path)
+    with pytest.raises(InputError, match="names no keypoint spec; pass spec="):
+        as_refiner(OnnxRefiner(path))
+    given = as_refiner(OnnxRefiner(path), spec="coco17")
+    with_ckpt = Refiner.from_onnx(path, checkpoint=misfit_checkpoint)
+    assert given.spec.name == with_ckpt.spec.name == "coco17"
+    assert given.padding == with_ckpt.padding and given.arrays and with_ckpt.arrays

@@ -197,14 +197,7 @@ class Refiner:
                 spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
             runner = OnnxRefiner(path, threads=threads)
             description = f"onnxruntime {path}"
-        spec = spec or runner.spec
-        if spec is None:
-            raise InputError(runner.path, "the ONNX file names no keypoint spec; pass "
-                             "--checkpoint too")
-        padding = padding if padding is not None else runner.bbox_padding
-        return cls(runner, runner.input_size, spec, "cpu", flip,
-                   DEFAULT_PADDING if padding is None else padding, description,
-                   runner.error_gate, arrays=True)
+        return _onnx_refiner(cls, runner, spec, padding, flip, description, "--checkpoint too")
 
     def prepare(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network inputs: normalized crops (B or 2B, 3, H, W) float32 and poses (B or 2B,
@@ -378,6 +371,21 @@ def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
                              int8=int8)
 
 
+def _onnx_refiner(cls: type[Refiner], runner: OnnxRefiner, spec: KeypointSpec | None,
+                  padding: float | None, flip: bool, description: str, spec_hint: str,
+                  ) -> Refiner:
+    """A ``cls`` (:class:`Refiner`) of an ONNX Runtime session: ``spec`` and ``padding`` where given,
+    else the file's (padding: else :data:`DEFAULT_PADDING`); an :class:`InputError` telling
+    to pass ``spec_hint`` where neither names a spec."""
+    spec = spec or runner.spec
+    if spec is None:
+        raise InputError(runner.path, f"the ONNX file names no keypoint spec; pass {spec_hint}")
+    padding = padding if padding is not None else runner.bbox_padding
+    return cls(runner, runner.input_size, spec, "cpu", flip,
+               DEFAULT_PADDING if padding is None else padding, description,
+               runner.error_gate, arrays=True)
+
+
 def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
                input_size: tuple[int, int] | None = None, device: str | torch.device = "auto",
                flip: bool = True) -> Refiner:
@@ -390,12 +398,8 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
     if isinstance(model, Refiner):
         return model
     if isinstance(model, OnnxRefiner):  # numpy in and out, on the CPU
-        spec = spec if spec is not None else model.spec
-        if spec is None:
-            raise InputError(model.path, "the ONNX file names no keypoint spec; pass spec=")
-        return Refiner(model, model.input_size, load_spec(spec), "cpu", flip,
-                       model.bbox_padding or DEFAULT_PADDING, f"onnxruntime {model.path}",
-                       model.error_gate, arrays=True)
+        return _onnx_refiner(Refiner, model, load_spec(spec) if spec is not None else None, None, flip,
+                             f"onnxruntime {model.path}", "spec=")
     import torch
 
     from .checkpoint import LoadedCheckpoint
