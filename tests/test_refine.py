@@ -648,8 +648,13 @@ def _chunk_copy(chunk: Any) -> Any:
     return copy.deepcopy(chunk)
 
 
+def _must_not_run(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("called again")
+
+
 def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoint: Path,
-                                                   coco_dir: Path) -> None:
+                                                   coco_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # `posefix refine` reads its inputs once: the ground truth and COCO results that
     # check_refine_inputs parsed (before torch) are what refine_files refines and scores,
     # even if the files change in between; an unknown image's detection is skipped with
@@ -666,6 +671,7 @@ def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoi
     checked = check_refine_inputs(results, tmp_path / "o.json", coco_dir, gt,
                                   checkpoint=tiny_checkpoint, options=o)
     assert checked.truth is not None and len(checked.results) == len(dets) + 1
+    assert checked.format == "coco"
 
     def run(name: str, **kw: Any) -> tuple[dict[str, Any], list[Any], list[str]]:
         with warnings.catch_warnings(record=True) as said:
@@ -680,7 +686,9 @@ def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoi
     truth["annotations"] = truth["annotations"][1:]
     gt.write_text(json.dumps(truth))
     results.write_text(json.dumps(dets[1:]))
-    got, got_out, got_said = run("got.json", checked=checked)
+    with monkeypatch.context() as m:  # the paths were checked: not again
+        m.setattr("posefix.commands.refine.check_refine_paths", _must_not_run)
+        got, got_out, got_said = run("got.json", checked=checked)
     assert got_out == want_out and got_said == want_said
     assert got["ap_before"] == want["ap_before"] and got["ap_after"] == want["ap_after"]
     assert got["error_changes"] == want["error_changes"]

@@ -36,11 +36,14 @@ class CheckedInputs:
         image_list: the image list (None: not given).
         results: every detection of COCO results, in the file's keypoint count (None: not
             COCO results, or not read).
+        format: the results' format, as :func:`check_refine_paths` returned it (the paths
+            were checked: they need not be again).
     """
 
     truth: GroundTruth | None = None
     image_list: dict[int, ImageInfo] | None = None
     results: Detections | None = None
+    format: str | None = None
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -111,7 +114,7 @@ def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path
     for p, what in ((checkpoint, "checkpoint"), (o.onnx, "ONNX model")):
         if p is not None and not Path(p).is_file():
             raise InputError(Path(p), f"{what} file does not exist")
-    checked = CheckedInputs()
+    checked = CheckedInputs(format=fmt)
     ids = None
     if gt is not None:
         try:

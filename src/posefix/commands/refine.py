@@ -83,8 +83,9 @@ def refine_files(
             format, strictness, split, output format, progress bar; default: its defaults).
         checked: what :func:`posefix.commands.preflight.check_refine_inputs` read of these
             same arguments (``posefix refine`` checks its inputs before importing torch):
-            the ground truth, image list and COCO results it parsed are used instead of
-            reading the files again (default: read here).
+            its path checks are not repeated, and the ground truth, image list and COCO
+            results it parsed are used instead of reading the files again (default: checked
+            and read here).
 
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
@@ -93,7 +94,8 @@ def refine_files(
         ``gt``, and ``text`` (a readable report).
     """
     o = options if options is not None else RefineFileOptions()
-    fmt = check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
+    fmt = checked.format if checked is not None else \
+        check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
     inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o,
