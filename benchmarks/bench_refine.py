@@ -96,7 +96,7 @@ def forward_only(ckpt_path: Path, results: Path, image_list: Path, batch_size: i
     refiner = Refiner(net.predict, net.input_size, spec, device, flip)
     infos = load_image_list(image_list)
     dets = load_results(results, spec, image_ids=infos)
-    _, tasks = group_by_image(dets.image_ids, max(batch_size, 64))
+    tasks = group_by_image(dets.image_ids, max(batch_size, 64))
     d = dets
     paths = {i: DATA / infos[i].file_name for i in infos}
     ds = CropDataset(tasks, d.keypoints, d.boxes, paths, {}, spec, net.input_size,

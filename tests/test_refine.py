@@ -694,3 +694,13 @@ def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoi
     assert got["error_changes"] == want["error_changes"]
     changed, changed_out, _ = run("changed.json")  # the changed files, read again
     assert len(changed_out) == len(dets) - 1 and changed["ap_before"] != want["ap_before"]
+
+
+def test_group_by_image_chunks_rows_of_the_detections_as_they_are() -> None:
+    from posefix.crops import group_by_image
+
+    tasks = group_by_image(np.array([5, 3, 5, 7, 3, 5]), chunk=2)
+    assert [(t.image_id, t.rows.tolist(), t.first, t.last) for t in tasks] == [
+        (5, [0, 2], True, False), (5, [5], False, True), (3, [1, 4], True, True),
+        (7, [3], True, True)]
+    assert group_by_image(np.zeros(0, dtype=np.int64), chunk=2) == []

@@ -64,10 +64,9 @@ def main() -> None:
                         profile=load_profile(ROOT / "recipes/demo/profile.yaml"), seed=0)
         infos = load_image_list(gt)
         dets = load_results(synth, spec, image_ids=infos)
-    order, tasks = group_by_image(dets.image_ids, 64)
-    d = dets.select(order)
+    tasks = group_by_image(dets.image_ids, 64)  # rows of dets as they are
     paths = {i: LSP / infos[i].file_name for i in infos}
-    ds = CropDataset(tasks, d.keypoints, d.boxes, paths, {}, spec, size,
+    ds = CropDataset(tasks, dets.keypoints, dets.boxes, paths, {}, spec, size,
                      ckpt.config.data.bbox_padding, "pose", "auto")
     items = [ds[i] for i in range(len(ds))]
     crops = np.concatenate([it["crops"] for it in items])

@@ -114,16 +114,24 @@ class CropTask:
     last: bool  # the last chunk of its image
 
 
-def group_by_image(image_ids: np.ndarray, chunk: int) -> tuple[np.ndarray, list[CropTask]]:
-    """A stable order grouping detections by image (in order of first appearance), and
-    the loader's tasks: each image's rows in that order, in chunks of at most ``chunk``
-    (rows of the detections as they are: nothing needs to be copied into the order)."""
+def group_by_image(image_ids: np.ndarray, chunk: int) -> list[CropTask]:
+    """The loader's tasks: each image's detections (images in order of first appearance,
+    a stable order within each), in chunks of at most ``chunk``; their ``rows`` index the
+    detections as they are (nothing needs to be copied into the grouped order)."""
     _, first, inverse = np.unique(image_ids, return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")[inverse.reshape(-1)]
     order = np.argsort(rank, kind="stable")
     tasks: list[CropTask] = []
     if len(order) == 0:
-        return order, tasks
+        return tasks
+    sorted_ids = image_ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for s, e in zip(starts, ends, strict=True):
+        for c in range(s, e, chunk):
+            tasks.append(CropTask(int(sorted_ids[s]), order[c:min(c + chunk, e)],
+                               c == s, c + chunk >= e))
+    return tasks
     sorted_ids = image_ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
     ends = np.r_[starts[1:], len(order)]

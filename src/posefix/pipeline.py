@@ -336,21 +336,21 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
         raise ValueError(f"detections have {detections.keypoints.shape[1]} keypoints; the "
                          f"model's spec {spec.name} has {K}")
     counts = RefineCounts(detections_in=len(detections))
-    _, tasks = group_by_image(detections.image_ids, max(options.batch_size, 64))
-    dets = detections
+    tasks = group_by_image(detections.image_ids, max(options.batch_size, 64))
     counts.images = len({t.image_id for t in tasks})
-    crops = CropDataset(tasks, dets.keypoints, dets.boxes, images, dict(image_sizes or {}),
+    crops = CropDataset(tasks, detections.keypoints, detections.boxes, images, dict(image_sizes or {}),
                         spec, refiner.input_size,
                         float(padding if padding is not None else refiner.padding),
                         options.box, options.exif)
     queue = BatchQueue(refiner, options.batch_size)
     fix = options.fix if callable(options.fix) else \
         (options.fix or FixOptions()).resolve(getattr(refiner, "error_gate", None))
-    writer = ResultWriter(dets, spec, options.score, options.nms, counts, fix, owned=inplace)
+    writer = ResultWriter(detections, spec, options.score, options.nms, counts, fix,
+                          owned=inplace)
     bar = None
     if options.progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(dets), unit="det", desc="refine", leave=False)
+        bar = tqdm(total=len(detections), unit="det", desc="refine", leave=False)
     for item in iterate_crops(crops, options.workers):
         task = tasks[item["task"]]
         for chunk in queue.put(_chunk(item, task, K, counts, options.skip_missing)):
