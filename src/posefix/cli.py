@@ -348,25 +348,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
+    from .commands.export import export_file
 
-    from .errors import InputError
-    from .export import export_onnx
-
-    if not a.int8:
-        print(f"wrote {export_onnx(a.checkpoint, a.onnx, opset=a.opset, error_gate=a.error_gate)}")
-        return 0
-    from .quantize import quantize_onnx, shipped_calibration
-
-    with tempfile.TemporaryDirectory(prefix="posefix-export-") as tmp:
-        full = export_onnx(a.checkpoint, Path(tmp) / "float32.onnx", opset=a.opset,
-                           error_gate=a.error_gate)
-        try:
-            batches = shipped_calibration(full, required=True)
-        except ValueError as e:  # the model is not the calibration set's size or layout
-            raise InputError(a.checkpoint or "the shipped model", str(e)) from None
-        print(f"wrote {quantize_onnx(full, a.onnx, batches)} (int8)")
+    out = export_file(a.checkpoint, a.onnx, opset=a.opset, error_gate=a.error_gate,
+                      int8=a.int8)
+    print(f"wrote {out}{' (int8)' if a.int8 else ''}")
     return 0
 
 
