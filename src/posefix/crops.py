@@ -132,14 +132,6 @@ def group_by_image(image_ids: np.ndarray, chunk: int) -> list[CropTask]:
             tasks.append(CropTask(int(sorted_ids[s]), order[c:min(c + chunk, e)],
                                c == s, c + chunk >= e))
     return tasks
-    sorted_ids = image_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    for s, e in zip(starts, ends, strict=True):
-        for c in range(s, e, chunk):
-            tasks.append(CropTask(int(sorted_ids[s]), order[c:min(c + chunk, e)],
-                               c == s, c + chunk >= e))
-    return order, tasks
 
 
 class CropDataset:

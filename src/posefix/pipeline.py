@@ -338,8 +338,8 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
     counts = RefineCounts(detections_in=len(detections))
     tasks = group_by_image(detections.image_ids, max(options.batch_size, 64))
     counts.images = len({t.image_id for t in tasks})
-    crops = CropDataset(tasks, detections.keypoints, detections.boxes, images, dict(image_sizes or {}),
-                        spec, refiner.input_size,
+    crops = CropDataset(tasks, detections.keypoints, detections.boxes, images,
+                        dict(image_sizes or {}), spec, refiner.input_size,
                         float(padding if padding is not None else refiner.padding),
                         options.box, options.exif)
     queue = BatchQueue(refiner, options.batch_size)

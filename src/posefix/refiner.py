@@ -374,9 +374,9 @@ def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
 def _onnx_refiner(cls: type[Refiner], runner: OnnxRefiner, spec: KeypointSpec | None,
                   padding: float | None, flip: bool, description: str, spec_hint: str,
                   ) -> Refiner:
-    """A ``cls`` (:class:`Refiner`) of an ONNX Runtime session: ``spec`` and ``padding`` where given,
-    else the file's (padding: else :data:`DEFAULT_PADDING`); an :class:`InputError` telling
-    to pass ``spec_hint`` where neither names a spec."""
+    """A ``cls`` (:class:`Refiner`) of an ONNX Runtime session: ``spec`` and ``padding``
+    where given, else the file's (padding: else :data:`DEFAULT_PADDING`); an
+    :class:`InputError` telling to pass ``spec_hint`` where neither names a spec."""
     spec = spec or runner.spec
     if spec is None:
         raise InputError(runner.path, f"the ONNX file names no keypoint spec; pass {spec_hint}")
@@ -398,8 +398,9 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
     if isinstance(model, Refiner):
         return model
     if isinstance(model, OnnxRefiner):  # numpy in and out, on the CPU
-        return _onnx_refiner(Refiner, model, load_spec(spec) if spec is not None else None, None, flip,
-                             f"onnxruntime {model.path}", "spec=")
+        given = load_spec(spec) if spec is not None else None
+        return _onnx_refiner(Refiner, model, given, None, flip, f"onnxruntime {model.path}",
+                             "spec=")
     import torch
 
     from .checkpoint import LoadedCheckpoint
