@@ -59,13 +59,16 @@ def test_tiny_cpu_points_at_the_shared_data_from_the_repo_root() -> None:
 def test_overrides_are_typed() -> None:
     cfg = load_config("tiny_cpu", ["optim.lr=1e-3", "model.input_size=[128,96]",
                                    "data.flip=false", "optim.max_steps=null", "run.seed=7",
-                                   "optim.lr_steps=[3, 5]"])
+                                   "optim.lr_steps=[3, 5]", "model.error_blend_keypoints."
+                                   "left_wrist=0", "model.error_blend_keypoints.nose=0.5"])
     assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
     assert cfg.model.input_size == (128, 96)
     assert cfg.data.flip is False
     assert cfg.optim.max_steps is None
     assert cfg.run.seed == 7
     assert cfg.optim.lr_steps == (3, 5)
+    assert cfg.model.error_blend_keypoints == {"left_wrist": 0.0, "nose": 0.5}
+    assert isinstance(cfg.model.error_blend_keypoints["left_wrist"], float)
 
 
 @pytest.mark.parametrize("override, key", [
@@ -81,6 +84,8 @@ def test_overrides_are_typed() -> None:
     ("data.rotation_prob=1.5", "data.rotation_prob"),
     ("data.train=[{ann: a.json, bogus: 1}]", "data.train[0].bogus"),
     ("data.train=[{images: x}]", "data.train[0]"),
+    ("model.error_blend_keypoints=[0.1]", "model.error_blend_keypoints"),
+    ("model.error_blend_keypoints={wrist: x}", "model.error_blend_keypoints.wrist"),
 ])
 def test_bad_keys_and_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -120,7 +125,8 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
 
 
 def test_dict_round_trip() -> None:
-    cfg = load_config("r50_256x192", ["data.train=[{ann: a.json, image_files: [x.jpg]}]"])
+    cfg = load_config("r50_256x192", ["data.train=[{ann: a.json, image_files: [x.jpg]}]",
+                                      "model.error_blend_keypoints={left_wrist: 0.1}"])
     again = config_from_dict(config_to_dict(cfg))
     assert again == cfg
     assert config_to_dict(again)["model"]["input_size"] == [256, 192]

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from posefix import checkpoint as ckpt_mod  # noqa: E402
 from posefix.checkpoint import save_checkpoint  # noqa: E402
-from posefix.config import Config, ModelConfig  # noqa: E402
+from posefix.config import Config, GateOverride, ModelConfig  # noqa: E402
 from posefix.export import OnnxRefiner, export_onnx  # noqa: E402
 from posefix.model import build_model  # noqa: E402
 from posefix.spec import load_spec  # noqa: E402
@@ -113,6 +113,8 @@ def test_refiner_from_onnx_carries_the_files_spec_size_and_padding(
     np.testing.assert_array_equal(wrapped(crops, poses)[0], r(crops, poses)[0])
     with pytest.raises(InputError, match="error gate"):
         Refiner.from_onnx(exported, error_gate=0.2)
+    with pytest.raises(InputError, match="--error-blend"):
+        Refiner.from_onnx(exported, error_gate=GateOverride(blend=0.1))
 
 
 def test_refiner_rejects_wrong_shapes(exported: Path, tmp_path: Path) -> None:
@@ -216,6 +218,30 @@ def test_mobilenet_with_error_gate_onnx_matches_pytorch(gated_checkpoint: Path,
     assert meta["posefix.backbone"] == "mobilenet_v2" and meta["posefix.error_gate"] == "0.5"
 
 
+def test_error_blend_is_part_of_the_exported_graph(gated_checkpoint: Path,
+                                                   tmp_path: Path) -> None:
+    """A kept keypoint moves the blend's step towards the refined one, as in PyTorch."""
+    images, pose = _inputs(4, seed=7)
+    ungated = OnnxRefiner(export_onnx(gated_checkpoint, tmp_path / "u.onnx", error_gate=0.0))
+    refined = ungated(images, pose)[0]
+    path = export_onnx(gated_checkpoint, tmp_path / "b.onnx",
+                       error_gate=GateOverride(blend=0.25))  # the checkpoint's threshold, 0.5
+    coords, _, err = OnnxRefiner(path)(images, pose)
+    net = ckpt_mod.load_checkpoint(gated_checkpoint).model
+    net.set_error_gate(GateOverride(blend=0.25))
+    t_coords = net.predict(torch.from_numpy(images), torch.from_numpy(pose))[0].numpy()
+    assert np.abs(coords - t_coords).max() < 0.01
+    kept = (err < 0.5) & (pose[..., 2] > 0)
+    step = pose[..., :2] + 0.25 * (refined - pose[..., :2])
+    assert np.abs(coords[kept] - step[kept]).max() < 0.01
+    assert np.abs(coords[~kept] - refined[~kept]).max() < 0.01
+    assert np.abs(coords[kept] - pose[kept][:, :2]).max() > 0.1  # they did move
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["posefix.error_blend"]) == [0.25]
+
+
 def test_error_gate_needs_the_head(checkpoint: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     from posefix.cli import main
@@ -224,6 +250,21 @@ def test_error_gate_needs_the_head(checkpoint: Path, tmp_path: Path,
     assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out),
                  "--error-gate", "0.5"]) == 2
     assert "no error head" in capsys.readouterr().err and not out.exists()
+    assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out),
+                 "--error-blend", "1.5"]) == 2
+    assert "posefix export: error: error blend: must be in [0, 1], got 1.5" in \
+        capsys.readouterr().err and not out.exists()
+
+
+def test_cli_gate_options_travel_as_one_override(gated_checkpoint: Path,
+                                                 tmp_path: Path) -> None:
+    from posefix.cli import main
+
+    out = tmp_path / "x.onnx"
+    assert main(["export", "--checkpoint", str(gated_checkpoint), "--onnx", str(out),
+                 "--error-blend", "0.2"]) == 0
+    runner = OnnxRefiner(out)
+    assert runner.error_gate == 0.5 and runner.metadata["posefix.error_blend"] == "[0.2]"
 
 
 def test_error_kind_head_exports_its_kinds_and_ungated_keypoints(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from posefix.backbones import BACKBONES
-from posefix.config import ConfigError, ModelConfig
+from posefix.config import ConfigError, GateOverride, ModelConfig
 from posefix.heatmaps import (
     bilinear_onehot,
     default_input_sigma,
@@ -453,6 +453,39 @@ def test_error_head_shapes_loss_and_gate() -> None:
         _cfg(error_gate=0.5)
     with pytest.raises(ConfigError, match="error_gate"):
         _cfg(error_head=True, error_gate=1.5)
+
+    # blend: a kept keypoint moves error_blend of the way to the refined one, per keypoint;
+    # replaced and absent keypoints are refined as before
+    net.error_gate, net.error_blend = 0.5, (0.25, 0.25, 0.0, 0.5, 1.0)
+    coords, _ = net.decode(logits, pose, e)
+    for k, w in enumerate([1.0, 0.25, 1.0, 0.5, 1.0]):
+        torch.testing.assert_close(coords[0, k], pose[0, k, :2] + w * (refined - pose[0, k, :2]))
+    net.set_error_gate(GateOverride(blend=0.0))  # the threshold stays, the step is gone
+    assert net.error_gate == 0.5 and net.error_blend is None
+    torch.testing.assert_close(net.decode(logits, pose, e)[0][0, 1], pose[0, 1, :2])
+    net.set_error_gate(GateOverride(threshold=0.9, blend=0.1))
+    assert net.error_gate == 0.9 and net.error_blend == (0.1,)
+    net.set_error_gate(0.3)  # a float is a threshold alone
+    assert net.error_gate == 0.3 and net.error_blend == (0.1,)
+    net.set_error_gate(None)
+    assert net.error_gate is None
+
+
+def test_error_blend_config_by_keypoint_name() -> None:
+    cfg = _cfg(error_head=True, error_gate=0.5, error_blend=0.25,
+               error_blend_keypoints={"b": 0.0})
+    net = build_model(cfg, K, names=["a", "b", "c", "d", "e"])
+    assert net.error_blend == (0.25, 0.0, 0.25, 0.25, 0.25)
+    assert _cfg().blend_weights(["a"]) is None  # nothing blends: the old decode exactly
+    assert _cfg(error_blend_keypoints={"a": 0.5}).blend_weights(["a", "b"]) == (0.5, 0.0)
+    with pytest.raises(ConfigError, match="error_blend_keypoints.*lacks \\(wrist\\)"):
+        build_model(_cfg(error_blend_keypoints={"wrist": 0.0}), K, names=list("abcde"))
+    with pytest.raises(ConfigError, match="error_blend_keypoints.b: must be in"):
+        _cfg(error_blend_keypoints={"b": 2.0})
+    with pytest.raises(ConfigError, match="model.error_blend: must be in"):
+        _cfg(error_blend=-0.1)
+    with pytest.raises(ConfigError, match="error blend: must be in"):
+        GateOverride(blend=1.5)
 
 
 def test_error_head_learns_which_inputs_are_wrong() -> None:

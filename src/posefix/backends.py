@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .config import GateOverride
+
 __all__ = ["BACKENDS", "cache_dir", "cached_int8", "cached_onnx", "choose_backend",
            "cuda_available", "default_threads", "int8_without_saturation"]
 
@@ -119,15 +121,16 @@ def _source_hash(names: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def cached_onnx(checkpoint: str | Path, error_gate: float | None = None,
+def cached_onnx(checkpoint: str | Path, error_gate: float | GateOverride | None = None,
                 opset: int = 17) -> Path:
-    """The ONNX export of ``checkpoint`` with ``error_gate`` (None: the checkpoint's), from
+    """The ONNX export of ``checkpoint`` with ``error_gate`` (None: the checkpoint's; a
+    float: its threshold; see :class:`~posefix.config.GateOverride`), from
     the cache, exported there first if missing (atomically: concurrent runs are safe).
     Where the cache cannot be written, the export goes to a temporary folder instead."""
     from . import __version__
 
     checkpoint = Path(checkpoint)
-    gate = "ckpt" if error_gate is None else repr(float(error_gate))
+    gate = "ckpt" if error_gate is None else repr(GateOverride.of(error_gate))
     key = hashlib.sha256(f"{_file_hash(checkpoint)}|{gate}|{opset}|{__version__}|"
                          f"{importlib.metadata.version('torch')}|"
                          f"{_source_hash(EXPORT_SOURCES)}".encode()).hexdigest()[:24]

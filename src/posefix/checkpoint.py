@@ -170,7 +170,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(path, str(e)) from None
     model_cfg = dataclasses.replace(config.model, pretrained=None)
     try:
-        model = build_model(model_cfg, spec.num_keypoints, spec.partner_index.tolist())
+        model = build_model(model_cfg, spec.num_keypoints, spec.partner_index.tolist(),
+                            spec.keypoints)
         state = {k: v.float() if v.is_floating_point() else v for k, v in data["model"].items()}
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, ConfigError, AttributeError) as e:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .backends import BACKENDS
+from .config import ConfigError, GateOverride
 from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
 
 __all__ = ["build_parser", "main"]
@@ -225,6 +226,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="keep each input keypoint unless the network's probability that it is "
                         "a gross error is at least P (0: refine every keypoint; default: the "
                         "checkpoint's model.error_gate)")
+    _add_error_blend(p)
     p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
                    default=None, help="error-kind models: what decides that a left/right "
                    "pair exchanges its input positions (default: off, the refined keypoint)")
@@ -244,8 +246,23 @@ def _refine_options(a: argparse.Namespace) -> RefineFileOptions:
                            batch_size=a.batch_size, workers=a.workers, device=a.device,
                            exif=a.exif, skip_missing=a.skip_missing, fix=_fix_options(a))
     return RefineFileOptions(refine=refine, backend=a.backend, onnx=a.onnx,
-                             error_gate=a.error_gate, format=a.format, strict=a.strict,
+                             error_gate=_gate(a), format=a.format, strict=a.strict,
                              split=a.split, out_format=a.out_format)
+
+
+def _add_error_blend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--error-blend", type=float, default=None, metavar="W",
+                   help="move each input keypoint the error gate keeps W of the way to the "
+                        "refined one (0: keep it exactly; default: the checkpoint's "
+                        "model.error_blend, per keypoint)")
+
+
+def _gate(a: argparse.Namespace) -> GateOverride | None:
+    """--error-gate and --error-blend as one override (None: the checkpoint's; a value out
+    of range is a ConfigError, one line from main)."""
+    if a.error_gate is None and a.error_blend is None:
+        return None
+    return GateOverride(a.error_gate, a.error_blend)
 
 
 def _fix_options(a: argparse.Namespace) -> FixOptions | None:
@@ -341,6 +358,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument("--error-gate", type=float, default=None, metavar="P",
                    help="fix the error gate in the exported graph (default: the checkpoint's)")
+    _add_error_blend(p)
     p.add_argument("--int8", action="store_true",
                    help="write the int8 copy that the default backend runs (calibrated on the "
                         "set shipped with the package: 128x96 COCO-17 models)")
@@ -350,7 +368,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(a: argparse.Namespace) -> int:
     from .commands.export import export_file
 
-    out = export_file(a.checkpoint, a.onnx, opset=a.opset, error_gate=a.error_gate,
+    out = export_file(a.checkpoint, a.onnx, opset=a.opset, error_gate=_gate(a),
                       int8=a.int8)
     print(f"wrote {out}{' (int8)' if a.int8 else ''}")
     return 0
@@ -413,7 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run the verb, turn input errors into one clear line."""
-    from .config import ConfigError
     from .errors import InputError
     from .spec import SpecError
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DatasetConfig",
+    "GateOverride",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -71,14 +73,58 @@ class ModelConfig:
     # with the error head: keep the input keypoint wherever that probability is below this
     # (refined keypoints replace only the inputs the network believes wrong); null: never
     error_gate: float | None = None
+    # with the error gate: a kept input keypoint moves this fraction of the way to the
+    # refined one instead of staying exactly (0: kept as it is), per keypoint name in
+    # error_blend_keypoints, else error_blend: the network's own errors are partly
+    # independent of a good estimator's, so a short step towards them averages the two
+    error_blend: float = 0.0
+    error_blend_keypoints: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.error_gate is None or 0 <= self.error_gate <= 1, "model.error_gate",
                "must be in [0, 1] or null", self.error_gate)
+        for key, w in [("model.error_blend", self.error_blend),
+                       *((f"model.error_blend_keypoints.{k}", v)
+                         for k, v in self.error_blend_keypoints.items())]:
+            _check(0 <= w <= 1, key, "must be in [0, 1]", w)
         _check(self.error_gate is None or self.error_head, "model.error_gate",
                "needs model.error_head: true", self.error_gate)
         _check(not self.error_kinds or self.error_head, "model.error_kinds",
                "needs model.error_head: true", self.error_kinds)
+
+    def blend_weights(self, names: Sequence[str] | None) -> tuple[float, ...] | None:
+        """Each keypoint's ``error_blend`` (``names``: the keypoints in the network's order;
+        None where no keypoint is named), or None where every one is 0."""
+        unknown = sorted(set(self.error_blend_keypoints) - set(names or ()))
+        _check(not unknown, "model.error_blend_keypoints", "names keypoints the layout "
+               f"lacks ({', '.join(unknown)})", dict(self.error_blend_keypoints))
+        if names is None:
+            return (self.error_blend,) if self.error_blend else None
+        weights = tuple(float(self.error_blend_keypoints.get(n, self.error_blend))
+                        for n in names)
+        return weights if any(weights) else None
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    """A refine- or export-time change to a checkpoint's error gate (None: as trained).
+
+    Attributes:
+        threshold: ``model.error_gate`` (0: refine every keypoint).
+        blend: every keypoint's ``model.error_blend`` (0: keep each kept keypoint exactly).
+    """
+
+    threshold: float | None = None
+    blend: float | None = None
+
+    def __post_init__(self) -> None:
+        for key, v in (("error gate", self.threshold), ("error blend", self.blend)):
+            _check(v is None or 0 <= v <= 1, key, "must be in [0, 1]", v)
+
+    @classmethod
+    def of(cls, gate: float | GateOverride | None) -> GateOverride | None:
+        """A float is a threshold alone; None and an override are returned as they are."""
+        return gate if gate is None or isinstance(gate, GateOverride) else cls(float(gate))
 
 
 @dataclass
@@ -250,6 +296,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        kt, vt = args or (Any, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -321,6 +372,8 @@ def config_to_dict(cfg: Any) -> dict:
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
         return v
 
     return plain(cfg)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
+from .config import GateOverride
 from .jsonfiles import new_file_mode
 from .model import PoseFixNet
 from .onnx_runner import ERROR_OUTPUT, INPUT_NAMES, KINDS_OUTPUT, OUTPUT_NAMES, OnnxRefiner
@@ -79,16 +80,19 @@ def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: 
         "posefix.backbone": backbone,
         "posefix.bbox_padding": repr(float(bbox_padding)),
         "posefix.error_gate": repr(net.error_gate),
+        "posefix.error_blend": json.dumps(None if net.error_blend is None
+                                          else list(net.error_blend)),
     }
 
 
 def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int = 17,
-                error_gate: float | None = None) -> Path:
+                error_gate: float | GateOverride | None = None) -> Path:
     """Export a checkpoint (None: the shipped demo model) to an ONNX file, atomically.
 
     Uses the TorchScript-based exporter (no ``onnxscript`` dependency), with a dynamic
-    batch axis. ``error_gate`` replaces the checkpoint's ``model.error_gate`` (it is part
-    of the exported graph; 0 refines every keypoint). Returns ``onnx_path``.
+    batch axis. ``error_gate`` replaces the checkpoint's ``model.error_gate`` (a
+    :class:`~posefix.config.GateOverride`: and its blend; both are part of the exported
+    graph; 0 refines every keypoint). Returns ``onnx_path``.
     """
     import onnx
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import backbone_features, build_backbone, first_conv_key
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, GateOverride, ModelConfig
 from .heatmaps import (
     default_input_sigma,
     heatmap_confidence,
@@ -175,7 +175,8 @@ class PoseFixNet(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, num_keypoints: int,
-                 partners: Sequence[int] | None = None) -> None:
+                 partners: Sequence[int] | None = None,
+                 names: Sequence[str] | None = None) -> None:
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
@@ -227,6 +228,7 @@ class PoseFixNet(nn.Module):
                                           partners=partners if cfg.error_kinds else None)
                            if cfg.error_head else None)
         self.error_gate = cfg.error_gate
+        self.error_blend = cfg.blend_weights(names)
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
         self.pose_skip = (
             nn.Parameter(torch.full((self.num_keypoints,), float(cfg.pose_skip)))
@@ -301,14 +303,19 @@ class PoseFixNet(nn.Module):
         Soft-argmax in heatmap cells (over the whole map, or within ``decode_radius`` cells of
         its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``. With
         ``error_gate`` set and the error head's logits and the input pose given, a present
-        input keypoint whose error probability is below the gate is returned unchanged.
+        input keypoint whose error probability is below the gate is returned unchanged, or
+        moved ``error_blend`` of the way to the refined one where that is set.
         """
         cells = (soft_argmax(logits) if self.decode_radius is None
                  else local_soft_argmax(logits, self.decode_radius))
         coords = heatmap_to_pixels(cells, self.stride)
         if self.error_gate is not None and error_logits is not None and input_pose is not None:
             keep = (torch.sigmoid(error_logits.float()) < self.error_gate) & (input_pose[..., 2] > 0)
-            coords = torch.where(keep.unsqueeze(-1), input_pose[..., :2].to(coords.dtype), coords)
+            kept = input_pose[..., :2].to(coords.dtype)
+            if self.error_blend is not None:
+                step = torch.tensor(self.error_blend, dtype=coords.dtype, device=coords.device)
+                kept = kept + step.view(-1, 1) * (coords - kept)
+            coords = torch.where(keep.unsqueeze(-1), kept, coords)
         return coords, heatmap_confidence(logits)
 
     @torch.no_grad()
@@ -339,11 +346,17 @@ class PoseFixNet(nn.Module):
         return (coords, conf, torch.sigmoid(error_logits.float()),
                 torch.softmax(kind_logits.float(), -1))
 
-    def set_error_gate(self, gate: float | None) -> None:
+    def set_error_gate(self, gate: float | GateOverride | None) -> None:
         """Keep input keypoints whose error probability is below ``gate`` (None or 0: refine
-        every keypoint); needs the error head for any other value."""
-        if gate is not None and not 0 <= gate <= 1:
-            raise ConfigError(f"error gate: must be in [0, 1], got {gate}")
+        every keypoint); needs the error head for any other value. A
+        :class:`~posefix.config.GateOverride` sets its threshold and every keypoint's
+        blend where it gives them."""
+        override = GateOverride.of(gate) or GateOverride(0.0)
+        if override.blend is not None:
+            self.error_blend = (override.blend,) if override.blend else None
+        if override.threshold is None:
+            return
+        gate = override.threshold
         if gate and self.error_head is None:
             raise ConfigError("error gate: this network has no error head "
                               "(model.error_head: false)")
@@ -358,10 +371,12 @@ class PoseFixNet(nn.Module):
 
 
 def build_model(cfg: ModelConfig, num_keypoints: int,
-                partners: Sequence[int] | None = None) -> PoseFixNet:
+                partners: Sequence[int] | None = None,
+                names: Sequence[str] | None = None) -> PoseFixNet:
     """The PoseFix network of a model config for ``num_keypoints`` keypoints (``partners``:
     each keypoint's left/right partner or -1, :attr:`KeypointSpec.partner_index`; needed by
-    ``model.error_kinds``)."""
-    return PoseFixNet(cfg, num_keypoints, partners)
+    ``model.error_kinds``; ``names``: the keypoints' names, for
+    ``model.error_blend_keypoints``)."""
+    return PoseFixNet(cfg, num_keypoints, partners, names)
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .config import GateOverride
+
 __all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "RefineFileOptions", "RefineOptions"]
 
 #: Output person scores (see :class:`RefineOptions`).
@@ -96,7 +98,8 @@ class RefineFileOptions:
             checkpoint).
         error_gate: keep every input keypoint whose probability of being a gross error (the
             network's error head) is below this; 0 refines every keypoint (default: the
-            checkpoint's ``model.error_gate``).
+            checkpoint's ``model.error_gate``); a :class:`~posefix.config.GateOverride`
+            also sets how far each kept keypoint steps towards the refined one.
         format: the format of the results (:data:`posefix.formats.FORMATS`; default:
             detected).
         strict: detections of images not in the image list are an error (default: skipped
@@ -110,7 +113,7 @@ class RefineFileOptions:
     refine: RefineOptions = RefineOptions()
     backend: str = "auto"
     onnx: str | Path | None = None
-    error_gate: float | None = None
+    error_gate: float | GateOverride | None = None
     format: str | None = None
     strict: bool = False
     split: str | None = None

@@ -36,6 +36,7 @@ from .backends import (
     int8_without_saturation,
 )
 from .builtin import default_checkpoint_path
+from .config import GateOverride
 from .crops import network_inputs
 from .errors import InputError
 from .io import Detections
@@ -120,7 +121,7 @@ class Refiner:
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
                  device: str | torch.device = "cpu", flip: bool = True,
                  padding: float = DEFAULT_PADDING, description: str = "",
-                 error_gate: float | None = None, *, arrays: bool = False) -> None:
+                 error_gate: float | GateOverride | None = None, *, arrays: bool = False) -> None:
         self.predict = predict
         self.error_gate = error_gate
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -135,7 +136,7 @@ class Refiner:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *,
                         device: str | torch.device = "auto", flip: bool = True,
-                        error_gate: float | None = None) -> Refiner:
+                        error_gate: float | GateOverride | None = None) -> Refiner:
         """The PyTorch network of a checkpoint (None: the shipped demo model) with its spec,
         crop size and box padding; ``error_gate`` replaces the checkpoint's
         ``model.error_gate`` (0 refines every keypoint)."""
@@ -159,7 +160,7 @@ class Refiner:
 
     @classmethod
     def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
-                  flip: bool = True, error_gate: float | None = None,
+                  flip: bool = True, error_gate: float | GateOverride | None = None,
                   threads: int | None = None, int8: bool | None = False) -> Refiner:
         """An exported network run by ONNX Runtime on the CPU, without torch (``threads``:
         :func:`posefix.backends.default_threads` unless given).
@@ -185,8 +186,9 @@ class Refiner:
             description = f"onnxruntime{' int8' if quantized else ''}, the export of {source}"
         else:
             if error_gate is not None:
-                raise InputError(path, "the error gate of an exported model is fixed; export "
-                                 "again with posefix export --error-gate")
+                raise InputError(path, "the error gate and blend of an exported model are "
+                                 "fixed; export again with posefix export --error-gate or "
+                                 "--error-blend")
             if int8:
                 raise InputError(path, "an ONNX file runs as it is; quantize it with "
                                  "posefix.quantize.quantize_onnx (or leave out int8)")
@@ -352,7 +354,7 @@ def _run_torch(predict: Predictor, x: np.ndarray, p: np.ndarray, device: Any,
 
 def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
                  onnx: str | Path | None = None, *, device: str | torch.device = "auto",
-                 flip: bool = True, error_gate: float | None = None) -> Refiner:
+                 flip: bool = True, error_gate: float | GateOverride | None = None) -> Refiner:
     """The refiner of ``posefix refine``: :meth:`Refiner.from_checkpoint` for ``torch``,
     :meth:`Refiner.from_onnx` (``onnx``, else ``checkpoint`` exported) for
     ``onnxruntime`` (float32) and ``onnxruntime-int8``; ``auto`` picks one

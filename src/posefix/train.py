@@ -536,7 +536,8 @@ def _setup(cfg: Config, info: DistInfo, callback: Callable[[TrainState], None] |
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
 
-    net = build_model(cfg.model, spec.num_keypoints, spec.partner_index.tolist())
+    net = build_model(cfg.model, spec.num_keypoints, spec.partner_index.tolist(),
+                      spec.keypoints)
     if cfg.run.init_from:
         fresh = init_weights_from(net, cfg.run.init_from)
         if fresh and info.rank == 0:

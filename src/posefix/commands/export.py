@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from ..config import GateOverride
 from ..errors import InputError
 from ..export import export_onnx
 
@@ -13,9 +14,10 @@ __all__ = ["export_file"]
 
 
 def export_file(checkpoint: str | Path | None, onnx: str | Path, *, opset: int = 17,
-                error_gate: float | None = None, int8: bool = False) -> Path:
+                error_gate: float | GateOverride | None = None, int8: bool = False) -> Path:
     """Write ``checkpoint`` (None: the shipped model) as ONNX to ``onnx`` (atomically) and
-    return that path. ``error_gate`` replaces the checkpoint's in the graph; ``int8``
+    return that path. ``error_gate`` (a threshold or a
+    :class:`~posefix.config.GateOverride`) replaces the checkpoint's in the graph; ``int8``
     writes the int8 copy (:func:`posefix.quantize.quantize_onnx`, calibrated on the set
     shipped with the package) instead of the float32 export, or raises an
     :class:`InputError` naming the checkpoint where that set does not fit the model."""
