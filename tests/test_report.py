@@ -316,6 +316,20 @@ def test_refine_report_lists_only_real_changes_and_marks_moved_keypoints(
     assert magenta.sum() > 10  # the moved knee is marked in the refined panel
 
 
+def test_mean_oks_like_for_like_counts_the_persons_matched_both_times() -> None:
+    gt, before = _sample(".", "blazepose")
+    diag = classify_keypoints(gt, before)
+    lost = before.image_ids[diag.det_index[0]]  # refinement "lost" this image's persons
+    after = before.select(np.flatnonzero(before.image_ids != lost))
+    s = compare_results(gt, before, after)
+    rest = diag.oks[gt.image_ids[diag.gt_index] != lost]
+    assert 0 < len(rest) < len(diag.oks)
+    assert s["mean_oks_both"] == pytest.approx([rest.mean(), rest.mean()])
+    assert s["mean_oks_before"] == pytest.approx(diag.oks.mean())
+    assert abs(diag.oks.mean() - rest.mean()) > 1e-4  # the lost persons mattered
+    assert s["error_changes"]["persons_compared"] == len(rest)
+
+
 def test_count_axes_have_integer_ticks() -> None:
     gt, before = _sample(".", "blazepose")
     after = fix_errors(gt, before, classify_keypoints(gt, before), ["jitter"])

@@ -20,7 +20,8 @@ def compare_results(truth: GroundTruth, before: Detections, after: Detections,
                     diagnoses: tuple[Diagnosis, Diagnosis] | None = None,
                     evaluations: tuple[dict[str, float], dict[str, float]] | None = None,
                     ) -> dict[str, Any]:
-    """AP, keypoint-error counts, mean OKS of the matched detections and keypoint type
+    """AP, keypoint-error counts, mean OKS of the matched detections (and, as
+    ``mean_oks_both``, of the persons matched before and after) and keypoint type
     transitions (overall and per keypoint) of two result sets of the same persons.
 
     ``diagnoses``: the two sets' :func:`posefix.diagnosis.classify_keypoints`, and
@@ -54,6 +55,10 @@ def compare_results(truth: GroundTruth, before: Detections, after: Detections,
     # Mean OKS of the matched detections: finer than AP when there are few persons.
     out["mean_oks_before"] = float(np.mean(diag_b.oks)) if len(gb) else float("nan")
     out["mean_oks_after"] = float(np.mean(diag_a.oks)) if len(ga) else float("nan")
+    # ... and of the persons matched both before and after: like for like (a person that
+    # refinement lifts over the matching threshold enters the mean above with a low OKS)
+    out["mean_oks_both"] = [float(np.mean(np.asarray(d.oks)[i])) if len(common) else float("nan")
+                            for d, i in ((diag_b, ib), (diag_a, ia))]
     out["error_changes"] = {
         "persons_compared": int(len(common)),
         "types": list(ERROR_TYPES),

@@ -360,7 +360,8 @@ def write_refine_report(
         summary = compare_results(gt, before, after, diagnoses)
     comparison = {k: summary[k] for k in ("ap_before", "ap_after", "errors_before",
                                          "errors_after", "matched_before", "matched_after",
-                                         "mean_oks_before", "mean_oks_after", "error_changes")}
+                                         "mean_oks_before", "mean_oks_after", "mean_oks_both",
+                                         "error_changes")}
     db, da = diagnoses if diagnoses is not None else (None, None)
     b, a = run_analysis(gt, before, diagnosis=db), run_analysis(gt, after, diagnosis=da)
     w = ReportFolder(out_dir)
@@ -393,12 +394,16 @@ def _refine_intro(doc: Document, r: Mapping[str, Any], summary: Mapping[str, Any
              "persons counted). Every figure shows the two side by side.")
     keys = ("AP", "AP50", "AP75", "APm", "APl", "AR")
     ab, aa = comparison["ap_before"], comparison["ap_after"]
-    doc.table(["", *keys, "mean OKS (matched)"], [
-        [labels[0], *(fmt_number(ab[k]) for k in keys), fmt_number(comparison["mean_oks_before"])],
-        [labels[1], *(fmt_number(aa[k]) for k in keys), fmt_number(comparison["mean_oks_after"])],
+    both = comparison["mean_oks_both"]
+    doc.table(["", *keys, "mean OKS (matched)", "mean OKS (matched in both)"], [
+        [labels[0], *(fmt_number(ab[k]) for k in keys), fmt_number(comparison["mean_oks_before"]),
+         fmt_number(both[0])],
+        [labels[1], *(fmt_number(aa[k]) for k in keys), fmt_number(comparison["mean_oks_after"]),
+         fmt_number(both[1])],
         ["change", *(f"{aa[k] - ab[k]:+.3f}" if min(aa[k], ab[k]) >= 0 else "n/a"
                      for k in keys),
-         f"{comparison['mean_oks_after'] - comparison['mean_oks_before']:+.3f}"],
+         f"{comparison['mean_oks_after'] - comparison['mean_oks_before']:+.3f}",
+         f"{both[1] - both[0]:+.3f}"],
     ])
 
 

@@ -90,7 +90,8 @@ def refine_files(
     Returns:
         The summary: counts, settings, timing, ``ap_before``/``ap_after`` and
         ``errors_before``/``errors_after``/``error_changes`` and
-        ``mean_oks_before``/``mean_oks_after`` (of the detections matched to a person) with
+        ``mean_oks_before``/``mean_oks_after`` (of the detections matched to a person) and
+        ``mean_oks_both`` (before and after, of the persons matched both times) with
         ``gt``, and ``text`` (a readable report).
     """
     o = options if options is not None else RefineFileOptions()
