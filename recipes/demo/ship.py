@@ -4,8 +4,11 @@ The shipped file carries its training config (with ``model.error_gate`` set to t
 gate), and in ``extra.shipped_from`` the source checkpoint, step, seed, the command that
 trained it and the data it trained on (``split.yaml``).
 
-    .venv/bin/python recipes/demo/ship.py runs/demo/final.pt --error-gate 0.5
+    .venv/bin/python recipes/demo/ship.py runs/demo/final.pt --error-gate 0.5 \
+        --set model.error_blend=0.25 "model.error_blend_keypoints={left_wrist: 0}"
 
+Shipping the shipped file again with new decoding settings (``--error-gate``, ``--set``)
+keeps its weights and its ``shipped_from`` record, and appends the settings to it.
 ``--out`` writes elsewhere (a candidate, e.g. ``runs/kinds/ship.pt``) and ``--config`` names
 the recipe config that trained it (default ``config.yaml``; ``kinds.yaml`` for the
 error-kind fine-tuning).
@@ -14,12 +17,12 @@ error-kind fine-tuning).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import yaml
 
 from posefix.checkpoint import load_checkpoint, save_checkpoint
+from posefix.config import Config, config_from_dict, config_to_dict
 
 HERE = Path(__file__).resolve().parent
 DEST = HERE.parents[1] / "src" / "posefix" / "assets" / "demo_model.pt"
@@ -32,24 +35,41 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--error-gate", type=float, default=None,
                     help="the gate to ship (recipes/demo/choose_gate.py); default: as trained")
+    ap.add_argument("--set", nargs="*", default=[], metavar="model.KEY=VALUE",
+                    help="other decoding settings to ship (e.g. model.error_blend=0.25)")
     ap.add_argument("--out", default=str(DEST), help="default: the package's demo model")
     ap.add_argument("--config", default="config.yaml", help="the recipe config it trained with")
     args = ap.parse_args()
     dest = Path(args.out)
     ckpt = load_checkpoint(args.checkpoint)
-    config = ckpt.config
-    if args.error_gate is not None:
-        ckpt.model.set_error_gate(args.error_gate)
-        config = dataclasses.replace(config, model=dataclasses.replace(
-            config.model, error_gate=ckpt.model.error_gate))
-    info = {"source": str(args.checkpoint), "step": ckpt.extra.get("step"),
-            "epoch": ckpt.extra.get("epoch"), "seed": config.run.seed,
-            "command": COMMAND.format(args.config),
-            "data": yaml.safe_load((HERE / "split.yaml").read_text())}
+    gate = [] if args.error_gate is None else [f"model.error_gate={args.error_gate}"]
+    config = _overridden(ckpt.config, gate + args.set)
+    # a shipped file shipped again (new decoding settings) keeps where its weights came from
+    info = dict(ckpt.extra.get("shipped_from") or {
+        "source": str(args.checkpoint), "step": ckpt.extra.get("step"),
+        "epoch": ckpt.extra.get("epoch"), "seed": config.run.seed,
+        "command": COMMAND.format(args.config),
+        "data": yaml.safe_load((HERE / "split.yaml").read_text())})
+    if ckpt.extra.get("shipped_from"):
+        info["reshipped"] = [*info.get("reshipped", []), {"from": str(args.checkpoint),
+                                                          "settings": gate + args.set}]
     save_checkpoint(dest, model=ckpt.model, config=config, spec=ckpt.spec,
                     extra={"shipped_from": info}, half=True)
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB) from {args.checkpoint}, "
-          f"step {info['step']}, error gate {config.model.error_gate}")
+          f"step {info['step']}, error gate {config.model.error_gate}, blend "
+          f"{config.model.error_blend} {config.model.error_blend_keypoints or ''}")
+
+
+def _overridden(config: Config, overrides: list[str]) -> Config:
+    """``config`` with ``model.*`` decoding settings replaced (validated as a config is)."""
+    data = config_to_dict(config)
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        if section != "model":
+            raise SystemExit(f"ship.py: {key}: only model.* decoding settings can change")
+        data["model"][name] = yaml.safe_load(value)
+    return config_from_dict(data)
 
 
 if __name__ == "__main__":
