@@ -3,6 +3,7 @@ loader threads and the numpy normalization."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -157,18 +158,22 @@ def test_int8_of_a_given_onnx_file_is_refused(tmp_path: Path) -> None:
         Refiner.from_onnx(tmp_path / "model.onnx", int8=True)
 
 
-def test_a_cache_that_cannot_be_written_gives_a_temporary_export(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                 ) -> None:
-    from posefix.refiner import load_refiner
-
+def test_a_cache_that_cannot_be_written_gives_a_temporary_export(tmp_path: Path) -> None:
+    # In a process of its own: the temporary export is removed when that process exits.
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
-    monkeypatch.setenv("POSEFIX_CACHE", str(blocked / "cache"))  # mkdir fails under a file
-    refiner = load_refiner(None, "auto", device="cpu")
-    path = refiner.predict.path
-    assert path.is_file() and "-int8-" in path.name and blocked not in path.parents
+    env = {**os.environ, "POSEFIX_CACHE": str(blocked / "cache")}  # mkdir fails under a file
+    code = ("from posefix.refiner import load_refiner; "
+            "p = load_refiner(None, 'auto', device='cpu').predict.path; "
+            "print(p, p.is_file())")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    printed, was_file = proc.stdout.split()
+    path = Path(printed)
+    assert was_file == "True" and "-int8-" in path.name and blocked not in path.parents
     assert path.parent.name.startswith("posefix-onnx-")  # the export's temporary folder
+    assert not path.parent.exists()  # gone with the process
 
 
 def test_the_export_cache_is_keyed_by_the_code_that_shapes_it(

@@ -22,12 +22,14 @@ files, ``quantize.py`` and ONNX Runtime's version.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -167,11 +169,13 @@ def cached_int8(export: str | Path, required: bool = False) -> Path | None:
 
 def _write_or_temporary(path: Path, write: Callable[[Path], Path]) -> Path:
     """``write(path)`` into the cache; where the cache cannot be written (a read-only home),
-    into a temporary folder, for this run only."""
+    into a temporary folder, for this run only: removed when the process exits."""
     try:
         return write(path)
     except OSError:
-        return write(Path(tempfile.mkdtemp(prefix="posefix-onnx-")) / path.name)
+        folder = Path(tempfile.mkdtemp(prefix="posefix-onnx-"))
+        atexit.register(shutil.rmtree, folder, True)
+        return write(folder / path.name)
 
 
 def int8_without_saturation() -> bool:
