@@ -13,6 +13,7 @@ from posefix.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    override_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +92,17 @@ def test_bad_keys_and_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_config("tiny_cpu", [override])
     assert key in str(e.value)
+
+
+def test_override_config_applies_overrides_to_a_loaded_config() -> None:
+    cfg = load_config("tiny_cpu")
+    out = override_config(cfg, ["model.error_blend=0.5", "model.error_blend_keypoints.nose=0"])
+    assert out.model.error_blend == 0.5 and out.model.error_blend_keypoints == {"nose": 0.0}
+    assert out.data == cfg.data and cfg.model.error_blend == 0.0  # the input is not changed
+    with pytest.raises(ConfigError, match="model.error_blend: must be in"):
+        override_config(cfg, ["model.error_blend=2"])
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        override_config(cfg, ["model.error_blend"])
 
 
 def test_override_needs_equals_sign() -> None:

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from posefix.checkpoint import default_checkpoint_path, load_checkpoint, save_checkpoint
 from posefix.commands.refine import refine_files
 from posefix.commands.synthesize import synthesize_file
-from posefix.config import config_from_dict, config_to_dict
+from posefix.config import override_config
 from posefix.diagnosis import classify_keypoints
 from posefix.io import load_ground_truth, load_results
 from posefix.jsonfiles import read_json, write_json_atomic
@@ -139,12 +138,7 @@ def _with_overrides(checkpoint: Path, overrides: list[str], tmp: Path) -> Path:
     if not overrides:
         return checkpoint
     ck = load_checkpoint(checkpoint)
-    data = config_to_dict(ck.config)
-    for item in overrides:  # validated against the checkpoint's own config
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        data[section][name] = yaml.safe_load(value)
-    config = config_from_dict(data)
+    config = override_config(ck.config, overrides)  # validated as the checkpoint's own
     model_cfg = config.model
     ck.model.error_gate = model_cfg.error_gate
     ck.model.decode_radius = model_cfg.decode_radius

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from posefix.checkpoint import load_checkpoint, save_checkpoint
-from posefix.config import Config, config_from_dict, config_to_dict
+from posefix.config import Config, override_config
 
 HERE = Path(__file__).resolve().parent
 DEST = HERE.parents[1] / "src" / "posefix" / "assets" / "demo_model.pt"
@@ -62,14 +62,10 @@ def main() -> None:
 
 def _overridden(config: Config, overrides: list[str]) -> Config:
     """``config`` with ``model.*`` decoding settings replaced (validated as a config is)."""
-    data = config_to_dict(config)
     for item in overrides:
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        if section != "model":
-            raise SystemExit(f"ship.py: {key}: only model.* decoding settings can change")
-        data["model"][name] = yaml.safe_load(value)
-    return config_from_dict(data)
+        if not item.startswith("model."):
+            raise SystemExit(f"ship.py: {item}: only model.* decoding settings can change")
+    return override_config(config, overrides)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "override_config",
 ]
 
 
@@ -394,6 +395,27 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _apply_overrides(data: dict, overrides: list[str]) -> None:
+    """Set each ``key.sub=value`` of ``overrides`` in plain config data (values as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+
+
+def override_config(cfg: Config, overrides: list[str]) -> Config:
+    """``cfg`` with ``key.sub=value`` overrides applied, parsed and validated as
+    :func:`load_config`'s (e.g. a checkpoint's decoding settings)."""
+    data = config_to_dict(cfg)
+    _apply_overrides(data, overrides)
+    return config_from_dict(data)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a config file (or a built-in config name) and apply ``key.sub=value`` overrides.
 
@@ -409,15 +431,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         base = found.path.resolve().parent if found.path is not None else None
         if not isinstance(data, dict):
             raise ConfigError(f"{found.source}: a config must be a mapping")
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(data, key.strip(), value)
+    _apply_overrides(data, overrides or [])
     cfg = config_from_dict(data)
     if base is not None:
         for ds in [*cfg.data.train, *cfg.data.val]:

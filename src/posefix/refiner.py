@@ -121,7 +121,7 @@ class Refiner:
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
                  device: str | torch.device = "cpu", flip: bool = True,
                  padding: float = DEFAULT_PADDING, description: str = "",
-                 error_gate: float | GateOverride | None = None, *, arrays: bool = False) -> None:
+                 error_gate: float | None = None, *, arrays: bool = False) -> None:
         self.predict = predict
         self.error_gate = error_gate
         self.input_size = (int(input_size[0]), int(input_size[1]))
