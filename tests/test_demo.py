@@ -37,6 +37,13 @@ from posefix.spec import load_spec
 
 POSEFIX = Path(sys.executable).with_name("posefix")
 README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+#: How the README's results table names each of the demo's inputs.
+README_ROWS = {("multi-person", "blazepose"): "BlazePose, 3 multi-person images",
+               ("multi-person", "movenet"): "MoveNet MultiPose, 3 multi-person images",
+               ("lsp", "blazepose"): "BlazePose, 40 LSP test images",
+               ("lsp", "movenet"): "MoveNet MultiPose, 40 LSP test images",
+               ("lsp", "posenet"): "PoseNet single-pose, 40 LSP test images"}
 
 
 @pytest.fixture(scope="module")
@@ -289,8 +296,17 @@ def test_demo_without_arguments_refines_with_the_shipped_model(tmp_path: Path) -
     assert all(r["ap_after"] >= r["ap_before"] - 0.01 for r in rows.values())
     posenet = rows["lsp", "posenet"]
     assert posenet["keypoints_moved"] > 10 and posenet["ap_parts"]["keypoints"] > 0
-    # The README's demo paragraph is this run's numbers (update it when the model changes).
-    readme = README.read_text()
+    # The README's results table and the docs' demo paragraph are this run's numbers
+    # (update them when the model changes).
+    assert set(README_ROWS) == set(rows)
+    table = [f"| demo: {README_ROWS[key]} | {r['persons']} | {r['ap_before']:.3f} | "
+             f"{r['ap_after']:.3f} | {r['ap_parts']['keypoints']:+.3f} | "
+             f"{r['ap_parts']['scores']:+.3f} | {r['ap_parts']['nms']:+.3f} |"
+             for key, r in rows.items()]
+    table.append(f"| demo: mean of the {len(rows)} inputs | | {before:.3f} | {after:.3f} |")
+    readme = " ".join(README.read_text().split())
+    assert [s for s in table if not _said_within(s, readme)] == [], \
+        "update the README's results table"
     blaze = rows["multi-person", "blazepose"]
     said = [f"the mean AP of the {len(rows)} inputs goes {before:.3f} -> {after:.3f}",
             f"PoseNet's on LSP {posenet['ap_before']:.3f} -> {posenet['ap_after']:.3f} (moved "
@@ -302,14 +318,14 @@ def test_demo_without_arguments_refines_with_the_shipped_model(tmp_path: Path) -
             f"{blaze['ap_parts']['keypoints']:+.3f})",
             f"({rows['lsp', 'movenet']['keypoints_moved']} and "
             f"{rows['lsp', 'blazepose']['keypoints_moved']} keypoints)"]
-    best = posenet["pictures"][0]  # the README's picture: the largest gain, its person
+    best = posenet["pictures"][0]  # the docs' picture: the largest gain, its person
     person = next(p for p in posenet["persons_changed"] if p["image_id"] == best["image_id"])
     said += [f"`pictures/lsp/posenet/{Path(best['png']).name}`",
              f"OKS goes {person['oks'][0]:.3f} -> {person['oks'][-1]:.3f}, all from moved "
              "keypoints" if person["causes"] == ["keypoints"] else "(causes differ)"]
-    text = " ".join(readme.split())
+    text = " ".join(RESULTS_PAGE.read_text().split())
     assert [s for s in said if not _said_within(s, text)] == [], \
-        "update the README's demo paragraph"
+        "update the demo paragraph of docs/results.md"
     assert blaze["removed_by_nms"] >= 1  # "removing a duplicate detection"
 
 

@@ -102,10 +102,13 @@ def test_in_memory_input_errors(refiner: posefix.Refiner) -> None:
     np.testing.assert_array_equal(res.keypoints, kp)
 
 
-def test_the_readmes_python_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Use it from Python", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    assert len([line for line in code.splitlines() if line.strip()]) <= 12
-    exec(compile(code, "README.md", "exec"), {})
+@pytest.mark.parametrize(("page", "section", "most_lines"), [
+    ("README.md", "## Refine your own estimator's output", 12),
+    ("docs/python.md", "## Poses in memory", 20)])
+def test_the_docs_python_examples_run_as_written(page: str, section: str, most_lines: int,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parents[1] / page).read_text()
+    code = text.split(section + "\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len([line for line in code.splitlines() if line.strip()]) <= most_lines
+    exec(compile(code, page, "exec"), {})
     assert capsys.readouterr().out.startswith("(4, 17, 3)")  # the four MoveNet persons
