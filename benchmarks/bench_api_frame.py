@@ -4,11 +4,13 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_api_frame.py --profile auto   # where time goes
 
 The embedded sample's image 196141 (640x427) with the first of its MoveNet persons, refined
-``--repeat`` times in a loop as a video loop would (the refiner built once, outside the
-timing; two warm-up calls first); the median and best milliseconds per call of each backend
-(``Refiner.from_checkpoint(backend=...)``, ``auto`` being what ``posefix refine`` runs by
-default). ``--profile BACKEND`` prints cProfile's top functions (by cumulative time) of
-that backend's loop instead.
+``--repeat`` times in a loop as a video loop would (the refiners built once, outside the
+timing; two warm-up calls each first); the median and best milliseconds per call of each
+backend (``Refiner.from_checkpoint(backend=...)``, ``auto`` being what ``posefix refine``
+runs by default; ``torch`` is what ``Refiner.from_checkpoint()`` ran before issue 29). The
+backends take turns in ``--rounds`` rounds of ``repeat / rounds`` calls, so that the load
+of a shared machine falls on each alike. ``--profile BACKEND`` prints cProfile's top
+functions (by cumulative time) of that backend's loop instead.
 """
 
 from __future__ import annotations
@@ -52,21 +54,23 @@ def make_refiner(backend: str) -> posefix.Refiner:
 
 
 def time_calls(refiner: posefix.Refiner, image: np.ndarray, kp: np.ndarray,
-               repeat: int) -> list[float]:
-    """Milliseconds of each of ``repeat`` ``refine_image`` calls (after two warm-ups)."""
+               repeat: int) -> list[tuple[float, float]]:
+    """Wall-clock and CPU milliseconds of each of ``repeat`` ``refine_image`` calls (after
+    two warm-ups)."""
     for _ in range(2):
         refiner.refine_image(image, kp)
     out = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         refiner.refine_image(image, kp)
-        out.append((time.perf_counter() - t) * 1000)
+        out.append(((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000))
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     p.add_argument("--profile", choices=BACKENDS, default=None)
     a = p.parse_args()
@@ -80,15 +84,18 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
         return
-    print("| backend | runs | median ms/frame | best ms/frame |")
-    print("| --- | --- | --- | --- |")
-    for name in a.backends:
-        refiner = make_refiner(name)
-        ms = time_calls(refiner, image, kp, a.repeat)
+    refiners = {name: make_refiner(name) for name in a.backends}
+    ms: dict[str, list[tuple[float, float]]] = {name: [] for name in a.backends}
+    for _ in range(a.rounds):
+        for name, refiner in refiners.items():
+            ms[name] += time_calls(refiner, image, kp, max(1, a.repeat // a.rounds))
+    print("| backend | runs | median ms/frame | best ms/frame | median CPU ms/frame |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, refiner in refiners.items():
         what = getattr(refiner, "backend", refiner.description.split(",")[0])
-        print(f"| {name} ({what}) | {len(ms)} | {statistics.median(ms):.2f} | {min(ms):.2f} |",
-              flush=True)
-
+        wall, cpu = zip(*ms[name], strict=True)
+        print(f"| {name} ({what}) | {len(wall)} | {statistics.median(wall):.2f} | "
+              f"{min(wall):.2f} | {statistics.median(cpu):.2f} |")
 
 if __name__ == "__main__":
     main()
