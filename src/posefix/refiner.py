@@ -157,11 +157,11 @@ class RefinedPoses:
                                  bool(self.kept[i]), bool(self.refined[i]),
                                  self._inputs()[i])
         rows = np.arange(len(self))[index]
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[rows]
-        return RefinedPoses(self.keypoints[rows], self.scores[rows], pick(self.error),
-                            self.kept[rows], self.refined[rows], pick(self.inputs),
-                            pick(self.boxes), self.spec, self.image, self.color)
+        error, inputs, boxes = (None if a is None else a[rows]
+                                for a in (self.error, self.inputs, self.boxes))
+        return RefinedPoses(self.keypoints[rows], self.scores[rows], error, self.kept[rows],
+                            self.refined[rows], inputs, boxes, self.spec, self.image,
+                            self.color)
 
     def __iter__(self) -> Iterator[RefinedPerson]:
         return (self[i] for i in range(len(self)))
