@@ -191,7 +191,7 @@ def test_every_row_refined_is_posefix_refine_before_nms(small_checkpoint: Path) 
     from posefix.refiner import Refiner
 
     gt, dets = _sample("multi-person", "blazepose")
-    refiner = Refiner.from_checkpoint(small_checkpoint)
+    refiner = Refiner.from_checkpoint(small_checkpoint, backend="torch")
     paths = {i: gt.image_path(i) for i in gt.images}
     sizes = {i: (gt.images[i].width, gt.images[i].height) for i in gt.images}
     images = {i: load_image(p, "auto", sizes[i]) for i, p in paths.items()}

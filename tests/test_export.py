@@ -104,7 +104,7 @@ def test_refiner_from_onnx_carries_the_files_spec_size_and_padding(
     r = Refiner.from_onnx(exported)
     assert (r.spec, r.input_size, r.padding) == (SPEC, (H, W), 1.3)
     assert str(r.device) == "cpu" and "onnxruntime" in r.description
-    torch_r = Refiner.from_checkpoint(checkpoint, device="cpu")
+    torch_r = Refiner.from_checkpoint(checkpoint, backend="torch", device="cpu")
     rng = np.random.default_rng(2)
     crops = rng.integers(0, 255, (3, H, W, 3), dtype=np.uint8)
     poses = _inputs(3, 4)[1]
@@ -297,7 +297,7 @@ def test_error_kind_head_exports_its_kinds_and_ungated_keypoints(tmp_path: Path)
     assert np.abs(err - t[2].numpy()).max() < 1e-4
     assert np.abs(coords - t[0].numpy()).max() < 1e-2
     assert Refiner.from_onnx(exported).error_gate == 0.4
-    assert Refiner.from_checkpoint(path, device="cpu").error_gate == 0.4
+    assert Refiner.from_checkpoint(path, backend="torch", device="cpu").error_gate == 0.4
 
 
 def test_an_onnx_file_without_a_spec_needs_one_given(misfit_checkpoint: Path,

@@ -18,13 +18,14 @@ SAMPLE = Path(posefix.__file__).parent / "assets" / "sample"
 
 @pytest.fixture(scope="module")
 def refiner() -> posefix.Refiner:
-    return posefix.Refiner.from_checkpoint(device="cpu")  # the shipped model
+    return posefix.Refiner.from_checkpoint()  # the shipped model, on the default backend
 
 
 @pytest.fixture(scope="module")
 def ungated() -> posefix.Refiner:
-    """The shipped model refining every keypoint (its gate keeps most sample keypoints)."""
-    return posefix.Refiner.from_checkpoint(device="cpu", error_gate=0)
+    """The shipped model on PyTorch refining every keypoint (its gate keeps most sample
+    keypoints)."""
+    return posefix.Refiner.from_checkpoint(backend="torch", device="cpu", error_gate=0)
 
 
 def _by_image(results: list[dict]) -> dict[int, list[dict]]:
@@ -66,6 +67,59 @@ def test_in_memory_equals_the_file_cli_on_the_embedded_sample(
         assert np.all((res.error >= 0) & (res.error <= 1))
         moved += int(np.abs(res.keypoints[..., :2] - kp_in[..., :2]).max() > 1)
     assert moved > 0  # the network moved keypoints: the comparison is not of inputs
+
+
+@pytest.mark.parametrize("name", ["movenet.json", "blazepose.json"])
+def test_the_api_and_the_cli_give_the_same_keypoints_with_the_defaults_of_each(
+        refiner: posefix.Refiner, tmp_path: Path, name: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: ``Refiner.from_checkpoint()`` runs what ``posefix refine`` runs by default
+    (the backend ``auto`` chooses), so a user's frame loop and the command line agree to
+    0.01 px; ``to_coco`` gives the entries the command writes."""
+    from posefix.backends import choose_backend, int8_without_saturation
+
+    out = tmp_path / "refined.json"
+    assert main(["refine", "--images", str(SAMPLE), "--results", str(SAMPLE / name),
+                 "--image-list", str(SAMPLE / "annotations.json"), "--out", str(out),
+                 "--json"]) == 0  # every setting the CLI's default
+    summary = json.loads(capsys.readouterr().out)
+    chosen = choose_backend("auto")
+    if chosen == "onnxruntime" and int8_without_saturation():
+        chosen = "onnxruntime-int8"  # the shipped calibration set fits the shipped model
+    assert refiner.backend == chosen and summary["backend"] == refiner.description
+    files = _by_image(json.loads(out.read_text()))
+    inputs = _by_image(json.loads((SAMPLE / name).read_text()))
+    infos = {im["id"]: im for im in json.loads((SAMPLE / "annotations.json").read_text())["images"]}
+    moved = 0
+    for i, people in inputs.items():
+        kp = np.array([d["keypoints"] for d in people]).reshape(len(people), -1, 3)
+        got = refiner.refine_image(load_image(SAMPLE / infos[i]["file_name"]), kp,
+                                   np.array([d["score"] for d in people]))  # one by one
+        want = files.get(i, [])
+        entries = got.to_coco(i)
+        assert [sorted(e) for e in entries] == [sorted(d) for d in want]
+        assert [e["image_id"] for e in entries] == [d["image_id"] for d in want]
+        if not want:
+            continue
+        np.testing.assert_allclose(np.array([e["keypoints"] for e in entries]),
+                                   np.array([d["keypoints"] for d in want]), atol=0.01, rtol=0)
+        np.testing.assert_allclose([e["score"] for e in entries], [d["score"] for d in want],
+                                   atol=1e-4, rtol=0)
+        moved += int(np.abs(got.keypoints[..., :2] - kp[..., :2]).max() > 1)
+    assert moved > 0  # the network moved keypoints: the comparison is not of inputs
+
+
+def test_a_backend_asked_for_is_the_one_that_runs() -> None:
+    torch_r = posefix.Refiner.from_checkpoint(backend="torch", device="cpu")
+    float32 = posefix.Refiner.from_checkpoint(backend="onnxruntime")
+    assert (torch_r.backend, torch_r.arrays) == ("torch", False)
+    assert (float32.backend, float32.arrays) == ("onnxruntime", True)
+    assert "onnxruntime, the export of" in float32.description
+    assert repr(float32).startswith("Refiner(onnxruntime on cpu, coco17, 128x96 crops")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        posefix.Refiner.from_checkpoint(backend="tensorflow")
+    with pytest.raises(ValueError, match="needs backend torch"):
+        posefix.Refiner.from_checkpoint(backend="onnxruntime", device="cuda")
 
 
 def test_one_image_rgb_or_bgr_and_two_column_keypoints(ungated: posefix.Refiner) -> None:

@@ -291,7 +291,7 @@ def test_refiner_is_built_once_with_spec_size_and_padding(tiny_checkpoint: Path)
 
     assert posefix.Refiner is Refiner
     shipped = load_checkpoint(default_checkpoint_path())
-    r = Refiner.from_checkpoint(device="cpu", error_gate=0.7)  # the shipped model
+    r = Refiner.from_checkpoint(backend="torch", device="cpu", error_gate=0.7)  # the shipped model
     assert r.spec == shipped.spec and str(default_checkpoint_path()) in r.description
     assert r.input_size == tuple(shipped.config.model.input_size)
     assert r.padding == shipped.config.data.bbox_padding and r.flip

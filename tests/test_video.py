@@ -54,7 +54,7 @@ def test_refine_video_equals_in_memory_refinement_of_its_frames(
     cap = cv2.VideoCapture(str(video))
     frames = [cap.read()[1] for _ in range(FRAMES)]  # decoded, BGR
     cap.release()
-    refiner = posefix.Refiner.from_checkpoint(device="cpu", error_gate=0)
+    refiner = posefix.Refiner.from_checkpoint(backend="torch", device="cpu", error_gate=0)
     keep = [f for f in range(FRAMES) if f != EMPTY]
     mine = refiner.refine_images([frames[f] for f in keep], [poses[f] for f in keep],
                                  [np.array([0.5] * len(poses[f])) for f in keep], color="bgr")

@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/blend"))
     args = ap.parse_args()
     gt = load_ground_truth(DATA / "lsp" / "coco17.json", split="test")
-    refiner = Refiner.from_checkpoint(device="cpu", error_gate=0)
+    refiner = Refiner.from_checkpoint(backend="torch", device="cpu", error_gate=0)
     lines = ["| setting (w under / over gate, gate) | " + " | ".join(INPUTS) + " |",
              "| --- |" + " --- |" * len(INPUTS)]
     results: dict[str, dict] = {}

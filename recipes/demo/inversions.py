@@ -173,7 +173,7 @@ def probe(gt: GroundTruth, blaze, profile: str) -> None:
     torch.set_num_threads(1)
     spec = gt.spec
     flip = np.where(spec.partner_index >= 0, spec.partner_index, np.arange(spec.num_keypoints))
-    ref = Refiner.from_checkpoint(device="cpu")
+    ref = Refiner.from_checkpoint(backend="torch", device="cpu")
     rng = np.random.default_rng(0)
     dg = classify_keypoints(gt, blaze)
     inv = dg.labels == INVERSION

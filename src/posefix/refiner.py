@@ -1,9 +1,11 @@
 """The network behind refinement: a :class:`Refiner` runs any predictor (a ``PoseFixNet``,
 an ONNX runtime session, a callable) on crop batches with the flip test. It is built once,
 carrying the keypoint spec, crop size and box padding that go with the network:
-:meth:`Refiner.from_checkpoint` (the shipped model by default), :meth:`Refiner.from_onnx`,
-:func:`load_refiner` (either, by backend name) or :func:`as_refiner` (a bare network or
-callable, given its spec and crop size).
+:meth:`Refiner.from_checkpoint` (the shipped model by default, on the backend ``posefix
+refine`` runs by default: the int8 ONNX export on a capable CPU, else the float32 one,
+PyTorch on CUDA; :attr:`Refiner.backend` says which), :meth:`Refiner.from_onnx` (an ONNX
+file), :func:`load_refiner` (the CLI's choice of either) or :func:`as_refiner` (a bare
+network or callable, given its spec and crop size).
 
 **Predict** (paper section 6). The network draws the input pose as Gaussian heatmaps and
 predicts every keypoint in crop pixels with a confidence. With the flip test (on by default)
@@ -16,11 +18,15 @@ an ONNX file (the default on a CPU) runs without torch.
 **In memory.** :meth:`Refiner.refine_image` and :meth:`Refiner.refine_images` refine poses
 on images already held (RGB or BGR), through :func:`posefix.pipeline.run_pipeline`: the same
 crops, batches, flip test, rescoring and OKS-NMS as ``posefix refine``, so the same numbers.
+Their :class:`RefinedPoses` draw themselves (:meth:`RefinedPoses.plot`, with
+:mod:`posefix.visualize`), give COCO results (:meth:`RefinedPoses.to_coco`,
+:meth:`RefinedPoses.save`, with :mod:`posefix.io`'s writer) and one person at a time
+(:class:`RefinedPerson`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,8 +56,8 @@ if TYPE_CHECKING:
 
     from .checkpoint import LoadedCheckpoint
 
-__all__ = ["BACKENDS", "Predictor", "RefinedPoses", "Refiner", "as_refiner", "load_refiner",
-           "resolve_device"]
+__all__ = ["BACKENDS", "Predictor", "RefinedPerson", "RefinedPoses", "Refiner", "as_refiner",
+           "load_refiner", "resolve_device"]
 
 #: The networks :func:`load_refiner` runs.
 
@@ -72,9 +78,42 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-@dataclass
+@dataclass(frozen=True, repr=False)
+class RefinedPerson:
+    """One person of a :class:`RefinedPoses` (``poses[i]``).
+
+    Attributes:
+        keypoints: (K, 3) refined ``x, y, confidence`` in image pixels.
+        score: the output person score.
+        error: (K,) the probability that each *input* keypoint is a gross error, or None.
+        kept: False where OKS-NMS suppressed the person.
+        refined: whether the person went through the network.
+        input: (K, 3) the input keypoints, as given (a third column of 1 added to ``x, y``).
+    """
+
+    keypoints: np.ndarray
+    score: float
+    error: np.ndarray | None
+    kept: bool
+    refined: bool
+    input: np.ndarray
+
+    def __repr__(self) -> str:
+        err = "" if self.error is None or not self.refined else \
+            f", max error {np.nanmax(self.error):.2f}"
+        state = ("refined" if self.refined else "not refined") + \
+            ("" if self.kept else ", removed by OKS-NMS")
+        return f"RefinedPerson(score {self.score:.3f}, {state}{err})"
+
+
+@dataclass(repr=False)
 class RefinedPoses:
     """The refined poses of one image, row for row with the input persons.
+
+    ``len(poses)`` persons; ``poses[i]`` is one (:class:`RefinedPerson`), iterating gives
+    each; ``poses[mask]`` (a slice, boolean mask or index array) the rows it selects, e.g.
+    ``poses[poses.kept]``. :meth:`plot` draws them, :meth:`to_coco` and :meth:`save` give
+    them as COCO keypoint results (as ``posefix refine`` writes them).
 
     Attributes:
         keypoints: (N, K, 3) ``x, y, confidence`` in image pixels; a person with no keypoint
@@ -84,6 +123,14 @@ class RefinedPoses:
             (NaN for unrefined persons); None for a network without an error head.
         kept: (N,) False where OKS-NMS suppressed the person (the file path drops those).
         refined: (N,) whether the person went through the network.
+        inputs: (N, K, 3) the input keypoints (``x, y, score``), for the moved-keypoint
+            marks of :meth:`plot`; None where not known.
+        boxes: (N, 4) ``x, y, w, h`` input boxes, NaN where none was given (written as
+            COCO's ``bbox`` where known); None: none.
+        spec: the keypoint layout (for :meth:`plot`), None where not known.
+        image: the image refined, as given (a reference, not a copy: :meth:`plot` draws on
+            it by default), or None.
+        color: ``"rgb"`` or ``"bgr"``, the channel order of ``image``.
     """
 
     keypoints: np.ndarray
@@ -91,9 +138,122 @@ class RefinedPoses:
     error: np.ndarray | None
     kept: np.ndarray
     refined: np.ndarray
+    inputs: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    spec: KeypointSpec | None = None
+    image: np.ndarray | None = None
+    color: str = "rgb"
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def __getitem__(self, index: Any) -> Any:
+        """``poses[i]``: a :class:`RefinedPerson`; a slice, boolean mask or index array:
+        the :class:`RefinedPoses` of those rows (with the same image)."""
+        if isinstance(index, (int, np.integer)):
+            i = range(len(self))[index]  # negative indices, and an IndexError past the end
+            return RefinedPerson(self.keypoints[i], float(self.scores[i]),
+                                 None if self.error is None else self.error[i],
+                                 bool(self.kept[i]), bool(self.refined[i]),
+                                 self._inputs()[i])
+        rows = np.arange(len(self))[index]
+        error, inputs, boxes = (None if a is None else a[rows]
+                                for a in (self.error, self.inputs, self.boxes))
+        return RefinedPoses(self.keypoints[rows], self.scores[rows], error, self.kept[rows],
+                            self.refined[rows], inputs, boxes, self.spec, self.image,
+                            self.color)
+
+    def __iter__(self) -> Iterator[RefinedPerson]:
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        n, k = self.keypoints.shape[:2] if self.keypoints.ndim == 3 else (len(self), 0)
+        scores = " ".join(f"{s:.3f}" for s in self.scores[:6].tolist())
+        more = " ..." if n > 6 else ""
+        return (f"RefinedPoses({n} person{'' if n == 1 else 's'} x {k} keypoints, "
+                f"{int(self.refined.sum())} refined, {int(self.kept.sum())} kept; "
+                f"scores [{scores}{more}])")
+
+    def _inputs(self) -> np.ndarray:
+        return self.inputs if self.inputs is not None else np.full_like(self.keypoints, np.nan)
+
+    def _detections(self, image_id: int, rows: np.ndarray) -> Detections:
+        n = len(rows)
+        boxes = np.full((n, 4), np.nan) if self.boxes is None else self.boxes[rows]
+        return Detections(np.full(n, int(image_id), dtype=np.int64), self.keypoints[rows],
+                          self.scores[rows], boxes, np.ones(n, dtype=np.int64))
+
+    def to_coco(self, image_id: int, *, removed: bool = False) -> list[dict[str, Any]]:
+        """COCO keypoint results of the kept persons (``removed``: every person), as
+        ``posefix refine`` writes them (:meth:`posefix.io.Detections.to_json`: keypoints
+        and boxes rounded to 4 decimals, ``bbox`` where the input gave one), with
+        ``image_id`` and category 1."""
+        rows = np.arange(len(self)) if removed else np.flatnonzero(self.kept)
+        return self._detections(image_id, rows).to_json()
+
+    def save(self, path: str | Path, image_id: int, *, removed: bool = False) -> Path:
+        """Write :meth:`to_coco` as a COCO results file, atomically
+        (:func:`posefix.io.write_results`, the writer of ``posefix refine``)."""
+        from .io import write_results
+
+        rows = np.arange(len(self)) if removed else np.flatnonzero(self.kept)
+        return write_results(path, self._detections(image_id, rows))
+
+    def plot(self, image: np.ndarray | None = None, *, show_input: bool = False,
+             color: str | None = None, scores: bool = True) -> np.ndarray:
+        """The refined poses drawn on the image (:mod:`posefix.visualize`).
+
+        Without ``show_input``: the image at its size with each kept person's refined pose
+        (left side blue, right orange, centre green) and, with ``scores``, its score above
+        it. With ``show_input``: two labelled panels side by side, as ``posefix demo``
+        draws them, the input poses and the refined ones, each moved keypoint marked by a
+        magenta line from its input position (a ring) and the persons OKS-NMS removed grey.
+
+        Args:
+            image: (H, W, 3) uint8 to draw on; None: the image refined (:attr:`image`).
+            show_input: draw the input panel and the moved-keypoint marks.
+            color: ``"rgb"`` or ``"bgr"``, the channel order of ``image`` and of the
+                result (None: :attr:`color` for the image refined, else ``"rgb"``).
+            scores: write each person's score above its pose.
+
+        Returns:
+            The drawn image, (H, W, 3) uint8 (wider with ``show_input``), in ``color``.
+        """
+        from .visualize import Panel, draw_panel, render_panels
+
+        if image is None and self.image is None:
+            raise ValueError("plot: these poses keep no image; pass plot(image)")
+        if self.spec is None:
+            raise ValueError("plot: these poses carry no keypoint spec")
+        color = color or (self.color if image is None else "rgb")
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        picture = _checked_image(self.image if image is None else image, 0, color)
+        kept = np.asarray(self.kept, dtype=bool)
+        if not show_input:
+            out = draw_panel(picture, Panel("refined", self.keypoints[kept],
+                                            self.scores[kept] if scores else None), self.spec)
+        else:
+            from .comparison import moved_keypoints
+
+            inputs = self._inputs()
+            rows = np.arange(len(self))
+            moved, _ = moved_keypoints(_pose_rows(inputs), self._detections(0, rows),
+                                       self.spec.used_mask)
+            origins = np.where(moved[..., None], inputs[..., :2], np.nan)
+            panels = [Panel("input", inputs, None),
+                      Panel("refined", self.keypoints[kept],
+                            self.scores[kept] if scores else None, origins=origins[kept],
+                            removed=self.keypoints[~kept])]
+            out = render_panels(picture, panels, self.spec, max_side=None)
+        return np.ascontiguousarray(out[..., ::-1]) if color == "bgr" else out
+
+
+def _pose_rows(keypoints: np.ndarray) -> Detections:
+    """(N, K, 3) poses as :class:`Detections` of one image."""
+    n = len(keypoints)
+    return Detections(np.zeros(n, dtype=np.int64), keypoints, np.ones(n),
+                      np.full((n, 4), np.nan), np.ones(n, dtype=np.int64))
 
 
 class Refiner:
@@ -116,17 +276,22 @@ class Refiner:
         error_gate: the network's error gate (an error-kind head's default fix gate).
         arrays: ``predict`` takes and returns numpy arrays (an :class:`OnnxRefiner`), not
             tensors: no torch is imported.
+        backend: what runs, as ``posefix refine --backend`` names it (``torch``,
+            ``onnxruntime``, ``onnxruntime-int8``); default ``onnxruntime`` with ``arrays``,
+            else ``torch``. Kept as :attr:`backend`.
     """
 
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
                  device: str | torch.device = "cpu", flip: bool = True,
                  padding: float = DEFAULT_PADDING, description: str = "",
-                 error_gate: float | None = None, *, arrays: bool = False) -> None:
+                 error_gate: float | None = None, *, arrays: bool = False,
+                 backend: str | None = None) -> None:
         self.predict = predict
         self.error_gate = error_gate
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.spec = spec
         self.arrays = bool(arrays)
+        self.backend = backend or ("onnxruntime" if self.arrays else "torch")
         self.device: Any = "cpu" if self.arrays else resolve_device(device)
         self.flip = bool(flip)
         self.padding = float(padding)
@@ -134,12 +299,31 @@ class Refiner:
         self._flip_index = np.asarray(spec.flip_index, dtype=np.int64)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, *,
+    def from_checkpoint(cls, path: str | Path | None = None, *, backend: str = "auto",
                         device: str | torch.device = "auto", flip: bool = True,
-                        error_gate: float | GateOverride | None = None) -> Refiner:
-        """The PyTorch network of a checkpoint (None: the shipped demo model) with its spec,
-        crop size and box padding; ``error_gate`` replaces the checkpoint's
-        ``model.error_gate`` (0 refines every keypoint)."""
+                        error_gate: float | GateOverride | None = None,
+                        threads: int | None = None) -> Refiner:
+        """The network of a checkpoint (None: the shipped demo model) with its spec, crop
+        size and box padding, run as ``posefix refine --backend`` runs it: the same input
+        gives the same keypoints.
+
+        ``backend`` ``"auto"`` (the default, as the CLI's) runs the checkpoint's ONNX export
+        on a CPU (:func:`posefix.backends.choose_backend`), as its int8 copy where the CPU
+        multiplies int8 exactly and the shipped calibration set fits the model, else in
+        float32; PyTorch on a CUDA device. ``"torch"`` (PyTorch float32, the exact path),
+        ``"onnxruntime"`` (the float32 export) and ``"onnxruntime-int8"`` ask for one;
+        :attr:`backend` says which runs. ``device`` is where PyTorch runs (ONNX Runtime runs
+        on the CPU); ``error_gate`` replaces the checkpoint's ``model.error_gate`` (0 refines
+        every keypoint); ``threads``: ONNX Runtime's (:meth:`from_onnx`)."""
+        chosen = choose_backend(backend, device)
+        if chosen.startswith("onnxruntime") and str(device).startswith("cuda"):
+            raise ValueError(f"ONNX Runtime runs on the CPU here; device {device} needs "
+                             "backend torch (--backend torch)")
+        if chosen != "torch":
+            int8 = True if chosen == "onnxruntime-int8" else (None if backend == "auto"
+                                                              else False)
+            return cls.from_onnx(checkpoint=path, flip=flip, error_gate=error_gate,
+                                 threads=threads, int8=int8)
         from .checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(Path(path) if path is not None else default_checkpoint_path())
@@ -184,6 +368,7 @@ class Refiner:
             quantized = cached_int8(export, required=bool(int8)) if wanted else None
             runner = OnnxRefiner(quantized or export, threads=threads)
             description = f"onnxruntime{' int8' if quantized else ''}, the export of {source}"
+            backend = "onnxruntime-int8" if quantized else "onnxruntime"
         else:
             if error_gate is not None:
                 raise InputError(path, "the error gate and blend of an exported model are "
@@ -198,8 +383,9 @@ class Refiner:
                 ckpt = load_checkpoint(Path(checkpoint))
                 spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
             runner = OnnxRefiner(path, threads=threads)
-            description = f"onnxruntime {path}"
-        return _onnx_refiner(cls, runner, spec, padding, flip, description, "--checkpoint too")
+            description, backend = f"onnxruntime {path}", "onnxruntime"
+        return _onnx_refiner(cls, runner, spec, padding, flip, description, "--checkpoint too",
+                             backend)
 
     def prepare(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network inputs: normalized crops (B or 2B, 3, H, W) float32 and poses (B or 2B,
@@ -269,15 +455,16 @@ class Refiner:
             raise TypeError("a Refiner carries its own flip test and device (Refiner."
                             "from_checkpoint(..., flip=, device=))")
         opts = RefineOptions(**{"workers": 0, "score": DEFAULT_SCORE, **options})
+        inputs = dets.keypoints.copy()  # the writer overwrites dets' with the refined poses
         writer = run_pipeline(dets, frames.__getitem__, self, opts, inplace=True)
         ends = np.cumsum([len(k) for k in keypoints])
         out = []
-        for s, e in zip(np.r_[0, ends[:-1]], ends, strict=True):
-            rows = np.arange(s, e)
+        for i, (s, e) in enumerate(zip(np.r_[0, ends[:-1]], ends, strict=True)):
             out.append(RefinedPoses(
-                writer.keypoints[rows], writer.scores[rows],
-                None if writer.error is None else writer.error[rows],
-                writer.keep[rows], writer.refined[rows]))
+                writer.keypoints[s:e], writer.scores[s:e],
+                None if writer.error is None else writer.error[s:e],
+                writer.keep[s:e], writer.refined[s:e], inputs[s:e], dets.boxes[s:e],
+                self.spec, images[i], color))
         return out
 
     def refine_batch(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -294,6 +481,11 @@ class Refiner:
         """Refine a batch: uint8 RGB crops (B, H, W, 3), input poses (B, K, 3) in crop pixels
         ``x, y, valid`` -> (coords (B, K, 2) in crop pixels, confidence (B, K))."""
         return self.refine_batch(crops, poses)[:2]
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return (f"Refiner({self.backend} on {self.device}, {self.spec.name}, {h}x{w} crops, "
+                f"flip test {'on' if self.flip else 'off'})")
 
 
 
@@ -355,27 +547,26 @@ def _run_torch(predict: Predictor, x: np.ndarray, p: np.ndarray, device: Any,
 def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
                  onnx: str | Path | None = None, *, device: str | torch.device = "auto",
                  flip: bool = True, error_gate: float | GateOverride | None = None) -> Refiner:
-    """The refiner of ``posefix refine``: :meth:`Refiner.from_checkpoint` for ``torch``,
-    :meth:`Refiner.from_onnx` (``onnx``, else ``checkpoint`` exported) for
-    ``onnxruntime`` (float32) and ``onnxruntime-int8``; ``auto`` picks one
-    (:func:`posefix.backends.choose_backend`: ONNX Runtime on a CPU, int8 where the shipped
-    calibration set fits the model; an ``onnx`` file as it is)."""
-    chosen = "onnxruntime" if backend == "auto" and onnx is not None else \
-        choose_backend(backend, device)
+    """The refiner of ``posefix refine``: an ``onnx`` file as it is (:meth:`Refiner.from_onnx`;
+    ``auto`` runs it as given), else :meth:`Refiner.from_checkpoint` with ``backend``
+    (``auto``: :func:`posefix.backends.choose_backend`)."""
+    if onnx is None:
+        return Refiner.from_checkpoint(checkpoint, backend=backend, device=device, flip=flip,
+                                       error_gate=error_gate)
+    chosen = "onnxruntime" if backend == "auto" else choose_backend(backend, device)
     if chosen.startswith("onnxruntime") and str(device).startswith("cuda"):
         raise ValueError(f"ONNX Runtime runs on the CPU here; --device {device} needs "
                          "--backend torch")
     if chosen == "torch":
-        return Refiner.from_checkpoint(checkpoint, device=device, flip=flip,
+        return Refiner.from_checkpoint(checkpoint, backend="torch", device=device, flip=flip,
                                        error_gate=error_gate)
-    int8 = True if chosen == "onnxruntime-int8" else (None if backend == "auto" else False)
     return Refiner.from_onnx(onnx, checkpoint=checkpoint, flip=flip, error_gate=error_gate,
-                             int8=int8)
+                             int8=chosen == "onnxruntime-int8")
 
 
 def _onnx_refiner(cls: type[Refiner], runner: OnnxRefiner, spec: KeypointSpec | None,
                   padding: float | None, flip: bool, description: str, spec_hint: str,
-                  ) -> Refiner:
+                  backend: str = "onnxruntime") -> Refiner:
     """A ``cls`` (:class:`Refiner`) of an ONNX Runtime session: ``spec`` and ``padding``
     where given, else the file's (padding: else :data:`DEFAULT_PADDING`); an
     :class:`InputError` telling to pass ``spec_hint`` where neither names a spec."""
@@ -385,7 +576,7 @@ def _onnx_refiner(cls: type[Refiner], runner: OnnxRefiner, spec: KeypointSpec | 
     padding = padding if padding is not None else runner.bbox_padding
     return cls(runner, runner.input_size, spec, "cpu", flip,
                DEFAULT_PADDING if padding is None else padding, description,
-               runner.error_gate, arrays=True)
+               runner.error_gate, arrays=True, backend=backend)
 
 
 def as_refiner(model: Any, spec: KeypointSpec | str | None = None,

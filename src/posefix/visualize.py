@@ -5,7 +5,8 @@ side are blue, of the right side orange, and the rest (nose, neck, the limb betw
 shoulders...) green; the side of a keypoint comes from its name (``left_*`` / ``right_*``,
 ``l_*`` / ``r_*``) where the spec's flip pairs name it, else from the order of the pair.
 
-:func:`render_panels` draws an image's poses side by side, one labelled panel per set;
+:func:`render_panels` draws an image's poses side by side, one labelled panel per set
+(:func:`draw_panel` draws one, unlabelled, e.g. for ``RefinedPoses.plot``);
 ``posefix visualize`` (:mod:`posefix.commands.visualize`) writes them to files.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "SIDE_COLORS",
     "Panel",
     "draw_moves",
+    "draw_panel",
     "draw_pose",
     "keypoint_sides",
     "label_panel",
@@ -232,6 +234,45 @@ def _title_bar(width: int, lines: Sequence[str]) -> np.ndarray:
     return bar
 
 
+def draw_panel(image: np.ndarray, panel: Panel, spec: KeypointSpec | str, *,
+               scale: float = 1.0, keypoint_min_score: float = 0.0) -> np.ndarray:
+    """One panel's poses drawn on a copy of an image (no title bar): the removed poses grey
+    and labelled, the moved keypoints' marks (:func:`draw_moves`), then each pose with its
+    score above it.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, already resized by ``scale``.
+        panel: what to draw (:class:`Panel`; its label is not drawn).
+        spec: keypoint layout.
+        scale: multiply coordinates by this first (to draw on a resized image).
+        keypoint_min_score: keypoint score threshold (see :func:`draw_pose`).
+
+    Returns:
+        The drawn image, as large as ``image``.
+    """
+    spec = load_spec(spec)
+    p = panel
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    kps = np.asarray(p.keypoints, dtype=np.float64).reshape(-1, spec.num_keypoints, 3)
+    if p.removed is not None and len(p.removed):
+        grey = REMOVED_COLOR
+        out = draw_pose(out, p.removed, spec, min_score=keypoint_min_score, scale=scale,
+                        colors=(grey, grey, grey))
+        for kp in np.asarray(p.removed, dtype=np.float64).reshape(-1, spec.num_keypoints, 3):
+            ok = (kp[:, 2] > keypoint_min_score) & ~np.all(kp[:, :2] == 0, axis=1)
+            if ok.any():  # below the pose: a duplicate's label above it would collide
+                x, y = kp[ok, 0].min() * scale, kp[ok, 1].max() * scale
+                y = min(int(y) + 16, out.shape[0] - 4)
+                _text(out, "removed (OKS-NMS)", (max(2, int(x)), y), 0.45, grey)
+    if p.origins is not None:
+        out = draw_moves(out, kps, p.origins, scale=scale)
+    for n in range(len(kps)):
+        text = None if p.scores is None else f"{float(p.scores[n]):.2f}"
+        out = draw_pose(out, kps[n], spec, min_score=keypoint_min_score, scale=scale,
+                        label=text)
+    return out
+
+
 def render_panels(
     image: np.ndarray,
     poses: Sequence[Panel | tuple[str, np.ndarray, np.ndarray | None]],
@@ -269,25 +310,10 @@ def render_panels(
         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     panels = []
     for p in map(_as_panel, poses):
-        panel = base.copy()
-        kps = np.asarray(p.keypoints, dtype=np.float64).reshape(-1, spec.num_keypoints, 3)
-        if p.removed is not None and len(p.removed):
-            grey = REMOVED_COLOR
-            panel = draw_pose(panel, p.removed, spec, min_score=keypoint_min_score, scale=scale,
-                              colors=(grey, grey, grey))
-            for kp in np.asarray(p.removed, dtype=np.float64).reshape(-1, spec.num_keypoints, 3):
-                ok = (kp[:, 2] > keypoint_min_score) & ~np.all(kp[:, :2] == 0, axis=1)
-                if ok.any():  # below the pose: a duplicate's label above it would collide
-                    x, y = kp[ok, 0].min() * scale, kp[ok, 1].max() * scale
-                    y = min(int(y) + 16, panel.shape[0] - 4)
-                    _text(panel, "removed (OKS-NMS)", (max(2, int(x)), y), 0.45, grey)
-        if p.origins is not None:
-            panel = draw_moves(panel, kps, p.origins, scale=scale)
-        for n in range(len(kps)):
-            text = None if p.scores is None else f"{float(p.scores[n]):.2f}"
-            panel = draw_pose(panel, kps[n], spec, min_score=keypoint_min_score, scale=scale,
-                              label=text)
-        panels.append(label_panel(panel, f"{p.label} ({len(kps)})"))
+        count = np.size(p.keypoints) // (3 * spec.num_keypoints)
+        panels.append(label_panel(draw_panel(base, p, spec, scale=scale,
+                                             keypoint_min_score=keypoint_min_score),
+                                  f"{p.label} ({count})"))
     if not panels:
         panels.append(label_panel(base.copy(), "image"))
     gap = np.full((panels[0].shape[0], _GAP, 3), 255, dtype=np.uint8)
