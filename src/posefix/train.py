@@ -32,6 +32,11 @@ steps and at each epoch end), ``final.pt`` (weights, the moving average with ``o
 ``posefix refine --checkpoint`` loads), ``log.csv`` / ``val.csv`` (or ``tb/`` with
 ``run.log=tensorboard``) and ``config.yaml``.
 
+:func:`train` runs its stages top to bottom: :func:`posefix.engine.build_engine` builds
+every part of the run whole (and restores ``last.pt`` into them), :func:`train_one_epoch`
+advances the run's :class:`~posefix.engine.Position` a step at a time, each epoch's end
+writes ``last.pt`` and validates, and the end writes ``final.pt``.
+
 The tests check this on the CPU (weights equal within float tolerance after a SIGKILL and
 resume); on CUDA, cuDNN's autotuned kernels (``cudnn.benchmark``) are not bitwise
 deterministic, so resumed and uninterrupted runs agree only as closely as two
