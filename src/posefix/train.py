@@ -127,7 +127,7 @@ def _train(cfg: Config, info: DistInfo, resume: str | Path | None,
     at_epoch_end = False
     while pos.step < eng.data.total_steps:
         pos = train_one_epoch(eng, pos, meter, callback)
-        # The epoch's last sample, or the run's last step inside the epoch.
+        # Stopped at the epoch's end, or at the run's last step inside the epoch.
         at_epoch_end = pos.epoch_seen >= len(eng.data.train_ds)
         if at_epoch_end:
             pos = pos.next_epoch()
