@@ -7,9 +7,10 @@ CUDA device PyTorch. With the shipped model, one thread each, the default refine
 3.5x the PyTorch float32 network alone, within 0.001 AP of float32 on every LSP test input
 (benchmarks/RESULTS.md). ONNX Runtime gets :func:`default_threads` (``OMP_NUM_THREADS``
 where set, as torch's count does). ``onnxruntime`` is the float32 export (the same
-keypoints as PyTorch to 0.0002 px), ``torch`` the exact float32 path. On a CPU with the
-export cached, the default path never imports torch (``auto`` looks for a CUDA driver
-before asking torch): 600 MiB less memory and seconds less start-up.
+keypoints as PyTorch to 0.0002 px), ``torch`` the exact float32 path. On a CPU, with the
+shipped model or another checkpoint's export cached, the default path never imports torch
+(``auto`` looks for a CUDA driver before asking torch, and takes ONNX Runtime where torch
+is not installed): 600 MiB less memory and seconds less start-up.
 
 The ONNX file is exported once per checkpoint and error gate and kept in the user's cache
 (``$POSEFIX_CACHE``, else ``$XDG_CACHE_HOME/posefix``, else ``~/.cache/posefix``), named by
@@ -23,9 +24,10 @@ The shipped model's exports (float32 and int8) are shipped with the package besi
 (:func:`shipped_onnx`; ``recipes/demo/ship_onnx.py`` makes them with
 :func:`posefix.export.export_onnx` and :func:`posefix.quantize.quantize_onnx`): for the
 checkpoint that is the shipped one (by its SHA-256, recorded beside them) with its own gate,
-nothing is exported, so that the default refinement needs no PyTorch at all. Only an
-export needs it (:func:`require_torch`: one line naming ``pip install 'posefix[torch]'``).
-"""
+nothing is exported, so that the default refinement needs no PyTorch at all (a change of
+the exporting code does not re-export them: ``tests/test_shipped_onnx.py`` fails until they
+are made again). Only an export needs PyTorch (:func:`require_torch`: one line naming
+``pip install 'posefix[torch]'``)."""
 
 from __future__ import annotations
 
