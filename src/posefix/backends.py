@@ -50,8 +50,8 @@ from .config import GateOverride
 
 __all__ = ["BACKENDS", "SHIPPED_RECORD", "TORCH_INSTALL", "TorchMissingError", "cache_dir",
            "cached_int8", "cached_onnx", "choose_backend", "cuda_available", "default_threads",
-           "int8_without_saturation", "require_torch", "shipped_onnx", "torch_available", "torch_missing",
-           "write_shipped_record"]
+           "int8_without_saturation", "require_torch", "shipped_onnx", "torch_available",
+           "torch_missing", "write_shipped_record"]
 
 #: The package's modules whose code is in the exported graph (or writes it): part of the
 #: cache key, so that a stale export is never run after they change.
