@@ -17,7 +17,8 @@ from posefix.crops import iterate_crops
 from posefix.imagenet import normalize_array
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "src" / "posefix" / "assets" / "sample"
+ASSETS = REPO / "src" / "posefix" / "assets"
+SAMPLE = ASSETS / "sample"
 
 
 def test_normalize_array_is_normalize_to_the_bit() -> None:
@@ -75,8 +76,8 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_default_refine_on_a_cpu_never_imports_torch(tmp_path: Path) -> None:
-    # First run: the export is made (torch imported for it) and cached; the second, in a
-    # fresh process, finds it and must refine without torch: 600 MiB less memory.
+    # The shipped model's exports are shipped: neither run imports torch (600 MiB less
+    # memory); the second, in a fresh process, writes the same file.
     code = (
         "import sys\n"
         "from posefix.cli import main\n"
@@ -87,6 +88,7 @@ def test_default_refine_on_a_cpu_never_imports_torch(tmp_path: Path) -> None:
         "print(rc, 'torch' in sys.modules)\n")
     first = _run(code, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.split()[-2:] == ["0", "False"], first.stdout[-500:]
     Path(tmp_path, "out.json").rename(tmp_path / "first.json")
     second = _run(code, tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -119,13 +121,12 @@ def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(
     monkeypatch.setenv("POSEFIX_CACHE", str(tmp_path / "cache"))
     shipped = load_refiner(None, "auto", device="cpu")  # the shipped model: 128x96 COCO-17
     assert shipped.arrays and shipped.description.startswith("onnxruntime int8, the export")
-    assert "-int8-" in shipped.predict.path.name
+    assert shipped.predict.path == ASSETS / "demo_model-int8.onnx"  # shipped with it
     assert "posefix.quantization" in shipped.predict.metadata
     float32 = load_refiner(None, "onnxruntime", device="cpu")
     assert float32.description.startswith("onnxruntime, the export")
-    assert "-int8-" not in float32.predict.path.name
-    files = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())
-    assert len(files) == 2 and sum("-int8-" in f for f in files) == 1  # one export, one copy
+    assert float32.predict.path == ASSETS / "demo_model.onnx"
+    assert not (tmp_path / "cache").exists()  # nothing exported
     # the int8 network stays close to the float32 one on the calibration crops
     from posefix.quantize import load_calibration
 
@@ -139,8 +140,9 @@ def test_auto_runs_the_int8_copy_where_the_calibration_set_fits(
     with monkeypatch.context() as m:  # a CPU whose int8 products may saturate: float32
         m.setattr(refiner_mod, "int8_without_saturation", lambda: False)
         old_cpu = load_refiner(None, "auto", device="cpu")
-        assert "-int8-" not in old_cpu.predict.path.name
-        assert "-int8-" in load_refiner(None, "onnxruntime-int8", device="cpu").predict.path.name
+        assert old_cpu.predict.path == ASSETS / "demo_model.onnx"
+        assert load_refiner(None, "onnxruntime-int8", device="cpu").predict.path == \
+            ASSETS / "demo_model-int8.onnx"
 
     tiny = misfit_checkpoint  # 64x48: auto falls back to float32, int8 refuses
     fallback = load_refiner(tiny, "auto", device="cpu")
@@ -158,13 +160,25 @@ def test_int8_of_a_given_onnx_file_is_refused(tmp_path: Path) -> None:
         Refiner.from_onnx(tmp_path / "model.onnx", int8=True)
 
 
-def test_a_cache_that_cannot_be_written_gives_a_temporary_export(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def resaved_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model saved again (another file: not the shipped one, so exported)."""
+    pytest.importorskip("torch")
+    from posefix.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(ASSETS / "demo_model.pt")
+    return save_checkpoint(tmp_path_factory.mktemp("resaved") / "resaved.pt", model=ckpt.model,
+                           config=ckpt.config, spec=ckpt.spec, half=True)
+
+
+def test_a_cache_that_cannot_be_written_gives_a_temporary_export(
+        tmp_path: Path, resaved_checkpoint: Path) -> None:
     # In a process of its own: the temporary export is removed when that process exits.
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
     env = {**os.environ, "POSEFIX_CACHE": str(blocked / "cache")}  # mkdir fails under a file
     code = ("from posefix.refiner import load_refiner; "
-            "p = load_refiner(None, 'auto', device='cpu').predict.path; "
+            f"p = load_refiner(r'{resaved_checkpoint}', 'auto', device='cpu').predict.path; "
             "print(p, p.is_file())")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=600)
@@ -192,3 +206,23 @@ def test_the_export_cache_is_keyed_by_the_code_that_shapes_it(
     changed = backends.cached_onnx(misfit_checkpoint)
     assert changed != first and changed.is_file()
     assert backends._source_hash(("no_such_module.py",)) == ""
+
+
+def test_the_shipped_exports_serve_the_shipped_checkpoint_wherever_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resaved_checkpoint: Path) -> None:
+    from posefix import backends
+
+    monkeypatch.setenv("POSEFIX_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes((ASSETS / "demo_model.pt").read_bytes())
+    assert backends.cached_onnx(copy) == ASSETS / "demo_model.onnx"  # the same bytes
+    assert backends.cached_int8(ASSETS / "demo_model.onnx") == ASSETS / "demo_model-int8.onnx"
+    assert backends.shipped_onnx(copy, int8=True) == ASSETS / "demo_model-int8.onnx"
+    assert not (tmp_path / "cache").exists()
+    # the same weights in another file, or another gate: exported into the cache
+    assert backends.shipped_onnx(resaved_checkpoint) is None
+    other = backends.cached_onnx(resaved_checkpoint)
+    assert other.parent == tmp_path / "cache" / "onnx"
+    assert backends.cached_int8(other).parent == other.parent
+    gated = backends.cached_onnx(copy, error_gate=0.3)
+    assert gated.parent == other.parent and gated != other

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .backends import BACKENDS
+from .backends import BACKENDS, torch_missing
 from .config import ConfigError, GateOverride
 from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
 
@@ -445,6 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
         except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
             print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as e:  # a lean install (no torch) asked to train, export...
+            if e.name not in ("torch", "torchvision"):
+                raise
+            print(f"posefix {args.verb}: error: {torch_missing(e)}", file=sys.stderr)
             return 2
         except BrokenPipeError:  # `posefix evaluate ... | head`: the reader has had enough
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
