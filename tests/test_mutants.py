@@ -13,11 +13,12 @@ import torch
 from posefix.config import ModelConfig, load_config
 from posefix.diagnosis import analyze, classify_keypoints
 from posefix.fixes import FixOptions, fix_keypoints
+from posefix.geometry import box_iou, paired_box_iou
 from posefix.io import Detections, GroundTruth, ImageInfo
 from posefix.model import build_model
-from posefix.similarity import oks, oks_nms
+from posefix.similarity import keypoint_similarity, ks_distance, oks, oks_nms
 from posefix.spec import load_spec
-from posefix.taxonomy import GROSS
+from posefix.taxonomy import ABSENT, GOOD, GROSS, INVERSION, JITTER, KS_GOOD, MISS
 
 COCO = load_spec("coco17")
 # A standing person, keypoints relative to the box corner (COCO-17 order).
@@ -50,6 +51,33 @@ def test_oks_nms_uses_the_mean_area_of_the_two_poses(areas: list[float]) -> None
     assert keep.tolist() == [0]
 
 
+def test_oks_nms_suppresses_only_above_the_threshold() -> None:
+    """Kills: ``pair_oks >= threshold`` (the reference keeps OKS <= threshold)."""
+    a = _person(100, 50)
+    keep = oks_nms(np.stack([a, a]), np.array([0.9, 0.8]), np.full(2, 1e4), COCO.sigma_array,
+                   threshold=1.0)  # identical poses: OKS exactly 1, not above 1
+    assert keep.tolist() == [0, 1]
+    assert oks_nms(np.stack([a, a]), np.array([0.9, 0.8]), np.full(2, 1e4), COCO.sigma_array,
+                   threshold=0.999).tolist() == [0]
+
+
+def test_oks_nms_counts_only_keypoints_scoring_above_the_minimum() -> None:
+    """Kills: ``keypoint_scores >= min_keypoint_score`` (the reference's ``in_vis_thre`` is
+    strict)."""
+    a = _person(100, 50)
+    b = a.copy()
+    b[:5, :2] += 200  # the face far off; the 12 body joints identical
+    scores = np.ones((2, 17))
+    scores[:, :5] = 0.2  # exactly the minimum: not counted
+    keep = oks_nms(np.stack([a, b]), np.array([0.9, 0.8]), np.full(2, 1e4), COCO.sigma_array,
+                   threshold=0.9, keypoint_scores=scores, min_keypoint_score=0.2)
+    assert keep.tolist() == [0]
+    scores[:, :5] = 0.2001  # just above it: the face counts and the OKS drops to 12 / 17
+    keep = oks_nms(np.stack([a, b]), np.array([0.9, 0.8]), np.full(2, 1e4), COCO.sigma_array,
+                   threshold=0.9, keypoint_scores=scores, min_keypoint_score=0.2)
+    assert keep.tolist() == [0, 1]
+
+
 # ------------------------------------------------------------------ diagnosis
 def test_background_false_positive_threshold_is_the_match_threshold() -> None:
     """Kills: background false positives at OKS < 0.5 instead of ``oks_threshold`` (0.1).
@@ -78,6 +106,70 @@ def test_background_false_positive_threshold_is_the_match_threshold() -> None:
     assert report["background_false_positives"] == 1 and report["duplicates"] == 2
     # at a threshold above its best OKS (0.21) the shifted one is background too
     assert sorted(classify_keypoints(gt, dets, oks_threshold=0.3).background_det_index) == [3, 4]
+
+
+def _image(persons: list[np.ndarray]) -> GroundTruth:
+    n = len(persons)
+    kp = np.stack(persons)
+    boxes = np.concatenate([kp[:, :, :2].min(1), np.ptp(kp[:, :, :2], axis=1)], 1)
+    return GroundTruth(spec=COCO, images={1: ImageInfo(1, "a.jpg", 640, 640)},
+                       image_ids=np.ones(n, dtype=np.int64), ann_ids=np.arange(1, n + 1),
+                       keypoints=kp, boxes=boxes, areas=np.full(n, 10000.0),
+                       iscrowd=np.zeros(n, dtype=bool))
+
+
+def _detections(kps: list[np.ndarray]) -> Detections:
+    n = len(kps)
+    kp = np.stack(kps)
+    kp[..., 2] = 1
+    return Detections(image_ids=np.ones(n, dtype=np.int64), keypoints=kp,
+                      scores=np.linspace(0.9, 0.5, n), boxes=np.full((n, 4), np.nan),
+                      category_ids=np.ones(n, dtype=np.int64))
+
+
+def test_a_keypoint_at_exactly_ks_085_is_good() -> None:
+    """Kills: ``ks > KS_GOOD`` (the module docstring, difference 2: KS == 0.85 is good
+    here, where coco-analyze leaves it unlabelled)."""
+    a = _person(-50, 50)  # the nose at x = 0, so that x steps finely enough
+    det = a.copy()
+    sig = COCO.sigma_array
+    # move the nose right until the KS the diagnosis computes is exactly 0.85
+    x = float(ks_distance(KS_GOOD, 1e4, sig)[0])
+    for _ in range(10000):
+        det[0, 0] = x
+        ks = keypoint_similarity(det[None], a[None], np.array([1e4]), sig)[0, 0]
+        if ks == KS_GOOD:
+            break
+        x = np.nextafter(x, np.inf if ks > KS_GOOD else -np.inf)
+    assert ks == KS_GOOD
+    d = classify_keypoints(_image([a]), _detections([det]))
+    assert d.ks[0, 0] == KS_GOOD and d.labels[0, 0] == GOOD
+    det[0, 0] = x + 1e-6  # a hair further: jitter
+    assert classify_keypoints(_image([a]), _detections([det])).labels[0, 0] == JITTER
+
+
+def test_an_unlabelled_partner_is_no_inversion_target() -> None:
+    """Kills: an inversion onto the partner keypoint without checking that the partner is
+    labelled. The ground truth keeps coordinates at its unlabelled left ear (v = 0), as
+    some files do; a detected right ear there is a miss, not an inversion."""
+    a = _person(100, 50)
+    a[3, 2] = 0  # left ear unlabelled, its x, y kept
+    det = a.copy()
+    det[4, :2] = a[3, :2]  # right ear on the unlabelled left ear
+    d = classify_keypoints(_image([a]), _detections([det]))
+    assert d.labels[0, 3] == ABSENT and d.labels[0, 4] == MISS
+    a[3, 2] = 2  # labelled: now it is an inversion
+    assert classify_keypoints(_image([a]), _detections([det])).labels[0, 4] == INVERSION
+
+
+# ------------------------------------------------------------------ geometry
+def test_boxes_apart_on_one_axis_do_not_overlap() -> None:
+    """Kills: ``np.abs(hi - lo)`` for the clipped overlap (boxes side by side overlap in y
+    only, and a negative x overlap times a positive y overlap must not count)."""
+    a = np.array([[0.0, 0.0, 2.0, 2.0]])
+    b = np.array([[3.0, 0.0, 2.0, 2.0], [0.0, 3.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]])
+    np.testing.assert_allclose(box_iou(a, b), [[0.0, 0.0, 1 / 7]])
+    np.testing.assert_allclose(paired_box_iou(a, b), [0.0, 0.0, 1 / 7])
 
 
 # ------------------------------------------------------------------ the error gate's boundary
