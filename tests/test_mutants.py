@@ -6,15 +6,20 @@ mutant it kills is named in its docstring, and docs/mutation-testing.md records 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from posefix.config import ModelConfig, load_config
+from posefix.config import ConfigError, ModelConfig, load_config
 from posefix.diagnosis import analyze, classify_keypoints
 from posefix.fixes import FixOptions, fix_keypoints
+from posefix.formats import read_poses
 from posefix.geometry import box_iou, paired_box_iou
-from posefix.io import Detections, GroundTruth, ImageInfo
+from posefix.heatmaps import bilinear_onehot
+from posefix.io import Detections, GroundTruth, ImageInfo, convert_mpii
 from posefix.model import build_model
 from posefix.similarity import keypoint_similarity, ks_distance, oks, oks_nms
 from posefix.spec import load_spec
@@ -207,9 +212,60 @@ def test_fix_gate_touches_a_keypoint_whose_gross_probability_equals_the_gate() -
     np.testing.assert_array_equal(coords[0, 1:], inputs[0, 1:, :2])
 
 
+# ------------------------------------------------------------------ heatmaps
+def test_bilinear_target_outside_the_map_is_clamped_onto_its_edge() -> None:
+    """Kills: ``clamp(0, w)`` for ``clamp(0, w - 1)`` (a target past the last cell would
+    lose its mass instead of sitting on the edge, as the docstring promises)."""
+    h, w = 16, 12
+    coords = torch.tensor([[[w + 3.0, 5.0], [4.0, h + 0.5], [-2.0, -1.0], [w - 0.5, 2.0]]])
+    t = bilinear_onehot(coords, h, w)
+    torch.testing.assert_close(t.sum(-1), torch.ones(1, 4))
+    grid = t.reshape(1, 4, h, w)
+    ex = (grid.sum(2) * torch.arange(float(w))).sum(-1)
+    ey = (grid.sum(3) * torch.arange(float(h))).sum(-1)
+    torch.testing.assert_close(torch.stack([ex, ey], -1),
+                               torch.tensor([[[w - 1.0, 5.0], [4.0, h - 1.0], [0.0, 0.0],
+                                              [w - 1.0, 2.0]]]))
+
+
 # ------------------------------------------------------------------ config overrides
 def test_override_value_keeps_every_equals_sign() -> None:
     """Kills: ``item.split("=")[:2]`` in place of ``item.split("=", 1)``."""
     cfg = load_config("tiny_cpu", ["run.out_dir=runs/lr=1e-3", "optim.lr=1e-3"])
     assert cfg.run.out_dir.endswith("runs/lr=1e-3")
     assert cfg.optim.lr == pytest.approx(1e-3)
+
+
+def test_error_gate_of_one_is_valid() -> None:
+    """Kills: ``0 <= error_gate < 1`` (the range is [0, 1], as the message says; a gate of 1
+    refines only keypoints the head is certain about)."""
+    cfg = ModelConfig(backbone="resnet18", error_head=True, error_gate=1.0)
+    assert cfg.error_gate == 1.0
+    assert load_config("tiny_cpu", ["model.error_head=true", "model.error_gate=1"]
+                       ).model.error_gate == 1.0
+    with pytest.raises(ConfigError, match="model.error_gate"):
+        ModelConfig(backbone="resnet18", error_head=True, error_gate=1.001)
+
+
+# ------------------------------------------------------------------ formats
+def test_openpose_person_score_is_the_mean_of_the_detected_joints(tmp_path: Path) -> None:
+    """Kills: the undetected joints (c = 0) counted in the person score's denominator."""
+    flat = np.zeros((25, 3))
+    flat[:, :2] = np.arange(50).reshape(25, 2)
+    flat[[0, 2, 3, 4, 5, 6, 7, 9, 10, 11], 2] = 0.8  # 10 of the 17 COCO-17 joints detected
+    path = tmp_path / "a_keypoints.json"
+    path.write_text(json.dumps({"people": [{"pose_keypoints_2d": flat.ravel().tolist()}]}))
+    dets = read_poses(path, COCO).detections
+    assert (dets.keypoints[0, :, 2] > 0).sum() == 10
+    assert dets.scores.tolist() == pytest.approx([0.8])
+
+
+# ------------------------------------------------------------------ io
+def test_mpii_joints_convert_to_cocos_labelled_and_visible(data_dir: Path) -> None:
+    """Kills: ``v = 1`` for MPII's visible joints (COCO's 1 is "labelled, not visible"; an
+    MPII ``joints_vis`` of 1 is a visible joint, COCO's 2)."""
+    path = data_dir / "mpii" / "test_mpii.json"
+    entries = json.loads(path.read_text())
+    coco = convert_mpii(path)
+    v = np.array([a["keypoints"][2::3] for a in coco["annotations"]])
+    np.testing.assert_array_equal(v, 2 * np.array([e["joints_vis"] for e in entries]))
