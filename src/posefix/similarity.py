@@ -120,8 +120,9 @@ def oks_nms(
     Keeps the best-scoring pose, drops every other pose whose OKS to it (with the mean of
     the two poses' areas, as the SimpleBaseline/PoseFix reference's ``oks_iou``) exceeds
     ``threshold``, and repeats. If ``keypoint_scores`` and
-    ``min_keypoint_score`` are given, only keypoints scoring above it count in the OKS
-    (as the SimpleBaseline/PoseFix reference does with its ``in_vis_thre``).
+    ``min_keypoint_score`` are given, only the kept pose's keypoints scoring above it count
+    in the OKS (the SimpleBaseline/PoseFix reference's ``in_vis_thre``, whose
+    ``list(vg > t) and list(vd > t)`` is, in Python, the other pose's keypoints alone).
 
     Returns the indices of kept poses in descending score order.
     """
