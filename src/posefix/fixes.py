@@ -7,7 +7,8 @@ For the detections of one image (input keypoints, the network's refined keypoint
 probabilities, all in image pixels), with ``gate`` on P(gross) = P(inversion) + P(swap) +
 P(miss):
 
-* below the gate (or an absent input): the input keypoint stays;
+* below the gate (or an absent input): the input keypoint stays; at the gate or above it is
+  fixed (the decode gate's convention too: P(error) == gate refines);
 * an **inversion** (the most likely gross kind) exchanges the keypoint with its left/right
   partner's *input* position, decided per keypoint (both of a pair must be inversions), per
   pair (their mean P(inversion) >= the gate) or per body group (``KeypointSpec.groups``:

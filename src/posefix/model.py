@@ -304,7 +304,9 @@ class PoseFixNet(nn.Module):
         its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``. With
         ``error_gate`` set and the error head's logits and the input pose given, a present
         input keypoint whose error probability is below the gate is returned unchanged, or
-        moved ``error_blend`` of the way to the refined one where that is set.
+        moved ``error_blend`` of the way to the refined one where that is set; one at or
+        above the gate is refined (P == gate refines, as :mod:`posefix.fixes` touches
+        P(gross) >= gate).
         """
         cells = (soft_argmax(logits) if self.decode_radius is None
                  else local_soft_argmax(logits, self.decode_radius))

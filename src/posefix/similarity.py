@@ -117,10 +117,12 @@ def oks_nms(
 ) -> np.ndarray:
     """Greedy OKS non-maximum suppression of one image's poses.
 
-    Keeps the best-scoring pose, drops every other pose whose OKS to it (with the kept
-    pose's area) exceeds ``threshold``, and repeats. If ``keypoint_scores`` and
-    ``min_keypoint_score`` are given, only keypoints scoring above it count in the OKS
-    (as the SimpleBaseline/PoseFix reference does with its ``in_vis_thre``).
+    Keeps the best-scoring pose, drops every other pose whose OKS to it (with the mean of
+    the two poses' areas, as the SimpleBaseline/PoseFix reference's ``oks_iou``) exceeds
+    ``threshold``, and repeats. If ``keypoint_scores`` and
+    ``min_keypoint_score`` are given, only the kept pose's keypoints scoring above it count
+    in the OKS (the SimpleBaseline/PoseFix reference's ``in_vis_thre``, whose
+    ``list(vg > t) and list(vd > t)`` is, in Python, the other pose's keypoints alone).
 
     Returns the indices of kept poses in descending score order.
     """
@@ -134,7 +136,7 @@ def oks_nms(
         valid = np.asarray(keypoint_scores) > min_keypoint_score
     else:
         valid = np.ones(keypoints.shape[:2], dtype=bool)
-    # All pairwise OKS at once: row i uses pose i's area and valid keypoints.
+    # All pairwise OKS at once: row i over pose i's valid keypoints, the pair's mean area.
     d2 = ((keypoints[:, None] - keypoints[None]) ** 2).sum(-1)  # N, N, K
     ks = np.exp(-d2 / _variances(sigmas) / ((areas[:, None, None] + areas[None, :, None]) / 2
                                              + _EPS) / 2.0)
