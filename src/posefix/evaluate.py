@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .io import Detections, GroundTruth
+from .similarity import coco_oks
 
 __all__ = [
     "AREA_RANGES",
@@ -80,66 +81,6 @@ STAT_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl",
                                "AR", "AR50", "AR75", "ARm", "ARl")
 
 _EPS = np.spacing(1)
-
-
-def coco_oks(
-    det_xy: np.ndarray, gt_kp: np.ndarray, gt_box: np.ndarray, gt_area: np.ndarray,
-    sigmas: np.ndarray,
-) -> np.ndarray:
-    """OKS of paired detections and ground truths, bit for bit as ``COCOeval.computeOks``.
-
-    Args:
-        det_xy: (P, K, >=2) detected keypoints.
-        gt_kp: (P, K, 3) ground-truth keypoints ``x, y, v``.
-        gt_box: (P, 4) ground-truth boxes (used where no keypoint is labelled).
-        gt_area: (P,) ground-truth areas.
-        sigmas: (K,) OKS sigmas.
-
-    Returns:
-        (P,) OKS.
-    """
-    det_xy = np.asarray(det_xy, dtype=np.float64)
-    gt_kp = np.asarray(gt_kp, dtype=np.float64)
-    box = np.asarray(gt_box, dtype=np.float64)
-    P, K = gt_kp.shape[:2]
-    if P == 0:
-        return np.zeros(0)
-    vis = gt_kp[..., 2] > 0
-    n_vis = vis.sum(-1)
-    xd, yd = det_xy[..., 0], det_xy[..., 1]
-    dx, dy = xd - gt_kp[..., 0], yd - gt_kp[..., 1]
-    none = np.flatnonzero(n_vis == 0)
-    if len(none):
-        # Box fallback, computed as COCOeval does: (x - w, x + 2w), (y - h, y + 2h).
-        b, x, y = box[none], xd[none], yd[none]
-        x0, x1 = (b[:, 0] - b[:, 2])[:, None], (b[:, 0] + b[:, 2] * 2)[:, None]
-        y0, y1 = (b[:, 1] - b[:, 3])[:, None], (b[:, 1] + b[:, 3] * 2)[:, None]
-        dx[none] = np.maximum(0.0, x0 - x) + np.maximum(0.0, x - x1)
-        dy[none] = np.maximum(0.0, y0 - y) + np.maximum(0.0, y - y1)
-    variances = (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
-    e = (dx ** 2 + dy ** 2) / variances / (np.asarray(gt_area, dtype=np.float64)[:, None]
-                                           + _EPS) / 2
-    ks = np.exp(-e)
-    out = np.empty(P)
-    # Sum exactly the labelled values in keypoint order (as COCOeval's ``e[vg > 0]``), one
-    # vectorized reduction per distinct labelled count: a row sum of n values is the same
-    # floating-point sum as numpy's sum of the 1-D array of those n values.
-    # Rows sorted by their count once; each count's rows are then one slice.
-    order = np.argsort(n_vis, kind="stable")
-    counts = n_vis[order]
-    starts = np.flatnonzero(np.r_[True, counts[1:] != counts[:-1]])
-    ends = np.r_[starts[1:], P]
-    ks = ks[order]
-    labelled = np.take_along_axis(ks, np.argsort(~vis[order], axis=1, kind="stable"), axis=1)
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        n = int(counts[s])
-        rows = order[s:e]
-        if n == 0:
-            out[rows] = ks[s:e].sum(-1) / K
-        else:
-            out[rows] = np.ascontiguousarray(labelled[s:e, :n]).sum(-1) / n
-    return out
-
 
 @dataclass
 class Matching:

@@ -12,6 +12,7 @@ import numpy as np
 __all__ = [
     "keypoint_similarity",
     "ks_distance",
+    "coco_oks",
     "oks",
     "oks_matrix",
     "oks_nms",
@@ -55,12 +56,72 @@ def oks(
     """OKS between paired persons: mean KS over the ground truth's labelled keypoints.
 
     ``visible`` is the (..., K) mask of labelled ground-truth keypoints. Persons with no
-    labelled keypoint get OKS 0 (use :func:`oks_matrix` for COCOeval's box fallback).
+    labelled keypoint get OKS 0 (use :func:`coco_oks` for COCOeval's box fallback).
     """
     ks = keypoint_similarity(pred, gt, area, sigmas)
     vis = np.asarray(visible, dtype=bool)
     n = vis.sum(-1)
     return np.where(n > 0, (ks * vis).sum(-1) / np.maximum(n, 1), 0.0)
+
+
+def coco_oks(
+    det_xy: np.ndarray, gt_kp: np.ndarray, gt_box: np.ndarray, gt_area: np.ndarray,
+    sigmas: np.ndarray,
+) -> np.ndarray:
+    """OKS of paired detections and ground truths, bit for bit as ``COCOeval.computeOks``.
+
+    Args:
+        det_xy: (P, K, >=2) detected keypoints.
+        gt_kp: (P, K, 3) ground-truth keypoints ``x, y, v``.
+        gt_box: (P, 4) ground-truth boxes (used where no keypoint is labelled).
+        gt_area: (P,) ground-truth areas.
+        sigmas: (K,) OKS sigmas.
+
+    Returns:
+        (P,) OKS.
+    """
+    det_xy = np.asarray(det_xy, dtype=np.float64)
+    gt_kp = np.asarray(gt_kp, dtype=np.float64)
+    box = np.asarray(gt_box, dtype=np.float64)
+    P, K = gt_kp.shape[:2]
+    if P == 0:
+        return np.zeros(0)
+    vis = gt_kp[..., 2] > 0
+    n_vis = vis.sum(-1)
+    xd, yd = det_xy[..., 0], det_xy[..., 1]
+    dx, dy = xd - gt_kp[..., 0], yd - gt_kp[..., 1]
+    none = np.flatnonzero(n_vis == 0)
+    if len(none):
+        # Box fallback, computed as COCOeval does: (x - w, x + 2w), (y - h, y + 2h).
+        b, x, y = box[none], xd[none], yd[none]
+        x0, x1 = (b[:, 0] - b[:, 2])[:, None], (b[:, 0] + b[:, 2] * 2)[:, None]
+        y0, y1 = (b[:, 1] - b[:, 3])[:, None], (b[:, 1] + b[:, 3] * 2)[:, None]
+        dx[none] = np.maximum(0.0, x0 - x) + np.maximum(0.0, x - x1)
+        dy[none] = np.maximum(0.0, y0 - y) + np.maximum(0.0, y - y1)
+    variances = _variances(sigmas)
+    e = (dx ** 2 + dy ** 2) / variances / (np.asarray(gt_area, dtype=np.float64)[:, None]
+                                           + _EPS) / 2
+    ks = np.exp(-e)
+    out = np.empty(P)
+    # Sum exactly the labelled values in keypoint order (as COCOeval's ``e[vg > 0]``), one
+    # vectorized reduction per distinct labelled count: a row sum of n values is the same
+    # floating-point sum as numpy's sum of the 1-D array of those n values.
+    # Rows sorted by their count once; each count's rows are then one slice.
+    order = np.argsort(n_vis, kind="stable")
+    counts = n_vis[order]
+    starts = np.flatnonzero(np.r_[True, counts[1:] != counts[:-1]])
+    ends = np.r_[starts[1:], P]
+    ks = ks[order]
+    labelled = np.take_along_axis(ks, np.argsort(~vis[order], axis=1, kind="stable"), axis=1)
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        n = int(counts[s])
+        rows = order[s:e]
+        if n == 0:
+            out[rows] = ks[s:e].sum(-1) / K
+        else:
+            out[rows] = np.ascontiguousarray(labelled[s:e, :n]).sum(-1) / n
+    return out
+
 
 
 def oks_matrix(
@@ -72,6 +133,8 @@ def oks_matrix(
     sigmas: np.ndarray,
 ) -> np.ndarray:
     """COCOeval's OKS between every detection and every ground truth of one image.
+
+    :func:`coco_oks` over all (detection, ground truth) pairs.
 
     Args:
         dets: (D, K, >=2) detected keypoints.
@@ -87,23 +150,14 @@ def oks_matrix(
     """
     dets = np.asarray(dets, dtype=np.float64)[..., :2]
     gts = np.asarray(gts, dtype=np.float64)[..., :2]
-    vis = np.asarray(gt_visible, dtype=bool)
     D, G = len(dets), len(gts)
     if D == 0 or G == 0:
         return np.zeros((D, G))
-    boxes = np.asarray(gt_boxes, dtype=np.float64)
-    diff = dets[:, None] - gts[None]  # D, G, K, 2
-    # COCOeval fallback for ground truths with no labelled keypoint: distance to the box
-    # [x - w, x + 2w] x [y - h, y + 2h], zero inside it.
-    lo = (boxes[:, :2] - boxes[:, 2:])[None, :, None, :]
-    hi = (boxes[:, :2] + 2 * boxes[:, 2:])[None, :, None, :]
-    out = np.maximum(0.0, lo - dets[:, None]) + np.maximum(0.0, dets[:, None] - hi)
-    n_vis = vis.sum(-1)  # G
-    d = np.where((n_vis > 0)[None, :, None, None], diff, out)
-    e = (d**2).sum(-1) / _variances(sigmas) / (np.asarray(gt_areas, float)[None, :, None] + _EPS)
-    ks = np.exp(-e / 2.0)  # D, G, K
-    mask = np.where((n_vis > 0)[:, None], vis, True)  # G, K
-    return (ks * mask[None]).sum(-1) / mask.sum(-1)[None]
+    gt_kp = np.concatenate([gts, np.asarray(gt_visible, dtype=np.float64)[..., None]], -1)
+    pairs = coco_oks(np.repeat(dets, G, axis=0), np.tile(gt_kp, (D, 1, 1)),
+                     np.tile(np.asarray(gt_boxes, dtype=np.float64), (D, 1)),
+                     np.tile(np.asarray(gt_areas, dtype=np.float64), D), sigmas)
+    return pairs.reshape(D, G)
 
 
 def oks_nms(
