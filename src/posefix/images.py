@@ -21,9 +21,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 from .io import ImageInfo
-from .jsonfiles import read_json
+from .jsonfiles import atomic_write, read_json
 
-__all__ = ["load_image", "load_image_list"]
+__all__ = ["load_image", "load_image_list", "save_png"]
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -54,6 +54,13 @@ def load_image(path: str | Path, exif: str = "auto",
             return _to_rgb(oriented)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"cannot read image ({type(e).__name__}: {e})") from None
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write an (H, W, 3) uint8 RGB image as a PNG file, atomically with the user's umask
+    (:func:`posefix.jsonfiles.atomic_write`)."""
+    return atomic_write(path, lambda f: Image.fromarray(image).save(f, format="PNG"),
+                        binary=True)
 
 
 def _orient(im: Image.Image, exif: str, expected_size: tuple[int, int] | None) -> Image.Image:
