@@ -130,7 +130,7 @@ def check_outputs(files: Mapping[str, PathLike | None] | None = None,
                              f"({clash.path}); choose another {flag}")
         if is_folder:
             if p.exists() and not p.is_dir():
-                raise InputError(p, f"{flag} must be a folder, and this is a file")
+                raise InputError(p, f"is a file, not a folder; {flag} must be a folder")
             _writable_folder(p, p, flag)
         else:
             if p.is_dir():
