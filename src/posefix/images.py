@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, malformed
 from .io import ImageInfo
 from .jsonfiles import atomic_write, read_json
 
@@ -91,6 +91,12 @@ def load_image_list(path: str | Path) -> dict[int, ImageInfo]:
     """Image id -> :class:`ImageInfo` from a COCO annotation or image-info JSON (``images``)."""
     path = Path(path)
     data = read_json(path)
+    with malformed(path):
+        return _image_list(data, path)
+
+
+def _image_list(data: object, path: Path) -> dict[int, ImageInfo]:
+    """:func:`load_image_list` of the parsed file."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(path, "an image list must be a JSON object with a list 'images'",
                          field_name="images")
@@ -104,7 +110,7 @@ def load_image_list(path: str | Path) -> dict[int, ImageInfo]:
         try:
             info = ImageInfo(int(im["id"]), str(im["file_name"]), int(im.get("width") or 0),
                              int(im.get("height") or 0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(path, "id, width and height must be integers", i, "images") from None
         out[info.id] = info
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, malformed
 from .jsonfiles import (
     iter_json_list,
     iter_json_object,
@@ -26,7 +26,7 @@ from .jsonfiles import (
     round_like_python,
     write_json_list_atomic,
 )
-from .spec import KeypointSpec, load_spec
+from .spec import KeypointSpec, SpecError, load_spec
 
 __all__ = [
     "Detections",
@@ -375,7 +375,10 @@ def load_ground_truth(
         parsed = _stream_ground_truth(path, spec)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
         parsed = None  # the whole-file path names what is wrong, as it always has
-    spec, images, arrays = parsed if parsed is not None else _whole_ground_truth(path, spec)
+    if parsed is None:
+        with malformed(path, keep=(SpecError,)):
+            parsed = _whole_ground_truth(path, spec)
+    spec, images, arrays = parsed
     kps, boxes, areas, iscrowd, image_ids, ann_ids = arrays
     _check_unique_ids(ann_ids, path)
     ignored = list(spec.ignore)
@@ -707,6 +710,13 @@ def load_results(
         if image_ids is not None else None
     chunks = iter_json_list(
         path, not_a_list="a COCO results file must be a JSON list of detections")
+    with malformed(path):
+        return _read_results(path, chunks, spec, K, known, strict)
+
+
+def _read_results(path: Path, chunks: Iterator[list[Any]], spec: KeypointSpec | None,
+                  K: int | None, known: np.ndarray | None, strict: bool) -> Detections:
+    """:func:`load_results` of the file's chunks."""
     out: _Growing | None = None
     unknown, start = 0, 0
     for chunk in chunks:
@@ -903,7 +913,10 @@ def convert_mpii(path: str | Path, spec: KeypointSpec | str = "mpii16") -> dict[
     labelled joints' extent when larger; the area is the box area (MPII has no masks).
     """
     path = Path(path)
-    return _mpii_to_coco(read_json(path), path, load_spec(spec))
+    spec = load_spec(spec)
+    data = read_json(path)
+    with malformed(path):
+        return _mpii_to_coco(data, path, spec)
 
 
 def _mpii_to_coco(data: Any, path: Path, spec: KeypointSpec) -> dict[str, Any]:
@@ -914,6 +927,8 @@ def _mpii_to_coco(data: Any, path: Path, spec: KeypointSpec) -> dict[str, Any]:
     images: dict[str, int] = {}
     anns = []
     for i, e in enumerate(data):
+        if type(e) is not dict:
+            raise InputError(path, "must be an object", i)
         for key in ("image", "joints", "joints_vis", "center", "scale"):
             if key not in e:
                 raise InputError(path, "missing", i, key)

@@ -94,6 +94,10 @@ def read_json(path: str | Path) -> Any:
         raise InputError(
             path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
         ) from None
+    except RecursionError:
+        raise InputError(path, "not valid JSON here: nested too deeply") from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise InputError(path, f"not valid JSON here ({e})") from None
 
 
 def new_file_mode() -> int:
@@ -195,6 +199,10 @@ class _ListReader:
                     continue
                 raise self.error(e.msg, self.pos + len(
                     text[:e.pos].encode("utf-8", "surrogateescape"))) from None
+            except RecursionError:
+                raise InputError(self.path, "not valid JSON here: nested too deeply") from None
+            except ValueError as e:  # an integer of more digits than Python converts
+                raise InputError(self.path, f"not valid JSON here ({e})") from None
             if end < len(text) or self.done or not self.more():
                 self.pos += len(text[:end].encode("utf-8", "surrogateescape"))
                 return value
