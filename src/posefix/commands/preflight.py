@@ -106,6 +106,8 @@ def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path
     for p, what in ((checkpoint, "checkpoint"), (o.onnx, "ONNX model")):
         if p is not None and not Path(p).is_file():
             raise InputError(Path(p), f"{what} file does not exist")
+        if p is not None and Path(p).stat().st_size == 0:
+            raise InputError(Path(p), f"{what} file is empty")
     checked = CheckedInputs(format=fmt)
     ids = None
     if gt is not None:
