@@ -299,7 +299,10 @@ def _number(value: Any, path: Path, index: int, name: str, limit: float = MAX_AR
     """A finite number within ``limit``, or an :class:`InputError`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(path, f"must be a number, got {value!r:.40}", index, name)
-    v = float(value) if abs(value) < 1e308 else math.inf
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond a double
+        v = math.inf
     return float(check_numbers(np.array([v]), path, index, name, limit)[0])
 
 
