@@ -406,3 +406,13 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_a_written_video_gets_the_umask_mode(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    from posefix.video import write_video
+
+    frames = [np.full((32, 48, 3), v, np.uint8) for v in (0, 128)]
+    out = write_video(tmp_path / "side.mp4", frames, 25.0)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
+    assert [p.name for p in tmp_path.iterdir()] == ["side.mp4"]
