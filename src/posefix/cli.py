@@ -260,17 +260,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                         "a gross error is at least P, in [0, 1] (0: refine every keypoint; "
                         "default: the checkpoint's model.error_gate)")
     _add_error_blend(p)
-    p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
-                   default=None, help="error-kind models: what decides that a left/right "
-                   "pair exchanges its input positions (default: off, the refined keypoint)")
-    p.add_argument("--fix-swap", type=float_range(0, 1), default=None, metavar="KS",
-                   help="error-kind models: a swap takes another detection's same-joint input "
-                        "keypoint within this KS of the refined one, in [0, 1] (default 0: "
-                        "off)")
-    p.add_argument("--fix-snap", type=float_range(0, 1), default=None, metavar="KS",
-                   help="error-kind models: snap a refined keypoint to the nearest input "
-                        "keypoint of its or its partner joint within this KS, in [0, 1] "
-                        "(default 0: off)")
+    _add_fixes(p)
     _add_split(p)
     p.set_defaults(func=_cmd_refine)
 
@@ -283,6 +273,21 @@ def _refine_options(a: argparse.Namespace) -> RefineFileOptions:
     return RefineFileOptions(refine=refine, backend=a.backend, onnx=a.onnx,
                              error_gate=_gate(a), format=a.format, strict=a.strict,
                              split=a.split, out_format=a.out_format)
+
+
+def _add_fixes(p: argparse.ArgumentParser) -> None:
+    """refine's options of the error-kind fixes (:class:`posefix.fixes.FixOptions`)."""
+    p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
+                   default=None, help="error-kind models: what decides that a left/right "
+                   "pair exchanges its input positions (default: off, the refined keypoint)")
+    p.add_argument("--fix-swap", type=float_range(0, 1), default=None, metavar="KS",
+                   help="error-kind models: a swap takes another detection's same-joint input "
+                        "keypoint within this KS of the refined one, in [0, 1] (default 0: "
+                        "off)")
+    p.add_argument("--fix-snap", type=float_range(0, 1), default=None, metavar="KS",
+                   help="error-kind models: snap a refined keypoint to the nearest input "
+                        "keypoint of its or its partner joint within this KS, in [0, 1] "
+                        "(default 0: off)")
 
 
 def _add_error_blend(p: argparse.ArgumentParser) -> None:

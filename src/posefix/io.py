@@ -261,9 +261,9 @@ def resolve_image_path(root: str | Path, file_name: str, source: str | Path | No
     return candidate
 
 
-#: The largest coordinate (or box side, or score) a file may hold: no image is ten million
-#: pixels wide, and a larger value (1e308) overflows areas and similarities.
-MAX_COORDINATE = 1e7
+#: The largest coordinate (or box side) a file may hold: far beyond any image, and small
+#: enough that squares and areas stay finite even in float32 (1e308 overflowed them).
+MAX_COORDINATE = 1e15
 #: The largest area (a box of MAX_COORDINATE on each side).
 MAX_AREA = MAX_COORDINATE ** 2
 

@@ -59,7 +59,8 @@ def check_file(path: Path) -> None:
     if path.is_dir():
         raise InputError(path, "is a folder, not a JSON file")
     if not path.is_file():
-        raise InputError(path, "file does not exist")
+        raise InputError(path, "is not a regular file (a device, a pipe?)" if path.exists()
+                         else "file does not exist")
 
 
 def _decode(data: bytes, path: Path) -> str:

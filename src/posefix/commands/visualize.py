@@ -95,8 +95,7 @@ def visualize_files(
     ids = sorted(set(infos) | {int(i) for _, d in panels for i in np.unique(d.image_ids)})
     if max_images is not None:
         ids = ids[: max(0, int(max_images))]
-    written: list[Path] = []
-    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []  # the folder is made with the first picture (none: no folder)
     for image_id in ids:
         if image_id in infos:
             info = infos[image_id]
