@@ -484,29 +484,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, run the verb, turn input errors into one clear line."""
+    """Entry point: parse, run the verb, turn input errors into one clear line (and Ctrl-C,
+    while parsing too, into one line and exit 130)."""
+    verb = "posefix"
+    try:
+        args = build_parser().parse_args(argv)
+        verb = f"posefix {args.verb}"
+        return _run(args, verb)
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, none is half
+        print(f"{verb}: interrupted (nothing half-written is left)", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, verb: str) -> int:
+    """Run the parsed verb; its input errors are one line and exit 2."""
     from .errors import InputError
     from .spec import SpecError
 
-    args = build_parser().parse_args(argv)
-
     def one_line(message: Warning | str, *_: object, **__: object) -> None:
-        print(f"posefix {args.verb}: warning: {message}", file=sys.stderr)
+        print(f"{verb}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = one_line
         try:
             return int(args.func(args) or 0)
         except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
-            print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
+            print(f"{verb}: error: {e}", file=sys.stderr)
             return 2
         except BrokenPipeError:  # `posefix evaluate ... | head`: the reader has had enough
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
             return 0
-        except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, none is half
-            print(f"posefix {args.verb}: interrupted (nothing half-written is left)",
-                  file=sys.stderr)
-            return 130
 
 
 if __name__ == "__main__":
