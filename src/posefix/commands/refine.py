@@ -40,6 +40,7 @@ from ..io import (
 )
 from ..jsonfiles import write_json_atomic
 from ..options import RefineFileOptions, RefineOptions
+from ..outputs import folder_inputs
 from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
@@ -246,8 +247,8 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
         raise InputError(Path(video), "--split does not apply to --video (frames are images "
                          "0, 1, ...)")
     results_p, out_p = Path(results), Path(out)
-    check_output(out_p, {"results": results_p, "video": video, "checkpoint": checkpoint,
-                          "onnx": o.onnx}, o.out_format)
+    check_output(out_p, {"results": folder_inputs(results_p), "video": video,
+                         "checkpoint": checkpoint, "onnx": o.onnx}, o.out_format)
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
     frames = frame_list(video)  # the container's count, which may be off: keep every index
