@@ -33,7 +33,7 @@ from posefix.io import convert_mpii, load_ground_truth, load_results  # noqa: E4
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "posefix" / "assets" / "sample"
 EXAMPLES = int(os.environ.get("POSEFIX_FUZZ_EXAMPLES", "100"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 K = 17
 
