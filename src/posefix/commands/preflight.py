@@ -9,7 +9,6 @@ file and field.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ..options import RefineFileOptions
 from ..outputs import Inputs, check_outputs, folder_inputs, same_file
 
 __all__ = ["CheckedInputs", "check_output", "check_refine_inputs", "check_refine_paths",
-           "refuse_overwrite", "same_file"]
+           "same_file"]
 
 
 @dataclass
@@ -44,16 +43,6 @@ class CheckedInputs:
     image_list: dict[int, ImageInfo] | None = None
     results: Detections | None = None
     format: str | None = None
-
-
-def refuse_overwrite(out: Path, inputs: Mapping[str, str | Path | None],
-                     flag: str = "--out") -> None:
-    """An :class:`InputError` naming ``out`` if it is one of the ``inputs`` (name -> path,
-    None: not given), by any path or link (:func:`posefix.outputs.same_file`)."""
-    for name, p in inputs.items():
-        if p is not None and same_file(out, Path(p)):
-            raise InputError(out, f"refusing to write over the input {name} file; "
-                             f"choose another {flag}")
 
 
 def check_output(out: Path, inputs: Inputs, out_format: str) -> None:
