@@ -60,9 +60,9 @@ def test_help_has_a_description_an_example_and_defaults(
 
 
 @pytest.mark.parametrize("verb,shown", [
-    ("refine", "--nms NMS OKS-NMS threshold (<=0 disables) (default: 0.9)"),
+    ("refine", "0 disables NMS (and 1 drops nothing: OKS never exceeds 1) (default: 0.9)"),
     ("visualize", "(default: 640)"),
-    ("export", "--opset OPSET ONNX opset version (default: 17)"),
+    ("export", "--opset OPSET ONNX opset version, 11 to 30 (default: 17)"),
     ("demo", "(default: posefix-demo)"),
 ])
 def test_named_defaults_are_shown(verb: str, shown: str,

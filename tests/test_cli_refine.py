@@ -203,7 +203,8 @@ def test_bad_input(trained_checkpoint: Path, coco_dir: Path, tmp_path: Path) -> 
     assert not (tmp_path / "o5.json").exists()
     r = refine_cli(trained_checkpoint, coco_dir, results, tmp_path / "o6.json", "--gt", gt,
                    "--error-blend", "-0.5")
-    assert r.returncode == 2 and "error blend: must be in [0, 1], got -0.5" in r.stderr
+    assert r.returncode == 2 and "argument --error-blend: must be a number in [0, 1], got -0.5" \
+        in r.stderr
     assert not (tmp_path / "o6.json").exists()
 
 

@@ -250,10 +250,12 @@ def test_error_gate_needs_the_head(checkpoint: Path, tmp_path: Path,
     assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out),
                  "--error-gate", "0.5"]) == 2
     assert "no error head" in capsys.readouterr().err and not out.exists()
-    assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out),
-                 "--error-blend", "1.5"]) == 2
-    assert "posefix export: error: error blend: must be in [0, 1], got 1.5" in \
-        capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as e:  # refused when the arguments are parsed
+        main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out),
+              "--error-blend", "1.5"])
+    assert e.value.code == 2
+    assert "posefix export: error: argument --error-blend: must be a number in [0, 1], got " \
+        "1.5" in capsys.readouterr().err and not out.exists()
 
 
 def test_cli_gate_options_travel_as_one_override(gated_checkpoint: Path,

@@ -10,11 +10,26 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .backends import BACKENDS, torch_missing
+from .argtypes import (
+    MAX_WORKERS,
+    check_device,
+    device_type,
+    finite_float,
+    float_range,
+    int_range,
+)
+from .backends import BACKENDS, require_torch, torch_missing
 from .config import ConfigError, GateOverride
 from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
 
 __all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line: ``posefix VERB: error: ...``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
@@ -48,13 +63,24 @@ def _add_split(p: argparse.ArgumentParser) -> None:
                    help="only the --gt images whose 'split' field is NAME (e.g. LSP's test)")
 
 
+def _add_format(p: argparse.ArgumentParser, what: str = "--results") -> None:
+    from .formats import FORMATS
+
+    p.add_argument("--format", default=None, choices=list(FORMATS),
+                   help=f"format of {what}, as posefix refine reads them (COCO results, "
+                        "mmpose, OpenPose file or folder, arrays; default: detected)")
+
+
 # --------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = _verb(sub, "evaluate", "COCO keypoint AP/AR of a results file (pycocotools' numbers)",
               "posefix evaluate --gt $(posefix sample)/annotations.json \\\n"
               "      --results $(posefix sample)/blazepose.json")
     p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
-    p.add_argument("--results", required=True, help="COCO keypoint results JSON")
+    p.add_argument("--results", required=True,
+                   help="the poses: COCO results, mmpose or OpenPose JSON (or a folder of "
+                        "per-image files), or per-image arrays (see --format)")
+    _add_format(p)
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
     p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,7 +92,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .commands.evaluate import evaluate_files
     from .evaluate import format_stats
 
-    stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict, split=a.split)
+    stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict, split=a.split,
+                           format=a.format)
     _print_json(stats) if a.json else print(format_stats(stats))
     return 0
 
@@ -77,7 +104,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
               "posefix analyze --gt $(posefix sample)/annotations.json \\\n"
               "      --results $(posefix sample)/blazepose.json --report analysis/")
     p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
-    p.add_argument("--results", required=True, help="COCO keypoint results JSON")
+    p.add_argument("--results", required=True,
+                   help="the poses: COCO results, mmpose or OpenPose JSON (or a folder of "
+                        "per-image files), or per-image arrays (see --format)")
+    _add_format(p)
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
     p.add_argument("--strict", action="store_true", help="unknown image ids are an error")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -95,7 +125,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 
     report = analyze_files(a.gt, a.results, spec=a.spec, strict=a.strict,
                            fit_profile_out=a.fit_profile, report_dir=a.report,
-                           split=a.split)
+                           split=a.split, format=a.format)
     _print_json(report) if a.json else print(format_report(report))
     return 0
 
@@ -109,7 +139,8 @@ def _add_synthesize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output COCO results JSON")
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
     p.add_argument("--profile", default="default", help="error profile name or file")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
+    p.add_argument("--seed", type=int_range(0), default=0,
+                   help="random seed, an integer >= 0 (same seed, same file)")
     p.add_argument("--trainset-results", default=None,
                    help="an estimator's results on --gt, for unlabelled keypoints")
     p.set_defaults(func=_cmd_synthesize)
@@ -196,14 +227,16 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                         "score x mean probability (error head) that the input keypoints are "
                         "right; 'auto': quality where the network has an error head, else "
                         "input")
-    p.add_argument("--nms", type=float, default=default("nms"),
-                   help="OKS-NMS threshold (<=0 disables)")
-    p.add_argument("--batch-size", type=int, default=default("batch_size"),
-                   help="crops per network call")
-    p.add_argument("--workers", type=int, default=default("workers"),
-                   help="image-reading threads (0: in the main thread)")
-    p.add_argument("--device", default=default("device"),
-                   help="'cpu', 'cuda', 'cuda:1', ... or 'auto'")
+    p.add_argument("--nms", type=float_range(0, 1), default=default("nms"),
+                   help="OKS-NMS threshold in [0, 1]: a pose whose OKS with a higher-scoring "
+                        "pose of its image exceeds it is dropped; 0 disables NMS (and 1 "
+                        "drops nothing: OKS never exceeds 1)")
+    p.add_argument("--batch-size", type=int_range(1, 1 << 16), default=default("batch_size"),
+                   help="crops per network call, 1 to 65536")
+    p.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=default("workers"),
+                   help=f"image-reading threads, 0 to {MAX_WORKERS} (0: in the main thread)")
+    p.add_argument("--device", type=device_type, default=default("device"),
+                   help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (one this machine has)")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto",
                    help="auto: ONNX Runtime on a CPU (the checkpoint exported once and "
                         "cached; int8 where the shipped calibration set fits the model), "
@@ -222,20 +255,12 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, metavar="DIR",
                    help="with --gt: write before/after figures, report.md and index.html "
                         "into DIR")
-    p.add_argument("--error-gate", type=float, default=None, metavar="P",
+    p.add_argument("--error-gate", type=float_range(0, 1), default=None, metavar="P",
                    help="keep each input keypoint unless the network's probability that it is "
-                        "a gross error is at least P (0: refine every keypoint; default: the "
-                        "checkpoint's model.error_gate)")
+                        "a gross error is at least P, in [0, 1] (0: refine every keypoint; "
+                        "default: the checkpoint's model.error_gate)")
     _add_error_blend(p)
-    p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
-                   default=None, help="error-kind models: what decides that a left/right "
-                   "pair exchanges its input positions (default: off, the refined keypoint)")
-    p.add_argument("--fix-swap", type=float, default=None, metavar="KS",
-                   help="error-kind models: a swap takes another detection's same-joint input "
-                        "keypoint within this KS of the refined one (default 0: off)")
-    p.add_argument("--fix-snap", type=float, default=None, metavar="KS",
-                   help="error-kind models: snap a refined keypoint to the nearest input "
-                        "keypoint of its or its partner joint within this KS (default 0: off)")
+    _add_fixes(p)
     _add_split(p)
     p.set_defaults(func=_cmd_refine)
 
@@ -250,11 +275,26 @@ def _refine_options(a: argparse.Namespace) -> RefineFileOptions:
                              split=a.split, out_format=a.out_format)
 
 
+def _add_fixes(p: argparse.ArgumentParser) -> None:
+    """refine's options of the error-kind fixes (:class:`posefix.fixes.FixOptions`)."""
+    p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
+                   default=None, help="error-kind models: what decides that a left/right "
+                   "pair exchanges its input positions (default: off, the refined keypoint)")
+    p.add_argument("--fix-swap", type=float_range(0, 1), default=None, metavar="KS",
+                   help="error-kind models: a swap takes another detection's same-joint input "
+                        "keypoint within this KS of the refined one, in [0, 1] (default 0: "
+                        "off)")
+    p.add_argument("--fix-snap", type=float_range(0, 1), default=None, metavar="KS",
+                   help="error-kind models: snap a refined keypoint to the nearest input "
+                        "keypoint of its or its partner joint within this KS, in [0, 1] "
+                        "(default 0: off)")
+
+
 def _add_error_blend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--error-blend", type=float, default=None, metavar="W",
+    p.add_argument("--error-blend", type=float_range(0, 1), default=None, metavar="W",
                    help="move each input keypoint the error gate keeps W of the way to the "
-                        "refined one (0: keep it exactly; default: the checkpoint's "
-                        "model.error_blend, per keypoint)")
+                        "refined one, in [0, 1] (0: keep it exactly; default: the "
+                        "checkpoint's model.error_blend, per keypoint)")
 
 
 def _gate(a: argparse.Namespace) -> GateOverride | None:
@@ -273,14 +313,20 @@ def _fix_options(a: argparse.Namespace) -> FixOptions | None:
                                 ("snap", a.fix_snap)) if v is not None}
     try:
         return FixOptions(**given) if given else None
-    except ValueError as e:
-        raise SystemExit(f"posefix refine: {e}") from None
+    except ValueError as e:  # the parser's ranges let none through; the one-line convention
+        print(f"posefix refine: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _cmd_refine(a: argparse.Namespace) -> int:
     from .commands.preflight import check_refine_inputs
     from .errors import InputError
 
+    if a.device.startswith("cuda"):
+        require_torch(f"--device {a.device}")  # a lean install: the install command, not "no GPU"
+    reason = check_device(a.device)
+    if reason is not None:
+        raise InputError("--device", reason)
     options = _refine_options(a)
     checked = None
     if a.video:
@@ -318,16 +364,24 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                    "with --video)")
     p.add_argument("--gt", default=None, help="annotations (drawn, and image ids -> files)")
     p.add_argument("--results", action="append", default=None, metavar="[LABEL=]FILE",
-                   help="a results file to draw; repeat for side-by-side panels")
+                   help="poses to draw, in any format posefix refine reads (see --format); "
+                        "repeat for side-by-side panels")
+    _add_format(p, "every --results")
     p.add_argument("--spec", default=None, help="keypoint spec (default: from --gt, or coco17)")
-    p.add_argument("--min-score", type=float, default=0.0, help="hide detections scoring less")
-    p.add_argument("--max-images", type=int, default=None,
-                   help="draw at most this many images (frames with --video)")
-    p.add_argument("--max-side", type=int, default=640,
-                   help="longer side of each panel in pixels (0: full size)")
+    p.add_argument("--min-score", type=finite_float, default=0.0,
+                   help="hide detections scoring less")
+    p.add_argument("--max-images", type=int_range(1), default=None,
+                   help="draw at most this many images (frames with --video), >= 1")
+    p.add_argument("--max-side", type=int_range(_MIN_SIDE, 1 << 15, zero="full size"),
+                   default=640,
+                   help=f"longer side of each panel in pixels, {_MIN_SIDE} to 32768 (0: full "
+                        "size)")
     p.add_argument("--exif", choices=list(EXIF), default="auto",
                    help="EXIF orientation (as posefix refine)")
     p.set_defaults(func=_cmd_visualize)
+
+
+_MIN_SIDE = 32  # the smallest panel that still shows a pose
 
 
 def _cmd_visualize(a: argparse.Namespace) -> int:
@@ -336,13 +390,13 @@ def _cmd_visualize(a: argparse.Namespace) -> int:
     if a.video:
         out = visualize_video(a.video, a.out, results=a.results or [], spec=a.spec,
                               min_score=a.min_score, max_frames=a.max_images,
-                              max_side=a.max_side or None)
+                              max_side=a.max_side or None, format=a.format)
         print(f"wrote {out}")
         return 0
 
     written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results or [],
                               spec=a.spec, min_score=a.min_score, max_images=a.max_images,
-                              max_side=a.max_side or None, exif=a.exif)
+                              max_side=a.max_side or None, exif=a.exif, format=a.format)
     print(f"wrote {len(written)} image(s) to {a.out}")
     return 0
 
@@ -355,9 +409,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
               "--results ... --out ...")
     p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: demo model)")
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    p.add_argument("--error-gate", type=float, default=None, metavar="P",
-                   help="fix the error gate in the exported graph (default: the checkpoint's)")
+    p.add_argument("--opset", type=int_range(11, 30), default=17,
+                   help="ONNX opset version, 11 to 30")
+    p.add_argument("--error-gate", type=float_range(0, 1), default=None, metavar="P",
+                   help="fix the error gate in the exported graph, in [0, 1] (default: the "
+                        "checkpoint's)")
     _add_error_blend(p)
     p.add_argument("--int8", action="store_true",
                    help="write the int8 copy that the default backend runs (calibrated on the "
@@ -420,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``posefix`` command."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="posefix", description="Model-agnostic human pose refinement (PoseFix).")
     parser.add_argument("--version", action="version", version=f"posefix {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -430,21 +486,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, run the verb, turn input errors into one clear line."""
+    """Entry point: parse, run the verb, turn input errors into one clear line (and Ctrl-C,
+    while parsing too, into one line and exit 130)."""
+    verb = "posefix"
+    try:
+        args = build_parser().parse_args(argv)
+        verb = f"posefix {args.verb}"
+        return _run(args, verb)
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, none is half
+        print(f"{verb}: interrupted (nothing half-written is left)", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, verb: str) -> int:
+    """Run the parsed verb; its input errors are one line and exit 2."""
     from .errors import InputError
     from .spec import SpecError
 
-    args = build_parser().parse_args(argv)
-
     def one_line(message: Warning | str, *_: object, **__: object) -> None:
-        print(f"posefix {args.verb}: warning: {message}", file=sys.stderr)
+        print(f"{verb}: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = one_line
         try:
             return int(args.func(args) or 0)
         except (InputError, SpecError, ConfigError, FileNotFoundError, FileExistsError) as e:
-            print(f"posefix {args.verb}: error: {e}", file=sys.stderr)
+            print(f"{verb}: error: {e}", file=sys.stderr)
             return 2
         except ModuleNotFoundError as e:  # a lean install (no torch) asked to train, export...
             if e.name not in ("torch", "torchvision"):

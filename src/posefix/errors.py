@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "malformed"]
 
 
 class InputError(ValueError):
@@ -21,3 +23,22 @@ class InputError(ValueError):
         self.path = str(path)
         self.index = index
         self.field = field_name
+
+
+#: What parsing code raises on content of a shape it did not expect.
+_SHAPE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+                 RecursionError)
+
+
+@contextmanager
+def malformed(path: str | Path, keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """The last net of a reader: an error of an unexpected shape of ``path``'s content
+    (``TypeError``, ``KeyError``, ...; the readers name the entry and field of every shape
+    they know) becomes an :class:`InputError` naming the file. ``InputError`` and the
+    ``keep`` classes (e.g. a spec's own error) pass unchanged."""
+    try:
+        yield
+    except (InputError, *keep):
+        raise
+    except _SHAPE_ERRORS as e:
+        raise InputError(path, f"malformed content ({type(e).__name__}: {e})") from None

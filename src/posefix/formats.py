@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .io import Detections, ImageInfo, keep_known, load_results
+from .errors import InputError, malformed
+from .io import MAX_COORDINATE, Detections, ImageInfo, check_numbers, keep_known, load_results
 from .jsonfiles import read_json
-from .spec import KeypointSpec, load_spec
+from .spec import KeypointSpec, SpecError, load_spec
 
 __all__ = ["FORMATS", "OUT_FORMATS", "PoseFile", "convert_layout", "detect_format",
            "image_keys", "image_list_from_keys", "read_poses", "sniff_format", "to_arrays",
@@ -102,7 +102,8 @@ def sniff_format(path: str | Path) -> str | None:
         for file in sorted(path.glob("*.json")):
             data = read_json(file)
             if data != []:
-                return detect_format(data)
+                with malformed(file):
+                    return detect_format(data)
         return None
     if not path.is_file():
         raise InputError(path, "file does not exist")
@@ -113,7 +114,9 @@ def sniff_format(path: str | Path) -> str | None:
             return "coco"
         if '"keypoint_scores"' in head or '"instances"' in head:
             return "mmpose"
-    return detect_format(read_json(path))
+    data = read_json(path)
+    with malformed(path):
+        return detect_format(data)
 
 
 def convert_layout(keypoints: np.ndarray, source: KeypointSpec, target: KeypointSpec,
@@ -133,12 +136,17 @@ def _person_scores(kp: np.ndarray) -> np.ndarray:
 
 
 def _rows(value: Any, path: Path, where: str) -> np.ndarray:
-    """Nested lists as a float array, or an :class:`InputError` naming the place."""
+    """Nested lists of finite numbers within :data:`posefix.io.MAX_COORDINATE` as a float
+    array, or an :class:`InputError` naming the place."""
+    if isinstance(value, (str, bytes, dict, bool)) or value is None:
+        raise InputError(path, f"must be nested lists of numbers, got {type(value).__name__}",
+                         field_name=where)
     try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise InputError(path, "must be nested lists of numbers of one shape",
                          field_name=where) from None
+    return check_numbers(arr, path, None, where, MAX_COORDINATE)
 
 
 # --------------------------------------------------------------------------- readers
@@ -175,7 +183,10 @@ def _read_mmpose_instances(items: Any, path: Path, spec: KeypointSpec, where: st
         if not isinstance(inst, dict) or "keypoints" not in inst:
             raise InputError(path, "missing", i, f"{where}.keypoints")
         xy = _rows(inst["keypoints"], path, f"{where}[{i}].keypoints")
-        s = _rows(inst.get("keypoint_scores", np.ones(len(xy))), path,
+        if xy.ndim != 2:
+            raise InputError(path, f"must be ({K}, 2) for spec {spec.name}, got {xy.shape}",
+                             i, f"{where}.keypoints")
+        s = _rows(inst.get("keypoint_scores", np.ones(len(xy)).tolist()), path,
                   f"{where}[{i}].keypoint_scores")
         if xy.shape != (K, 2) or s.shape != (K,):
             raise InputError(path, f"keypoints {xy.shape} and keypoint_scores {s.shape}; spec "
@@ -198,7 +209,10 @@ def _mmpose_images(data: Any, path: Path) -> list[tuple[int | str, Any, str]]:
         for i, frame in enumerate(data):
             if not isinstance(frame, dict) or "frame_id" not in frame:
                 raise InputError(path, "missing", i, "frame_id")
-            out.append((int(frame["frame_id"]), frame.get("instances"), f"[{i}].instances"))
+            if type(frame["frame_id"]) is not int or frame["frame_id"] < 0:
+                raise InputError(path, f"must be an integer >= 0, got {frame['frame_id']!r:.40}",
+                                 i, "frame_id")
+            out.append((frame["frame_id"], frame.get("instances"), f"[{i}].instances"))
         return out
     if isinstance(data, list):
         return [(path.stem, data, "instances")]
@@ -266,6 +280,14 @@ def read_poses(path: str | Path, spec: KeypointSpec | str, format: str | None = 
     path, spec = Path(path), load_spec(spec)
     if format is not None and format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    with malformed(path, keep=(SpecError,)):
+        return _read_poses(path, spec, format, images, strict, coco)
+
+
+def _read_poses(path: Path, spec: KeypointSpec, format: str | None,
+                images: dict[int, ImageInfo] | None, strict: bool, coco: Detections | None
+                ) -> PoseFile:
+    """:func:`read_poses` of checked arguments."""
     fmt = format or sniff_format(path)
     if fmt == "coco" and not path.is_dir():
         if coco is not None and coco.keypoints.shape[1] == spec.num_keypoints:

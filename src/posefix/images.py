@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, malformed
 from .io import ImageInfo
-from .jsonfiles import read_json
+from .jsonfiles import atomic_write, read_json
 
-__all__ = ["load_image", "load_image_list"]
+__all__ = ["load_image", "load_image_list", "save_png"]
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -56,6 +56,13 @@ def load_image(path: str | Path, exif: str = "auto",
         raise InputError(path, f"cannot read image ({type(e).__name__}: {e})") from None
 
 
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write an (H, W, 3) uint8 RGB image as a PNG file, atomically with the user's umask
+    (:func:`posefix.jsonfiles.atomic_write`)."""
+    return atomic_write(path, lambda f: Image.fromarray(image).save(f, format="PNG"),
+                        binary=True)
+
+
 def _orient(im: Image.Image, exif: str, expected_size: tuple[int, int] | None) -> Image.Image:
     orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     if exif == "ignore" or orientation not in range(2, 9):
@@ -84,6 +91,12 @@ def load_image_list(path: str | Path) -> dict[int, ImageInfo]:
     """Image id -> :class:`ImageInfo` from a COCO annotation or image-info JSON (``images``)."""
     path = Path(path)
     data = read_json(path)
+    with malformed(path):
+        return _image_list(data, path)
+
+
+def _image_list(data: object, path: Path) -> dict[int, ImageInfo]:
+    """:func:`load_image_list` of the parsed file."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(path, "an image list must be a JSON object with a list 'images'",
                          field_name="images")
@@ -97,7 +110,7 @@ def load_image_list(path: str | Path) -> dict[int, ImageInfo]:
         try:
             info = ImageInfo(int(im["id"]), str(im["file_name"]), int(im.get("width") or 0),
                              int(im.get("height") or 0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(path, "id, width and height must be integers", i, "images") from None
         out[info.id] = info
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, malformed
 from .jsonfiles import (
     iter_json_list,
     iter_json_object,
@@ -26,7 +26,7 @@ from .jsonfiles import (
     round_like_python,
     write_json_list_atomic,
 )
-from .spec import KeypointSpec, load_spec
+from .spec import KeypointSpec, SpecError, load_spec
 
 __all__ = [
     "Detections",
@@ -261,16 +261,62 @@ def resolve_image_path(root: str | Path, file_name: str, source: str | Path | No
     return candidate
 
 
-def _number_array(values: Any, path: Path, index: int, name: str) -> np.ndarray:
+#: The largest coordinate (or box side) a file may hold: far beyond any image, and small
+#: enough that squares and areas stay finite even in float32 (1e308 overflowed them).
+MAX_COORDINATE = 1e15
+#: The largest area (a box of MAX_COORDINATE on each side).
+MAX_AREA = MAX_COORDINATE ** 2
+
+
+def _number_array(values: Any, path: Path, index: int | None, name: str,
+                  limit: float = MAX_COORDINATE) -> np.ndarray:
     if not isinstance(values, list):
         raise InputError(path, f"must be a list of numbers, got {type(values).__name__}",
                          index, name)
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
         raise InputError(path, "has a non-numeric value", index, name)
-    arr = np.asarray(values, dtype=np.float64)
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond a double
+        arr = np.array([np.inf])
+    return check_numbers(arr, path, index, name, limit)
+
+
+def check_numbers(arr: np.ndarray, path: str | Path, index: int | None, name: str,
+                  limit: float = MAX_COORDINATE) -> np.ndarray:
+    """``arr`` if every value is finite and within ``limit`` of zero, else an
+    :class:`InputError` naming the entry and field."""
     if not np.all(np.isfinite(arr)):
         raise InputError(path, "has a NaN or infinite value", index, name)
+    if arr.size and np.abs(arr).max() > limit:
+        raise InputError(path, f"has a value beyond {limit:g} ({np.abs(arr).max():g}): no "
+                         "image is that large", index, name)
     return arr
+
+
+def _number(value: Any, path: Path, index: int, name: str, limit: float = MAX_AREA
+            ) -> float:
+    """A finite number within ``limit``, or an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(path, f"must be a number, got {value!r:.40}", index, name)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond a double
+        v = math.inf
+    return float(check_numbers(np.array([v]), path, index, name, limit)[0])
+
+
+def _integer(value: Any, path: Path, index: int, name: str) -> int:
+    """A JSON integer (not a string, as pycocotools refuses one; not a bool) that fits 64
+    bits, or an :class:`InputError`."""
+    if type(value) is not int:
+        kind = "a string" if isinstance(value, str) else type(value).__name__
+        raise InputError(path, f"must be an integer, got {kind} {value!r:.40}"
+                         + (" (pycocotools refuses a string id)"
+                            if isinstance(value, str) else ""), index, name)
+    if not -(1 << 63) <= value < (1 << 63):
+        raise InputError(path, f"must fit in 64 bits, got {value:.3g}", index, name)
+    return value
 
 
 def _keypoint_array(values: Any, path: Path, index: int, spec: KeypointSpec | None,
@@ -293,7 +339,8 @@ def _keypoint_array(values: Any, path: Path, index: int, spec: KeypointSpec | No
 
 def _spec_from_categories(data: dict, path: Path) -> KeypointSpec | None:
     cats = data.get("categories") or []
-    if not cats or "keypoints" not in cats[0]:
+    if not isinstance(cats, list) or not cats or not isinstance(cats[0], dict) \
+            or not isinstance(cats[0].get("keypoints"), list):
         return None
     names = [str(n).strip().lower().replace(" ", "_") for n in cats[0]["keypoints"]]
     from .spec import available_specs
@@ -331,7 +378,10 @@ def load_ground_truth(
         parsed = _stream_ground_truth(path, spec)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
         parsed = None  # the whole-file path names what is wrong, as it always has
-    spec, images, arrays = parsed if parsed is not None else _whole_ground_truth(path, spec)
+    if parsed is None:
+        with malformed(path, keep=(SpecError,)):
+            parsed = _whole_ground_truth(path, spec)
+    spec, images, arrays = parsed
     kps, boxes, areas, iscrowd, image_ids, ann_ids = arrays
     _check_unique_ids(ann_ids, path)
     ignored = list(spec.ignore)
@@ -368,23 +418,52 @@ def _whole_ground_truth(path: Path, spec: KeypointSpec | str | None) -> _Parsed:
     spec = load_spec(spec)
     images: dict[int, ImageInfo] = {}
     _add_images(images, data["images"], path, 0)
-    anns = [a for a in data["annotations"] if int(a.get("category_id", 1)) == 1]
+    anns = _persons(data["annotations"], path, 0)
     arrays = _annotations_fast(anns, spec.num_keypoints, images.keys())
     return spec, images, (
         arrays if arrays is not None else _annotations_checked(anns, path, spec, images))
+
+
+def _persons(entries: list[Any], path: Path, start: int) -> list[dict]:
+    """The person annotations (``category_id`` 1, the default) of entries ``start, start +
+    1, ...`` of ``annotations``; an entry that is no object, or whose ``category_id`` is no
+    integer, is an :class:`InputError`."""
+    out = []
+    for i, a in enumerate(entries, start):
+        if type(a) is not dict:
+            raise InputError(path, "must be an object", i, "annotations")
+        if _integer(a.get("category_id", 1), path, i, "annotations.category_id") == 1:
+            out.append(a)
+    return out
 
 
 def _add_images(images: dict[int, ImageInfo], entries: list[Any], path: Path,
                 start: int) -> None:
     """Entries ``start, start + 1, ...`` of the file's ``images`` into ``images``."""
     for i, im in enumerate(entries, start):
-        try:
-            own = im.get("split")
-            info = ImageInfo(int(im["id"]), str(im["file_name"]), int(im.get("width", 0)),
-                             int(im.get("height", 0)), None if own is None else str(own))
-        except KeyError as e:
-            raise InputError(path, "missing field", i, f"images.{e.args[0]}") from None
+        if type(im) is not dict:
+            raise InputError(path, "must be an object", i, "images")
+        for key in ("id", "file_name"):
+            if key not in im:
+                raise InputError(path, "missing field", i, f"images.{key}")
+        if not isinstance(im["file_name"], str):
+            raise InputError(path, "must be a string", i, "images.file_name")
+        size = [_image_side(im.get(k, 0), path, i, f"images.{k}") for k in ("width", "height")]
+        own = im.get("split")
+        info = ImageInfo(_integer(im["id"], path, i, "images.id"), im["file_name"], *size,
+                         None if own is None else str(own))
         images[info.id] = info
+
+
+def _image_side(value: Any, path: Path, index: int, name: str) -> int:
+    """An image's width or height: a whole number from 0 (unknown) to
+    :data:`MAX_COORDINATE`."""
+    if value is None:
+        return 0
+    v = _number(value, path, index, name, MAX_COORDINATE)
+    if v < 0 or v != int(v):
+        raise InputError(path, f"must be a whole number >= 0, got {value!r}", index, name)
+    return int(v)
 
 
 def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int = 1 << 22
@@ -429,7 +508,11 @@ def _person_chunks(chunks: Iterator[list[Any]], K: int | None, known: Collection
     rows: _Rows | None = None
     start = 0
     for chunk in chunks:
-        anns = [a for a in chunk if int(a.get("category_id", 1)) == 1]
+        anns = [a for a in chunk if type(a) is dict and type(a.get("category_id", 1)) is int
+                and a.get("category_id", 1) == 1]
+        if len(anns) != len(chunk) and any(
+                type(a) is not dict or type(a.get("category_id", 1)) is not int for a in chunk):
+            return None
         del chunk
         if not anns:
             continue
@@ -501,9 +584,19 @@ def _annotations_fast(anns: list[dict], K: int, known: Collection[int] | None, s
         lo = np.where(v, xy, np.inf).min(1)
         hi = np.where(v, xy, -np.inf).max(1)
         boxes[derive] = np.concatenate([lo, hi - lo], 1)
+    if np.abs(kps[..., :2]).max(initial=0) > MAX_COORDINATE or \
+            np.abs(boxes).max(initial=0) > MAX_COORDINATE:
+        return None
+    if not all(type(a.get("area", 0)) in (int, float) and type(a.get("id", 0)) is int
+               and type(a.get("iscrowd", 0)) in (int, bool) for a in anns):
+        return None
     # PoseTrack has no 'area': use the box, as its own evaluation does.
     areas = np.array([float(a["area"]) if "area" in a else float(boxes[r, 2] * boxes[r, 3])
                       for r, a in enumerate(anns)])
+    if not (np.isfinite(areas).all() and np.abs(areas).max(initial=0) <= MAX_AREA):
+        return None
+    if any(abs(a.get("id", 0)) >= 1 << 63 for a in anns):
+        return None
     iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     ann_ids = np.array([int(a.get("id", r + 1)) for r, a in enumerate(anns, start)],
                        dtype=np.int64)
@@ -522,24 +615,33 @@ def _annotations_checked(anns: list[Any], path: Path, spec: KeypointSpec,
     image_ids = np.zeros(n, dtype=np.int64)
     ann_ids = np.zeros(n, dtype=np.int64)
     for r, a in enumerate(anns):
+        if type(a) is not dict:
+            raise InputError(path, "must be an object", r)
         if "keypoints" not in a:
             raise InputError(path, "missing", r, "keypoints")
         kps[r] = _keypoint_array(a["keypoints"], path, r, spec, "visibility", K)
         if "image_id" not in a:
             raise InputError(path, "missing", r, "image_id")
-        image_ids[r] = int(a["image_id"])
+        image_ids[r] = _integer(a["image_id"], path, r, "image_id")
         if image_ids[r] not in images:
             raise InputError(path, f"unknown image_id {image_ids[r]}", r, "image_id")
-        ann_ids[r] = int(a.get("id", r + 1))
-        iscrowd[r] = bool(a.get("iscrowd", 0))
+        ann_ids[r] = _integer(a.get("id", r + 1), path, r, "id")
+        crowd = a.get("iscrowd", 0)
+        if type(crowd) not in (int, bool):
+            raise InputError(path, f"must be 0 or 1, got {crowd!r:.40}", r, "iscrowd")
+        iscrowd[r] = bool(crowd)
         if "bbox" in a:
-            boxes[r] = _number_array(a["bbox"], path, r, "bbox")[:4]
+            b = _number_array(a["bbox"], path, r, "bbox")
+            if b.size < 4:
+                raise InputError(path, f"must have 4 values, got {b.size}", r, "bbox")
+            boxes[r] = b[:4]
         else:
             vis = kps[r, :, 2] > 0
             if vis.any():
                 lo, hi = kps[r, vis, :2].min(0), kps[r, vis, :2].max(0)
                 boxes[r] = [*lo, *(hi - lo)]
-        areas[r] = float(a["area"]) if "area" in a else float(boxes[r, 2] * boxes[r, 3])
+        areas[r] = _number(a["area"], path, r, "area") if "area" in a else \
+            float(boxes[r, 2] * boxes[r, 3])
     return kps, boxes, areas, iscrowd, image_ids, ann_ids
 
 
@@ -611,6 +713,13 @@ def load_results(
         if image_ids is not None else None
     chunks = iter_json_list(
         path, not_a_list="a COCO results file must be a JSON list of detections")
+    with malformed(path):
+        return _read_results(path, chunks, spec, K, known, strict)
+
+
+def _read_results(path: Path, chunks: Iterator[list[Any]], spec: KeypointSpec | None,
+                  K: int | None, known: np.ndarray | None, strict: bool) -> Detections:
+    """:func:`load_results` of the file's chunks."""
     out: _Growing | None = None
     unknown, start = 0, 0
     for chunk in chunks:
@@ -724,8 +833,12 @@ def _numbers(lists: list[Any], size: int | None) -> np.ndarray | None:
         return None
     if not set(map(type, itertools.chain.from_iterable(lists))) <= {int, float}:
         return None
-    arr = np.array(lists, dtype=np.float64)
-    if arr.ndim != 2 or not np.isfinite(arr).all():
+    try:
+        arr = np.array(lists, dtype=np.float64)
+    except OverflowError:  # an integer beyond a double: the checked path names it
+        return None
+    if arr.ndim != 2 or not np.isfinite(arr).all() or \
+            np.abs(arr).max(initial=0) > MAX_COORDINATE:
         return None
     return arr
 
@@ -739,14 +852,17 @@ def _results_chunk(chunk: list[Any], path: Path, spec: KeypointSpec | None, K: i
     if fast:
         img = [d["image_id"] for d in chunk]
         scores = [d["score"] for d in chunk]
-        fast = (set(map(type, img)) <= {int} and set(map(type, scores)) <= {int, float})
+        fast = (set(map(type, img)) <= {int} and set(map(type, scores)) <= {int, float}
+                and all(type(d.get("category_id", 1)) is int for d in chunk)
+                and all(abs(i) < 1 << 63 for i in img))
     kp = _numbers([d["keypoints"] for d in chunk], 3 * K) if fast else None
     if kp is not None:
         s = np.array(scores, dtype=np.float64)
         with_box = [i for i, d in enumerate(chunk) if "bbox" in d]
         b = _numbers([chunk[i]["bbox"] for i in with_box], 4) if with_box else \
             np.zeros((0, 4))
-        if np.isfinite(s).all() and (s >= 0).all() and b is not None:
+        if np.isfinite(s).all() and (s >= 0).all() and b is not None and \
+                all(abs(d.get("category_id", 1)) < 1 << 63 for d in chunk):
             boxes = np.full((len(chunk), 4), np.nan)
             boxes[with_box] = b
             return Detections(
@@ -766,12 +882,7 @@ def _result_entry(d: Any, path: Path, spec: KeypointSpec | None, K: int, i: int)
     for key in ("image_id", "keypoints", "score"):
         if key not in d:
             raise InputError(path, "missing", i, key)
-    if isinstance(d["image_id"], bool) or not isinstance(d["image_id"], (int, str)):
-        raise InputError(path, "must be an integer", i, "image_id")
-    try:
-        img = int(d["image_id"])
-    except ValueError:
-        raise InputError(path, "must be an integer", i, "image_id") from None
+    img = _integer(d["image_id"], path, i, "image_id")
     kp = _keypoint_array(d["keypoints"], path, i, spec, "score", K)  # checks 3K values
     s = d["score"]
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
@@ -784,7 +895,7 @@ def _result_entry(d: Any, path: Path, spec: KeypointSpec | None, K: int, i: int)
         if b.size != 4:
             raise InputError(path, f"must have 4 values, got {b.size}", i, "bbox")
         box = b
-    return img, kp, float(s), box, int(d.get("category_id", 1))
+    return img, kp, float(s), box, _integer(d.get("category_id", 1), path, i, "category_id")
 
 
 def _first_keypoint_count(data: list) -> int:
@@ -805,7 +916,10 @@ def convert_mpii(path: str | Path, spec: KeypointSpec | str = "mpii16") -> dict[
     labelled joints' extent when larger; the area is the box area (MPII has no masks).
     """
     path = Path(path)
-    return _mpii_to_coco(read_json(path), path, load_spec(spec))
+    spec = load_spec(spec)
+    data = read_json(path)
+    with malformed(path):
+        return _mpii_to_coco(data, path, spec)
 
 
 def _mpii_to_coco(data: Any, path: Path, spec: KeypointSpec) -> dict[str, Any]:
@@ -816,6 +930,8 @@ def _mpii_to_coco(data: Any, path: Path, spec: KeypointSpec) -> dict[str, Any]:
     images: dict[str, int] = {}
     anns = []
     for i, e in enumerate(data):
+        if type(e) is not dict:
+            raise InputError(path, "must be an object", i)
         for key in ("image", "joints", "joints_vis", "center", "scale"):
             if key not in e:
                 raise InputError(path, "missing", i, key)

@@ -21,6 +21,7 @@ from .errors import InputError
 
 __all__ = [
     "atomic_write",
+    "check_file",
     "iter_json_list",
     "iter_json_object",
     "new_file_mode",
@@ -52,17 +53,39 @@ def round_like_python(values: np.ndarray, ndigits: int) -> np.ndarray:
     return out
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, raising :class:`InputError` for a missing, empty or broken file."""
-    path = Path(path)
+def check_file(path: Path) -> None:
+    """An :class:`InputError` unless ``path`` is a file: it does not exist, or is a folder
+    (said so: a folder of per-image files is read where a format allows one)."""
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a JSON file")
     if not path.is_file():
-        raise InputError(path, "file does not exist")
-    data = path.read_bytes()
+        raise InputError(path, "is not a regular file (a device, a pipe?)" if path.exists()
+                         else "file does not exist")
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 text (a BOM dropped), or an :class:`InputError`: no JSON file."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not a JSON file: not UTF-8 text (byte 0x{data[e.start]:02x} "
+                         f"at offset {e.start})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, raising :class:`InputError` for a missing, empty, undecodable or
+    broken file."""
+    path = Path(path)
+    check_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot read: {e.strerror or e}") from None
     try:  # the fast parser; Python's json for what it refuses (NaN, huge ints, errors)
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         pass
-    text = data.decode("utf-8")
+    text = _decode(data, path)
     del data
     if not text.strip():
         raise InputError(path, "file is empty")
@@ -72,6 +95,10 @@ def read_json(path: str | Path) -> Any:
         raise InputError(
             path, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
         ) from None
+    except RecursionError:
+        raise InputError(path, "not valid JSON here: nested too deeply") from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise InputError(path, f"not valid JSON here ({e})") from None
 
 
 def new_file_mode() -> int:
@@ -173,6 +200,10 @@ class _ListReader:
                     continue
                 raise self.error(e.msg, self.pos + len(
                     text[:e.pos].encode("utf-8", "surrogateescape"))) from None
+            except RecursionError:
+                raise InputError(self.path, "not valid JSON here: nested too deeply") from None
+            except ValueError as e:  # an integer of more digits than Python converts
+                raise InputError(self.path, f"not valid JSON here ({e})") from None
             if end < len(text) or self.done or not self.more():
                 self.pos += len(text[:end].encode("utf-8", "surrogateescape"))
                 return value
@@ -188,8 +219,7 @@ def iter_json_list(path: str | Path, block: int = 1 << 22,
     ``not_a_list``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file does not exist")
+    check_file(path)
     with open(path, "rb") as f:
         r = _ListReader(path, f, block)
         c = r.peek()

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .spec import KeypointSpec
 
 __all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "KINDS_OUTPUT", "OUTPUT_NAMES", "OnnxRefiner"]
@@ -50,8 +51,14 @@ class OnnxRefiner:
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
         self.path = path
-        self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                            providers=providers or ["CPUExecutionProvider"])
+        if path.stat().st_size == 0:
+            raise InputError(path, "ONNX model file is empty")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own errors: InvalidProtobuf, InvalidArgument...
+            why = str(e).rpartition("failed:")[2].strip() or type(e).__name__
+            raise InputError(path, f"not an ONNX model ONNX Runtime can load ({why})") from None
         meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.metadata = meta
         self.outputs = [o.name for o in self.session.get_outputs()]

@@ -21,11 +21,12 @@ import numpy as np
 
 from .errors import InputError
 from .io import Detections, ImageInfo
+from .jsonfiles import new_file_mode
 from .options import RefineOptions
 from .pipeline import RefineCounts, run_pipeline
 
-__all__ = ["VideoInfo", "frame_list", "read_frames", "refine_video", "video_info",
-           "write_video"]
+__all__ = ["VideoInfo", "check_video_path", "frame_list", "read_frames", "refine_video",
+           "video_info", "write_video"]
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -151,17 +152,25 @@ def _progress(frames: Iterator[tuple[int, np.ndarray]], show: bool,
     return tqdm(frames, unit="frame", desc="refine", leave=False)
 
 
+def check_video_path(path: str | Path) -> str:
+    """The FourCC code a video file of this name is written with, or an
+    :class:`InputError`: a type OpenCV is not asked to write here."""
+    fourcc = _FOURCC.get(Path(path).suffix.lower())
+    if fourcc is None:
+        raise InputError(path, f"unknown video type; use one of {', '.join(_FOURCC)}")
+    return fourcc
+
+
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float,
                 draw: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
     """Write RGB frames (all of one size) as a video, atomically (mp4v for .mp4/.mov,
     MJPG for .avi/.mkv); ``draw`` maps each frame first."""
     path = Path(path)
-    fourcc = _FOURCC.get(path.suffix.lower())
-    if fourcc is None:
-        raise InputError(path, f"unknown video type; use one of {', '.join(_FOURCC)}")
+    fourcc = check_video_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, new_file_mode())  # mkstemp's file is private (0600); OpenCV reopens it
     writer = None
     try:
         for frame in frames:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..diagnosis import classify_keypoints, run_analysis
+from ..outputs import check_outputs, folder_inputs
 from ..profile import fit_profile, save_profile
 from ..spec import KeypointSpec
 from .evaluate import load_evaluation_inputs
@@ -17,13 +18,20 @@ def analyze_files(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
     strict: bool = False, fit_profile_out: str | Path | None = None,
     report_dir: str | Path | None = None, split: str | None = None,
+    format: str | None = None,
 ) -> dict[str, Any]:
     """:func:`posefix.diagnosis.analyze` a results file against an annotation file (only
     its images of ``split``, if given); optionally fit an error profile (:func:`posefix.profile.fit_profile`)
     and write it to ``fit_profile_out``, and write the figures, ``report.md`` and
     ``index.html`` into ``report_dir`` (:func:`posefix.report.write_analysis_report`; its
-    path is then ``report["report"]``)."""
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
+    path is then ``report["report"]``). ``results_path`` in any format of
+    :mod:`posefix.formats` (``format`` None: detected). The outputs are checked first
+    (:func:`posefix.outputs.check_outputs`: never over an input)."""
+    check_outputs({"--fit-profile": fit_profile_out}, {"--report": report_dir},
+                  inputs={"gt": gt_path, "results": folder_inputs(results_path),
+                          "spec": _file(spec)})
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split,
+                                                 format)
     d = classify_keypoints(gt, dets)
     analysis = run_analysis(gt, dets, diagnosis=d)
     report = analysis.report
@@ -39,3 +47,8 @@ def analyze_files(
                               swap_possible=d.swap_possible)
         report["profile"] = str(save_profile(profile, fit_profile_out))
     return report
+
+
+def _file(name: object) -> Path | None:
+    """A spec or profile given as a file (an input), else None (a built-in name)."""
+    return Path(name) if isinstance(name, (str, Path)) and Path(name).is_file() else None

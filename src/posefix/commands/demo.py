@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..io import Detections, GroundTruth
-from ..jsonfiles import write_json_atomic
+from ..jsonfiles import atomic_write, write_json_atomic
+from ..outputs import check_outputs
 
 __all__ = ["SAMPLE_ESTIMATORS", "SAMPLE_INPUTS", "SAMPLE_PARTS", "refine_every_row",
            "run_demo", "sample_dir"]
@@ -128,9 +129,8 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
                    steps: dict[str, Any], images: dict[int, np.ndarray], folder: Path,
                    ) -> list[dict[str, Any]]:
     """Ground truth | input | refined of the picked images; moved keypoints marked."""
-    from PIL import Image
-
     from ..comparison import extreme_images
+    from ..images import save_png
     from ..visualize import EXAMPLE_MAX_SIDE, EXAMPLE_MIN_SIDE, Panel, render_panels
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
                    removed=every.keypoints[off])],
             truth.spec, max_side=EXAMPLE_MAX_SIDE, min_side=EXAMPLE_MIN_SIDE, title=title)
         target = folder / f"{kind}{counts[kind]}_{Path(info.file_name).stem}.png"
-        Image.fromarray(canvas).save(target)
+        save_png(target, canvas)
         written.append({"kind": kind, "image_id": int(image_id), "file_name": info.file_name,
                         "oks_change": steps["image_change"][image_id], "png": str(target)})
     return written
@@ -300,6 +300,8 @@ def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = N
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    check_outputs(folders={"--out": out}, inputs={"checkpoint": checkpoint,
+                                                  "sample": sample_dir()})
     refiner = load_refiner(checkpoint)  # None: the shipped model, on the default backend
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,7 +310,7 @@ def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = N
               "nms": _NMS, "rows": rows}
     write_json_atomic(out / "report.json", json.loads(json.dumps(report, default=str)), indent=2)
     md = _report_markdown(rows)
-    (out / "report.md").write_text(md)
+    atomic_write(out / "report.md", lambda f: f.write(md))
     print(md)
     print(f"refined results: {', '.join(r['refined'] for r in rows)}")
     print(f"pictures: {out / 'pictures'}")

@@ -10,24 +10,33 @@ import numpy as np
 
 from ..errors import InputError
 from ..evaluate import evaluate
+from ..formats import read_poses, sniff_format, to_detections
 from ..io import Detections, GroundTruth, load_ground_truth, load_results
 from ..spec import KeypointSpec
 
-__all__ = ["evaluate_files", "load_evaluation_inputs"]
+__all__ = ["evaluate_files", "load_evaluation_inputs", "require_persons"]
 
 
 def load_evaluation_inputs(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, split: str | None = None,
+    strict: bool = False, split: str | None = None, format: str | None = None,
 ) -> tuple[GroundTruth, Detections, int]:
     """Load ground truth (only its images of ``split``, if given) and results for
-    evaluation.
+    evaluation; the results in any format of :mod:`posefix.formats` (``format`` None:
+    detected), as ``posefix refine`` reads them.
 
     Returns ``(gt, dets, num_unknown)``: detections on images the ground truth does not
     list are dropped and counted (with a warning), or raise :class:`InputError` naming the
-    first one if ``strict``.
+    first one if ``strict``. A ground truth without a person to evaluate against is an
+    :class:`InputError` (pycocotools would give AP -1 without a word).
     """
     gt = load_ground_truth(gt_path, spec=spec, split=split)
+    require_persons(gt, gt_path, "nothing to evaluate against")
+    fmt = format or sniff_format(results_path)
+    if fmt != "coco" or Path(results_path).is_dir():
+        poses = read_poses(results_path, gt.spec, fmt, gt.images, strict)
+        dets = to_detections(poses, gt.images, results_path, strict)
+        return gt, dets, len(poses.detections) - len(dets)
     dets = load_results(results_path, gt.spec)  # every entry: rows are entry indices
     known = np.fromiter(gt.images, dtype=np.int64, count=len(gt.images))
     unknown = ~np.isin(dets.image_ids, known)
@@ -43,9 +52,17 @@ def load_evaluation_inputs(
     return gt, dets, n_unknown
 
 
+def require_persons(gt: GroundTruth, path: str | Path, why: str) -> None:
+    """An :class:`InputError` naming ``path`` where ``gt`` has no person that counts (not
+    crowd, a keypoint labelled)."""
+    if not gt.counted.any():
+        raise InputError(path, f"has no person with a labelled keypoint ({len(gt)} "
+                         f"annotation(s), {len(gt.images)} image(s)): {why}")
+
+
 def evaluate_files(
     gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, split: str | None = None,
+    strict: bool = False, split: str | None = None, format: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a COCO keypoint results file against an annotation file (only its images
     of ``split``, if given: see :func:`posefix.io.load_ground_truth`).
@@ -55,7 +72,8 @@ def evaluate_files(
     ``skipped_unknown_image`` (detections on images not in the ground truth), ``spec``,
     ``gt`` and ``results``.
     """
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split)
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split,
+                                                 format)
     stats: dict[str, Any] = dict(evaluate(gt, dets))
     counted = gt.counted
     stats.update({

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..config import GateOverride
 from ..errors import InputError
 from ..export import export_onnx
+from ..outputs import check_outputs
 
 __all__ = ["export_file"]
 
@@ -20,7 +21,15 @@ def export_file(checkpoint: str | Path | None, onnx: str | Path, *, opset: int =
     :class:`~posefix.config.GateOverride`) replaces the checkpoint's in the graph; ``int8``
     writes the int8 copy (:func:`posefix.quantize.quantize_onnx`, calibrated on the set
     shipped with the package) instead of the float32 export, or raises an
-    :class:`InputError` naming the checkpoint where that set does not fit the model."""
+    :class:`InputError` naming the checkpoint where that set does not fit the model. The
+    output is checked first (:func:`posefix.outputs.check_outputs`): never the checkpoint,
+    by any path or link."""
+    from ..builtin import default_checkpoint_path
+
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise InputError(checkpoint, "checkpoint file does not exist")
+    check_outputs({"--onnx": onnx}, inputs={
+        "checkpoint": checkpoint if checkpoint is not None else default_checkpoint_path()})
     if not int8:
         return export_onnx(checkpoint, onnx, opset=opset, error_gate=error_gate)
     from ..quantize import quantize_onnx, shipped_calibration

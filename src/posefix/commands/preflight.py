@@ -8,9 +8,7 @@ file and field.
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +17,10 @@ from ..formats import OUT_FORMATS, sniff_format
 from ..images import load_image_list
 from ..io import Detections, GroundTruth, ImageInfo, load_ground_truth, load_results
 from ..options import RefineFileOptions
+from ..outputs import Inputs, check_outputs, folder_inputs, same_file
 
 __all__ = ["CheckedInputs", "check_output", "check_refine_inputs", "check_refine_paths",
-           "refuse_overwrite", "same_file"]
+           "same_file"]
 
 
 @dataclass
@@ -46,34 +45,13 @@ class CheckedInputs:
     format: str | None = None
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` are the same path or name the same existing file."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def refuse_overwrite(out: Path, inputs: Mapping[str, str | Path | None]) -> None:
-    """An :class:`InputError` naming ``out`` if it is one of the ``inputs`` (name -> path,
-    None: not given)."""
-    for name, p in inputs.items():
-        if p is not None and same_file(out, Path(p)):
-            raise InputError(out, f"refusing to write over the input {name} file; "
-                             "choose another --out")
-
-
-def check_output(out: Path, inputs: Mapping[str, str | Path | None], out_format: str) -> None:
-    """``--out`` can be written: not one of the ``inputs`` (:func:`refuse_overwrite`), not a
-    folder, in a known output format."""
-    refuse_overwrite(out, inputs)
-    if out.is_dir():
-        raise InputError(out, "is a folder; --out must be a file path")
+def check_output(out: Path, inputs: Inputs, out_format: str) -> None:
+    """``--out`` can be written (:func:`posefix.outputs.check_outputs`: not one of the
+    ``inputs``, not a folder, its folder writable), in a known output format."""
     if out_format not in OUT_FORMATS:
         raise ValueError(f"out_format must be one of {', '.join(OUT_FORMATS)}, got "
                          f"{out_format!r}")
+    check_outputs({"--out": out}, inputs=inputs)
 
 
 def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
@@ -85,8 +63,11 @@ def check_refine_paths(results: str | Path, out: str | Path, images: str | Path,
     o = options if options is not None else RefineFileOptions()
     onnx, split = o.onnx, o.split
     results_p, out_p = Path(results), Path(out)
-    check_output(out_p, {"results": results, "gt": gt, "image list": image_list,
-                         "checkpoint": checkpoint, "onnx": onnx}, o.out_format)
+    check_output(out_p, {"results": folder_inputs(results), "gt": gt,
+                         "image list": image_list, "checkpoint": checkpoint, "onnx": onnx},
+                 o.out_format)
+    check_outputs(folders={"--report": report},
+                  inputs={"results": folder_inputs(results), "gt": gt, "images": images})
     if report is not None and gt is None:
         raise InputError(Path(report), "a report needs the ground truth: pass --gt")
     if split is not None and gt is None:
@@ -114,6 +95,8 @@ def check_refine_inputs(results: str | Path, out: str | Path, images: str | Path
     for p, what in ((checkpoint, "checkpoint"), (o.onnx, "ONNX model")):
         if p is not None and not Path(p).is_file():
             raise InputError(Path(p), f"{what} file does not exist")
+        if p is not None and Path(p).stat().st_size == 0:
+            raise InputError(Path(p), f"{what} file is empty")
     checked = CheckedInputs(format=fmt)
     ids = None
     if gt is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from ..io import (
 )
 from ..jsonfiles import write_json_atomic
 from ..options import RefineFileOptions, RefineOptions
+from ..outputs import folder_inputs
 from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
@@ -101,6 +103,7 @@ def refine_files(
                            flip=o.refine.flip, error_gate=o.error_gate)
     inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o,
                           checked if checked is not None else CheckedInputs())
+    with_box = _boxes_given(inputs.dets, o.refine.box, results)
     paths = _image_paths(inputs, Path(images), o.refine.skip_missing)
     sizes = {i: (inputs.infos[i].width, inputs.infos[i].height) for i in paths}
     show = o.progress if o.progress is not None else sys.stderr.isatty()
@@ -112,6 +115,7 @@ def refine_files(
     _write_refined(Path(out), refined, o.out_format, inputs.poses, inputs.infos)
 
     summary = _summary(refiner, o.refine, counts, seconds, results=str(results), out=str(out))
+    summary["box_from_bbox"] = with_box
     if inputs.truth is not None:
         diagnoses = (classify_keypoints(inputs.truth, inputs.dets),
                      classify_keypoints(inputs.truth, refined))
@@ -161,6 +165,23 @@ def _read_inputs(refiner: Refiner, root: Path, results: Path, gt: str | Path | N
     list_path = Path(image_list if image_list is not None else gt
                      if gt is not None else results)
     return _Inputs(truth, infos, poses, dets, list_path)
+
+
+def _boxes_given(dets: Detections, box: str, results: str | Path) -> int | None:
+    """With ``box="bbox"``: how many detections have a box of positive size (the others'
+    crops come from the pose, with a warning); none is an :class:`InputError`. None for
+    ``box="pose"``."""
+    if box != "bbox":
+        return None
+    b = dets.boxes
+    good = int((np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)).sum())
+    if len(dets) and not good:
+        raise InputError(results, f"--box bbox: none of the {len(dets)} detections has a "
+                         "'bbox' (of positive size); use --box pose", field_name="bbox")
+    if good < len(dets):
+        warnings.warn(f"{results}: --box bbox: {len(dets) - good} of {len(dets)} detections "
+                      "have no 'bbox': their crops come from the pose", stacklevel=3)
+    return good
 
 
 def _image_paths(inputs: _Inputs, root: Path, skip_missing: bool) -> dict[int, Path]:
@@ -226,8 +247,8 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
         raise InputError(Path(video), "--split does not apply to --video (frames are images "
                          "0, 1, ...)")
     results_p, out_p = Path(results), Path(out)
-    check_output(out_p, {"results": results_p, "video": video, "checkpoint": checkpoint,
-                          "onnx": o.onnx}, o.out_format)
+    check_output(out_p, {"results": folder_inputs(results_p), "video": video,
+                         "checkpoint": checkpoint, "onnx": o.onnx}, o.out_format)
     refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
     frames = frame_list(video)  # the container's count, which may be off: keep every index
@@ -237,6 +258,7 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
         if tail:
             frames.setdefault(int(tail.group(1)), ImageInfo(int(tail.group(1)), "", 0, 0))
     dets = to_detections(poses, frames, results_p, o.strict, frame_numbers=True)
+    with_box = _boxes_given(dets, o.refine.box, results_p)
     show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
     refined, counts = refine_video(dets, video, refiner, replace(o.refine, progress=show))
@@ -244,6 +266,7 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
     _write_refined(out_p, refined, o.out_format, poses, frames, frame_numbers=True)
     summary = _summary(refiner, replace(o.refine, workers=0, flip=refiner.flip), counts,
                        seconds, results=str(results_p), video=str(video), out=str(out_p))
+    summary["box_from_bbox"] = with_box
     summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "
                                                  "one by one (no temporal model)")
     return summary
@@ -268,7 +291,10 @@ def format_summary(s: Mapping[str, Any]) -> str:
     nms = f"OKS-NMS {s['nms']:g} suppressed {s['suppressed_nms']}" if s["nms"] > 0 else "no NMS"
     lines.append(f"  {nms}; wrote {s['detections_out']} detections")
     rate = s.get("detections_per_second")
-    lines.append(f"  {s['backend']} on {s['device']}, box from {s['box']}, flip test "
+    box = s["box"]
+    if s.get("box_from_bbox") is not None and s["box_from_bbox"] < s["detections_in"]:
+        box = f"bbox ({s['box_from_bbox']} of {s['detections_in']}; the rest from the pose)"
+    lines.append(f"  {s['backend']} on {s['device']}, box from {box}, flip test "
                  f"{'on' if s['flip'] else 'off'}, score {s['score']}: {s['seconds']:.1f} s"
                  + (f" ({rate:.1f} detections/s)" if rate else ""))
     if "ap_before" in s:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..io import load_ground_truth, load_results
 from ..jsonfiles import round_like_python, write_json_list_atomic
+from ..outputs import check_outputs
 from ..profile import ErrorProfile
 from ..spec import KeypointSpec, load_spec
 from ..synthesis import estimates_for, overlap_index, synthesize
@@ -30,11 +32,23 @@ def synthesize_file(
     One entry per non-crowd person with a labelled keypoint: ``keypoints`` (x, y, v with
     v = 1 present, 0 absent), ``score`` 1.0, the person's ground-truth ``bbox``, and two
     extra fields (ignored by COCO tools): ``gt_ann_id`` and ``error_types``, the taxonomy
-    code of each keypoint (-1 where none was synthesized). Written atomically.
+    code of each keypoint (-1 where none was synthesized). Written atomically, never over
+    an input (:func:`posefix.outputs.check_outputs`, before any work); a ground truth
+    without such a person is an :class:`~posefix.errors.InputError`.
     """
+    if seed < 0:
+        raise InputError(out_path, f"seed must be an integer >= 0, got {seed}")
+    check_outputs({"--out": out_path}, inputs={
+        "gt": gt_path, "trainset results": trainset_results,
+        **{k: Path(v) for k, v in (("spec", spec), ("profile", profile))
+           if isinstance(v, (str, Path)) and Path(v).is_file()}})
     gt = load_ground_truth(gt_path, spec=spec)
     spec = gt.spec if spec is None else load_spec(spec)
     rows = np.flatnonzero(~gt.iscrowd & ((gt.keypoints[..., 2] > 0) & spec.used_mask).any(1))
+    if not len(rows):
+        raise InputError(gt_path, f"has no person with a labelled keypoint ({len(gt)} "
+                         f"annotation(s), {len(gt.images)} image(s)): nothing to synthesize "
+                         "from")
     idx = overlap_index(gt, rows, iou)
     others = gt.keypoints[np.maximum(idx, 0)].copy()
     others[idx < 0] = 0.0

@@ -12,12 +12,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InputError
-from ..formats import read_poses, to_detections
-from ..images import load_image
+from ..formats import image_list_from_keys, read_poses, sniff_format, to_detections
+from ..images import load_image, save_png
 from ..io import Detections, ImageInfo, load_ground_truth, load_results, resolve_image_path
+from ..outputs import check_outputs, check_written, folder_inputs
 from ..spec import KeypointSpec, load_spec
 from ..visualize import render_panels
 
@@ -53,6 +53,7 @@ def visualize_files(
     *,
     max_side: int | None = 640,
     exif: str = "auto",
+    format: str | None = None,
 ) -> list[Path]:
     """Draw ground truth and results files side by side, one PNG per image.
 
@@ -63,30 +64,38 @@ def visualize_files(
         gt: COCO annotations: drawn as the first panel, and they map image ids to files.
             Without it, image ``N`` is looked up as ``<images>/<N as 12 digits>.jpg`` (the
             COCO naming), then ``<images>/<N>.jpg`` (also ``.jpeg``, ``.png``).
-        results: ``[LABEL=]FILE`` results files, one panel each (label: the file stem).
+        results: ``[LABEL=]FILE`` results files, one panel each (label: the file stem), in
+            any format of :mod:`posefix.formats` (poses keyed by image name need no ``gt``:
+            the names are files in ``images``).
         spec: keypoint layout (default: from ``gt``, else ``coco17``).
         min_score: hide detections whose person score is below this.
         max_images: draw at most this many images (in image-id order).
         max_side: longer side of each panel in pixels (None: full size).
         exif: EXIF orientation handling (see :func:`posefix.images.load_image`).
+        format: the format of every results file (None: each detected).
 
     Returns:
-        The written PNG paths.
+        The written PNG paths (each written atomically; ``out`` is checked before any work
+        and each picture before it is written: never over an input).
     """
     root = Path(images)
     out_dir = Path(out)
+    parsed = [_parse_results_arg(arg) for arg in results]
+    inputs = {"images": root, "gt": gt,
+              "results": [p for _, f in parsed for p in folder_inputs(f)]}
+    check_outputs(folders={"--out": out_dir}, inputs=inputs)
+    if not root.is_dir():
+        raise InputError(root, "image folder does not exist")
     truth = load_ground_truth(gt, spec=spec, image_root=root) if gt is not None else None
     spec = truth.spec if truth is not None else load_spec(spec or "coco17")
     infos: dict[int, ImageInfo] = dict(truth.images) if truth is not None else {}
     panels: list[tuple[str, Detections]] = []
-    for arg in results:
-        label, file = _parse_results_arg(arg)
-        panels.append((label, load_results(file, spec, image_ids=infos or None)))
+    for label, file in parsed:
+        panels.append((label, _read_panel(file, spec, infos, root, format)))
     ids = sorted(set(infos) | {int(i) for _, d in panels for i in np.unique(d.image_ids)})
     if max_images is not None:
         ids = ids[: max(0, int(max_images))]
-    written: list[Path] = []
-    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []  # the folder is made with the first picture (none: no folder)
     for image_id in ids:
         if image_id in infos:
             info = infos[image_id]
@@ -98,6 +107,8 @@ def visualize_files(
                 raise InputError(root, f"no image file for image_id {image_id} (looked for "
                                  f"{image_id:012d}.jpg and {image_id}.jpg); pass --gt")
             path, size = found.resolve(), None
+        target = check_written(out_dir / f"{_picture_name(path, root)}.png",
+                               {**inputs, "image": path})
         img = load_image(path, exif, size)
         sets = []
         if truth is not None:
@@ -107,11 +118,26 @@ def visualize_files(
             rows = np.flatnonzero((d.image_ids == image_id) & (d.scores >= min_score))
             sets.append((label, d.keypoints[rows], d.scores[rows]))
         canvas = render_panels(img, sets, spec, max_side=max_side)
-        name = path.relative_to(root.resolve()).with_suffix("").as_posix().replace("/", "_")
-        target = out_dir / f"{name}.png"
-        Image.fromarray(canvas).save(target)
-        written.append(target)
+        written.append(save_png(target, canvas))
     return written
+
+
+def _picture_name(path: Path, root: Path) -> str:
+    return path.relative_to(root.resolve()).with_suffix("").as_posix().replace("/", "_")
+
+
+def _read_panel(file: Path, spec: KeypointSpec, infos: dict[int, ImageInfo], root: Path,
+                format: str | None) -> Detections:
+    """One results file's detections with real image ids: COCO results as always; another
+    format through :func:`posefix.formats.read_poses`, its image names looked up in
+    ``infos`` (without ground truth: files in ``root``, added to ``infos``)."""
+    fmt = format or sniff_format(file)
+    if fmt == "coco" and not file.is_dir():
+        return load_results(file, spec, image_ids=infos or None)
+    poses = read_poses(file, spec, fmt, infos or None)
+    if not infos:
+        infos.update(image_list_from_keys(poses.keys, root, file))
+    return to_detections(poses, infos, file)
 
 
 def visualize_video(
@@ -123,23 +149,28 @@ def visualize_video(
     max_frames: int | None = None,
     *,
     max_side: int | None = 640,
+    format: str | None = None,
 ) -> Path:
     """Draw per-frame results files side by side on every frame of a video, as a video.
 
     ``results`` are ``[LABEL=]FILE`` in any format of :mod:`posefix.formats`, keyed by frame
     index (as ``posefix refine --video`` writes them); ``out`` is the video to write
-    (``.mp4``, ``.avi``, ...), at the input's frame rate. Returns ``out``.
+    (``.mp4``, ``.avi``, ...), at the input's frame rate, atomically with the user's umask,
+    never over an input (checked before any work). Returns ``out``.
     """
     from itertools import islice
 
-    from ..video import frame_list, read_frames, video_info, write_video  # OpenCV video
+    from ..video import check_video_path, frame_list, read_frames, video_info, write_video
 
+    parsed = [_parse_results_arg(arg) for arg in results]
+    check_outputs({"--out": out}, inputs={
+        "video": video, "results": [p for _, f in parsed for p in folder_inputs(f)]})
+    check_video_path(out)
     spec = load_spec(spec or "coco17")
     frames = frame_list(video)
     panels = []
-    for arg in results:
-        label, file = _parse_results_arg(arg)
-        poses = read_poses(file, spec, images=frames)
+    for label, file in parsed:
+        poses = read_poses(file, spec, format, images=frames)
         panels.append((label, to_detections(poses, frames, file, frame_numbers=True)))
 
     def canvases() -> Iterator[np.ndarray]:
