@@ -136,6 +136,7 @@ class DatasetConfig:
     images: str | None = None  # image root (default: the annotation file's folder)
     results: str | None = None  # an estimator's results on this set, for unlabelled keypoints
     image_files: list[str] | None = None  # restrict to these image file names (a split)
+    exclude_image_files: list[str] = field(default_factory=list)  # leave these images out
     split: str | None = None  # restrict to the images whose ``split`` field is this (LSP)
     spec: str | None = None  # the file's keypoint layout (default: from its categories)
     # keypoints (names in the model's layout) whose definition in this set differs from the
