@@ -229,6 +229,7 @@ class PoseFixNet(nn.Module):
                            if cfg.error_head else None)
         self.error_gate = cfg.error_gate
         self.error_blend = cfg.blend_weights(names)
+        self.move_min_confidence = cfg.move_min_confidence
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
         self.pose_skip = (
             nn.Parameter(torch.full((self.num_keypoints,), float(cfg.pose_skip)))
@@ -304,11 +305,14 @@ class PoseFixNet(nn.Module):
         its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``. With
         ``error_gate`` set and the error head's logits and the input pose given, a present
         input keypoint whose error probability is below the gate is returned unchanged, or
-        moved ``error_blend`` of the way to the refined one where that is set.
+        moved ``error_blend`` of the way to the refined one where that is set. With
+        ``move_min_confidence`` set and the input pose given, a present input keypoint
+        whose heatmap confidence is below it is returned unchanged (no evidence to move).
         """
         cells = (soft_argmax(logits) if self.decode_radius is None
                  else local_soft_argmax(logits, self.decode_radius))
         coords = heatmap_to_pixels(cells, self.stride)
+        conf = heatmap_confidence(logits)
         if self.error_gate is not None and error_logits is not None and input_pose is not None:
             keep = (torch.sigmoid(error_logits.float()) < self.error_gate) & (input_pose[..., 2] > 0)
             kept = input_pose[..., :2].to(coords.dtype)
@@ -316,7 +320,10 @@ class PoseFixNet(nn.Module):
                 step = torch.tensor(self.error_blend, dtype=coords.dtype, device=coords.device)
                 kept = kept + step.view(-1, 1) * (coords - kept)
             coords = torch.where(keep.unsqueeze(-1), kept, coords)
-        return coords, heatmap_confidence(logits)
+        if self.move_min_confidence is not None and input_pose is not None:
+            weak = (conf < self.move_min_confidence) & (input_pose[..., 2] > 0)
+            coords = torch.where(weak.unsqueeze(-1), input_pose[..., :2].to(coords.dtype), coords)
+        return coords, conf
 
     @torch.no_grad()
     def predict(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor]:
