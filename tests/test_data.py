@@ -173,6 +173,21 @@ def test_crowd_keypointless_and_split(data_dir: Path) -> None:
         load_persons([DatasetConfig(ann=coco.ann, image_files=["nope.jpg"])], "coco17")
 
 
+def test_exclude_image_files_holds_images_out(data_dir: Path) -> None:
+    coco = _ds(data_dir, "coco")
+    full = load_persons([coco], "coco17")
+    out = DatasetConfig(ann=coco.ann, exclude_image_files=["000000040083.jpg"])
+    t = load_persons([out], "coco17")
+    assert 40083 in set(full.image_ids.tolist())
+    assert set(t.image_ids.tolist()) == set(full.image_ids.tolist()) - {40083}
+    assert len(t) == len(full) - 2 and 40083 not in t.gts[0].images
+    both = DatasetConfig(ann=coco.ann, image_files=["000000040083.jpg", "000000196141.jpg"],
+                         exclude_image_files=["000000040083.jpg"])
+    assert set(load_persons([both], "coco17").image_ids.tolist()) == {196141}
+    with pytest.raises(InputError, match="nope.jpg"):
+        load_persons([DatasetConfig(ann=coco.ann, exclude_image_files=["nope.jpg"])], "coco17")
+
+
 def test_overlapping_persons_feed_synthesis(data_dir: Path) -> None:
     table = load_persons([_ds(data_dir, "coco")], "coco17", overlap_iou=0.1)
     counts = np.diff(table.others_ptr)

@@ -471,6 +471,29 @@ def test_error_head_shapes_loss_and_gate() -> None:
     assert net.error_gate is None
 
 
+def test_move_min_confidence_holds_weak_keypoints() -> None:
+    net = build_model(_cfg(error_head=True, error_gate=0.5), K).eval()
+    logits = torch.zeros(1, K, 16, 12)
+    logits[0, :3, 8, 6] = 30.0  # sharp peaks at pixel (25.5, 33.5) for keypoints 0-2
+    logits[0, 3:, 8, 6] = 1.0  # flat heatmaps: no evidence for keypoints 3-4
+    pose = _pose(1)
+    pose[0, 2, 2] = 0  # an absent input keypoint is refined whatever its confidence
+    pose[0, 4, 2] = 0
+    e = torch.full((1, K), 5.0)  # the gate replaces every keypoint
+    before, conf = net.decode(logits, pose, e)
+    assert (conf[0, :3] > 0.9).all() and (conf[0, 3:] < 0.1).all()
+    net.move_min_confidence = 0.5
+    coords, conf2 = net.decode(logits, pose, e)
+    torch.testing.assert_close(conf2, conf)
+    for k, held in enumerate([False, False, False, True, False]):
+        torch.testing.assert_close(coords[0, k], pose[0, k, :2] if held else before[0, k])
+    net.move_min_confidence = None  # the old decode exactly
+    torch.testing.assert_close(net.decode(logits, pose, e)[0], before)
+    assert build_model(_cfg(move_min_confidence=0.3), K).move_min_confidence == 0.3
+    with pytest.raises(ConfigError, match="move_min_confidence"):
+        _cfg(move_min_confidence=1.5)
+
+
 def test_error_blend_config_by_keypoint_name() -> None:
     cfg = _cfg(error_head=True, error_gate=0.5, error_blend=0.25,
                error_blend_keypoints={"b": 0.0})

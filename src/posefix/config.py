@@ -80,8 +80,15 @@ class ModelConfig:
     # independent of a good estimator's, so a short step towards them averages the two
     error_blend: float = 0.0
     error_blend_keypoints: dict[str, float] = field(default_factory=dict)
+    # hold back where the network has no evidence: a present input keypoint that decoding
+    # would replace or step is kept exactly where the heatmap's confidence (the softmax
+    # mass around its peak, heatmaps.heatmap_confidence) is below this; null: never
+    move_min_confidence: float | None = None
 
     def __post_init__(self) -> None:
+        _check(self.move_min_confidence is None or 0 <= self.move_min_confidence <= 1,
+               "model.move_min_confidence", "must be in [0, 1] or null",
+               self.move_min_confidence)
         _check(self.error_gate is None or 0 <= self.error_gate <= 1, "model.error_gate",
                "must be in [0, 1] or null", self.error_gate)
         for key, w in [("model.error_blend", self.error_blend),
@@ -136,6 +143,7 @@ class DatasetConfig:
     images: str | None = None  # image root (default: the annotation file's folder)
     results: str | None = None  # an estimator's results on this set, for unlabelled keypoints
     image_files: list[str] | None = None  # restrict to these image file names (a split)
+    exclude_image_files: list[str] = field(default_factory=list)  # leave these images out
     split: str | None = None  # restrict to the images whose ``split`` field is this (LSP)
     spec: str | None = None  # the file's keypoint layout (default: from its categories)
     # keypoints (names in the model's layout) whose definition in this set differs from the

@@ -228,6 +228,14 @@ def _load_set(ds: DatasetConfig, spec: KeypointSpec) -> tuple[GroundTruth, Groun
                              field_name="images")
         keep_ids = {by_name[f] for f in ds.image_files}
         images = {k: v for k, v in images.items() if k in keep_ids}
+    if ds.exclude_image_files:
+        by_name = {im.file_name: im.id for im in gt.images.values()}
+        unknown = sorted(set(ds.exclude_image_files) - set(by_name))
+        if unknown:
+            raise InputError(ds.ann, f"exclude_image_files not in this set: {unknown[:5]}",
+                             field_name="images")
+        drop_ids = {by_name[f] for f in ds.exclude_image_files}
+        images = {k: v for k, v in images.items() if k not in drop_ids}
     in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
     gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
     kp = convert_layout(gt.keypoints, gt.spec, spec)

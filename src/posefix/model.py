@@ -229,6 +229,7 @@ class PoseFixNet(nn.Module):
                            if cfg.error_head else None)
         self.error_gate = cfg.error_gate
         self.error_blend = cfg.blend_weights(names)
+        self.move_min_confidence = cfg.move_min_confidence
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
         self.pose_skip = (
             nn.Parameter(torch.full((self.num_keypoints,), float(cfg.pose_skip)))
@@ -306,7 +307,9 @@ class PoseFixNet(nn.Module):
         input keypoint whose error probability is below the gate is returned unchanged, or
         moved ``error_blend`` of the way to the refined one where that is set; one at or
         above the gate is refined (P == gate refines, as :mod:`posefix.fixes` touches
-        P(gross) >= gate).
+        P(gross) >= gate). With ``move_min_confidence`` set and the input pose given, a
+        present input keypoint whose heatmap confidence is below it is returned unchanged
+        (no evidence to move).
         """
         cells = (soft_argmax(logits) if self.decode_radius is None
                  else local_soft_argmax(logits, self.decode_radius))
@@ -318,7 +321,11 @@ class PoseFixNet(nn.Module):
                 step = torch.tensor(self.error_blend, dtype=coords.dtype, device=coords.device)
                 kept = kept + step.view(-1, 1) * (coords - kept)
             coords = torch.where(keep.unsqueeze(-1), kept, coords)
-        return coords, heatmap_confidence(logits)
+        conf = heatmap_confidence(logits)  # after the gate: the graph without the hold is as before
+        if self.move_min_confidence is not None and input_pose is not None:
+            weak = (conf < self.move_min_confidence) & (input_pose[..., 2] > 0)
+            coords = torch.where(weak.unsqueeze(-1), input_pose[..., :2].to(coords.dtype), coords)
+        return coords, conf
 
     @torch.no_grad()
     def predict(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor]:
