@@ -210,6 +210,16 @@ def load_persons(datasets: Sequence[DatasetConfig], spec: KeypointSpec | str,
     return _person_table(parts, paths, gts, spec, any_estimates)
 
 
+def _named_image_ids(gt: GroundTruth, names: Sequence[str], ann: Path | str,
+                     option: str) -> set[int]:
+    """The ids of the images ``names`` (file names) of ``gt``; a name it lacks is refused."""
+    by_name = {im.file_name: im.id for im in gt.images.values()}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise InputError(ann, f"{option} not in this set: {unknown[:5]}", field_name="images")
+    return {by_name[f] for f in names}
+
+
 def _load_set(ds: DatasetConfig, spec: KeypointSpec) -> tuple[GroundTruth, GroundTruth]:
     """One set's ground truth of its split or image files, as in its file and converted
     to ``spec`` (with its ignored keypoints unlabelled)."""
@@ -221,20 +231,10 @@ def _load_set(ds: DatasetConfig, spec: KeypointSpec) -> tuple[GroundTruth, Groun
     if ds.split is not None:
         images = images_of_split(images, ds.split, ds.ann)
     if ds.image_files is not None:
-        by_name = {im.file_name: im.id for im in gt.images.values()}
-        unknown = sorted(set(ds.image_files) - set(by_name))
-        if unknown:
-            raise InputError(ds.ann, f"image_files not in this set: {unknown[:5]}",
-                             field_name="images")
-        keep_ids = {by_name[f] for f in ds.image_files}
+        keep_ids = _named_image_ids(gt, ds.image_files, ds.ann, "image_files")
         images = {k: v for k, v in images.items() if k in keep_ids}
     if ds.exclude_image_files:
-        by_name = {im.file_name: im.id for im in gt.images.values()}
-        unknown = sorted(set(ds.exclude_image_files) - set(by_name))
-        if unknown:
-            raise InputError(ds.ann, f"exclude_image_files not in this set: {unknown[:5]}",
-                             field_name="images")
-        drop_ids = {by_name[f] for f in ds.exclude_image_files}
+        drop_ids = _named_image_ids(gt, ds.exclude_image_files, ds.ann, "exclude_image_files")
         images = {k: v for k, v in images.items() if k not in drop_ids}
     in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
     gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
