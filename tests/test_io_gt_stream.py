@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posefix import io
+from posefix import groundtruth
 from posefix.errors import InputError
 from posefix.io import GroundTruth, load_ground_truth
 from posefix.spec import load_spec
@@ -39,7 +39,7 @@ def same_truth(a: GroundTruth, b: GroundTruth) -> None:
 def whole_file_load(monkeypatch: pytest.MonkeyPatch, *args, **kw) -> GroundTruth:
     """``load_ground_truth`` as before streaming: the whole file parsed at once."""
     with monkeypatch.context() as m:
-        m.setattr(io, "_stream_ground_truth", lambda *a, **k: None)
+        m.setattr(groundtruth, "_stream_ground_truth", lambda *a, **k: None)
         return load_ground_truth(*args, **kw)
 
 
@@ -56,18 +56,18 @@ def test_every_ground_truth_file_streams_to_the_whole_files_arrays(
         data_dir: Path, block: int) -> None:
     for rel in GT_FILES:
         path = data_dir / rel
-        streamed = io._stream_ground_truth(path, None, block)
+        streamed = groundtruth._stream_ground_truth(path, None, block)
         assert streamed is not None, rel  # streamed, not handed to the whole-file path
-        same_parse(streamed, io._whole_ground_truth(path, None))
+        same_parse(streamed, groundtruth._whole_ground_truth(path, None))
 
 
 def test_shared_lsp_and_parse_stream_to_the_whole_files_arrays(shared_data: Path) -> None:
     for rel in ["lsp/coco17.json", "lsp/lsp14.json", "parse/coco17.json", "parse/parse14.json"]:
         path = shared_data / rel
         for block in (1 << 12, 1 << 22):
-            streamed = io._stream_ground_truth(path, None, block)
+            streamed = groundtruth._stream_ground_truth(path, None, block)
             assert streamed is not None, rel
-            same_parse(streamed, io._whole_ground_truth(path, None))
+            same_parse(streamed, groundtruth._whole_ground_truth(path, None))
 
 
 def tricky_ground_truth(rng: np.random.Generator, order: tuple[str, ...]) -> dict:
@@ -119,9 +119,9 @@ def test_tricky_files_in_any_key_order_and_layout_stream_the_same(
     for i, kw in enumerate(FORMATS):
         path = tmp_path / f"gt{i}.json"
         path.write_text(" \n" + json.dumps(data, **kw) + "\n", encoding="utf-8")
-        streamed = io._stream_ground_truth(path, None, block)
+        streamed = groundtruth._stream_ground_truth(path, None, block)
         assert streamed is not None
-        same_parse(streamed, io._whole_ground_truth(path, None))
+        same_parse(streamed, groundtruth._whole_ground_truth(path, None))
         assert len(streamed[2][0]) == sum(a.get("category_id") == 1
                                           for a in data["annotations"])
     gt = load_ground_truth(path, split="test")
@@ -136,7 +136,7 @@ def test_no_person_and_a_repeated_key_read_as_the_whole_file(
     path = tmp_path / "gt.json"
     empty = dict(data, annotations=[])
     path.write_text(json.dumps(empty))
-    assert io._stream_ground_truth(path, None) is not None
+    assert groundtruth._stream_ground_truth(path, None) is not None
     gt = load_ground_truth(path)
     assert len(gt) == 0 and gt.keypoints.shape == (0, 17, 3)
     same_truth(gt, whole_file_load(monkeypatch, path))
@@ -193,7 +193,7 @@ def test_faults_raise_what_the_whole_file_raised(
     path.write_text(broken if isinstance(broken, str) else json.dumps(broken, indent=1))
     got = outcome(load_ground_truth, path)
     assert isinstance(got, tuple) and got == outcome(whole_file_load, monkeypatch, path)
-    streamed = outcome(io._stream_ground_truth, path, None, 64)
+    streamed = outcome(groundtruth._stream_ground_truth, path, None, 64)
     assert streamed is None or len(streamed) == 2  # refused or raised: never a result
     if got[0] is InputError:
         assert got[1].startswith(str(path))
@@ -211,5 +211,5 @@ def test_faults_raise_what_the_whole_file_raised(
 
 def test_mpii_list_form_loads_as_before(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = data_dir / "mpii" / "test_mpii.json"
-    assert io._stream_ground_truth(path, None) is None  # a list: converted whole
+    assert groundtruth._stream_ground_truth(path, None) is None  # a list: converted whole
     same_truth(load_ground_truth(path), whole_file_load(monkeypatch, path))
