@@ -7,6 +7,7 @@ field.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from .persons import (
 )
 from .spec import KeypointSpec, SpecError, load_spec
 
-__all__ = ["GroundTruth", "ImageInfo", "images_of_split", "load_ground_truth"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["GroundTruth", "ImageInfo", "WholeFile", "images_of_split", "load_ground_truth"]
 
 
 @dataclass
@@ -162,8 +165,11 @@ def load_ground_truth(
 
     A COCO file is parsed as a stream, its ``images`` and ``annotations`` a block at a time
     straight into arrays without the fields posefix does not use (segmentation polygons
-    are most of a COCO file); a file the stream cannot vouch for is read whole, so that
-    the errors name the bad entry and field as they always have.
+    are most of a COCO file). The whole file is read instead only where the stream names
+    a reason (a :class:`WholeFile`, logged at INFO on the ``posefix.groundtruth`` logger):
+    the MPII list form, a repeated key, or an entry the fast checks refuse, which the
+    whole-file read names by entry and field. An error of the stream itself is raised,
+    never retried.
 
     Args:
         path: the annotation JSON.
@@ -174,12 +180,10 @@ def load_ground_truth(
             persons), e.g. LSP's ``test``; an :class:`InputError` if none has it.
     """
     path = Path(path)
-    try:
+    with malformed(path, keep=(SpecError,)):
         parsed = _stream_ground_truth(path, spec)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
-        parsed = None  # the whole-file path names what is wrong, as it always has
-    if parsed is None:
-        with malformed(path, keep=(SpecError,)):
+        if isinstance(parsed, WholeFile):
+            logger.info("%s: read whole, not as a stream: %s", path, parsed.reason)
             parsed = _whole_ground_truth(path, spec)
     spec, images, arrays = parsed
     kps, boxes, areas, iscrowd, image_ids, ann_ids = arrays
@@ -198,6 +202,14 @@ def load_ground_truth(
 _Parsed = tuple[KeypointSpec, dict[int, ImageInfo], tuple[np.ndarray, ...]]
 
 
+@dataclass(frozen=True)
+class WholeFile:
+    """Why :func:`load_ground_truth` reads a file whole instead of as a stream: the stream
+    could not be sure of the whole file's result, or of its error's message."""
+
+    reason: str
+
+
 def _whole_ground_truth(path: Path, spec: KeypointSpec | str | None) -> _Parsed:
     """:func:`load_ground_truth`'s spec, images and person arrays from the whole file parsed
     at once (the MPII list form; any file the stream refuses, whose fault this names)."""
@@ -213,8 +225,7 @@ def _whole_ground_truth(path: Path, spec: KeypointSpec | str | None) -> _Parsed:
     if spec is None:
         spec = _spec_from_categories(data, path)
         if spec is None:
-            raise InputError(path, "cannot infer the keypoint spec from 'categories'; "
-                             "pass one (e.g. --spec coco17)", field_name="categories")
+            raise _no_spec(path)
     spec = load_spec(spec)
     images: dict[int, ImageInfo] = {}
     _add_images(images, data["images"], path, 0)
@@ -254,23 +265,29 @@ def _image_side(value: Any, path: Path, index: int, name: str) -> int:
 
 
 def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int = 1 << 22
-                         ) -> _Parsed | None:
+                         ) -> _Parsed | WholeFile:
     """:func:`_whole_ground_truth`'s result from the file read as a stream: the persons go
     into arrays a chunk at a time, without the fields posefix does not use (segmentation
-    polygons are most of a COCO file). None where the stream cannot be sure of the same
-    result (an MPII list, a repeated key, an annotation the fast checks refuse)."""
+    polygons are most of a COCO file). A :class:`WholeFile` where the stream cannot be sure
+    of the same result (an MPII list, a repeated key, an annotation the fast checks
+    refuse)."""
     if not path.is_file():
-        return None
-    with open(path, "rb") as f:
-        if f.read(1 << 12).lstrip()[:1] != b"{":
-            return None
+        return WholeFile("not a regular file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 12).lstrip()[:1]
+    except OSError as e:
+        return WholeFile(f"cannot be opened ({type(e).__name__})")
+    if head != b"{":
+        return WholeFile("not a JSON object (the MPII list form?)")
     spec = load_spec(spec) if spec is not None else None
     images: dict[int, ImageInfo] = {}
     persons: tuple[int | None, tuple[np.ndarray, ...] | None] | None = None
     cats, seen = None, []
     for key, value in iter_json_object(path, block):
         if key in seen or (key in ("images", "annotations") and not isinstance(value, Iterator)):
-            return None  # a repeated key (the last counts) or no list: see the whole file
+            return WholeFile(f"key {key!r} " + ("repeated (the last counts)" if key in seen
+                                                else "holds no list"))
         seen.append(key)
         if key == "images":
             start = 0
@@ -281,7 +298,8 @@ def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int
             persons = person_chunks(value, spec.num_keypoints if spec else None,
                                      images.keys() if "images" in seen else None)
             if persons is None:
-                return None
+                return WholeFile("an annotation the fast checks refuse (the whole file names "
+                                 "it)")
         elif key == "categories":
             cats = [e for c in value for e in c] if isinstance(value, Iterator) else value
     return _stream_result(path, spec, images, persons, cats, seen)
@@ -289,25 +307,32 @@ def _stream_ground_truth(path: Path, spec: KeypointSpec | str | None, block: int
 
 def _stream_result(path: Path, spec: KeypointSpec | None, images: dict[int, ImageInfo],
                    persons: tuple[int | None, tuple[np.ndarray, ...] | None] | None,
-                   cats: Any, seen: list[str]) -> _Parsed | None:
-    """:func:`_stream_ground_truth`'s result from what the stream gathered, or None where
-    it differs from the whole file's (no spec, another K, unknown image ids)."""
+                   cats: Any, seen: list[str]) -> _Parsed | WholeFile:
+    """:func:`_stream_ground_truth`'s result from what the stream gathered, or a
+    :class:`WholeFile` where it may differ from the whole file's (another K, unknown image
+    ids); no spec named is the whole file's :class:`InputError`."""
     if persons is None or "images" not in seen:
-        return None
+        return WholeFile(f"no list '{'images' if 'images' not in seen else 'annotations'}'")
     if spec is None:
         spec = _spec_from_categories({"categories": cats}, path)
-        if spec is None:
-            return None
+        if spec is None:  # the whole file's error: its images and annotations are lists
+            raise _no_spec(path)
     K, arrays = persons
     if arrays is not None and K != spec.num_keypoints:
-        return None
+        return WholeFile(f"{K} keypoints, not the spec's {spec.num_keypoints}")
     if arrays is None:  # no person annotation
         arrays = person_arrays([], spec.num_keypoints, None)
     image_ids = arrays[4]
     if seen.index("images") > seen.index("annotations") and not np.isin(
             image_ids, np.fromiter(images, dtype=np.int64, count=len(images))).all():
-        return None
+        return WholeFile("an annotation of an unknown image")
     return spec, images, arrays
+
+
+def _no_spec(path: Path) -> InputError:
+    """The error of a file whose ``categories`` name no known keypoint layout."""
+    return InputError(path, "cannot infer the keypoint spec from 'categories'; pass one (e.g. "
+                      "--spec coco17)", field_name="categories")
 
 
 def _restrict_to_split(gt: GroundTruth, split: str, path: Path) -> GroundTruth:
