@@ -184,14 +184,14 @@ MUTANTS = [
     # ---- formats and io
     Mutant("fmt-score-counts-zero", "formats.py",
            "np.maximum((s > 0).sum(1), 1)", "np.maximum((s >= 0).sum(1), 1)", FMT),
-    Mutant("io-category-names", "io.py",
+    Mutant("io-category-names", "groundtruth.py",
            '.strip().lower().replace(" ", "_")', '.strip().lower().replace(" ", "")', IO),
-    Mutant("io-posetrack-area", "io.py",
+    Mutant("io-posetrack-area", "persons.py",
            'areas = np.array([float(a["area"]) if "area" in a else float(boxes[r, 2] * '
            'boxes[r, 3])',
            'areas = np.array([float(a["area"]) if "area" in a else float(boxes[r, 2] * '
            'boxes[r, 2])', IO),
-    Mutant("io-mpii-visibility-1", "io.py", "kp[vis, 2] = 2", "kp[vis, 2] = 1", IO),
+    Mutant("io-mpii-visibility-1", "mpii.py", "kp[vis, 2] = 2", "kp[vis, 2] = 1", IO),
 ]
 
 

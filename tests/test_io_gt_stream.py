@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from posefix import io
+from posefix import groundtruth
 from posefix.errors import InputError
+from posefix.groundtruth import WholeFile
 from posefix.io import GroundTruth, load_ground_truth
 from posefix.spec import load_spec
 
@@ -39,7 +41,7 @@ def same_truth(a: GroundTruth, b: GroundTruth) -> None:
 def whole_file_load(monkeypatch: pytest.MonkeyPatch, *args, **kw) -> GroundTruth:
     """``load_ground_truth`` as before streaming: the whole file parsed at once."""
     with monkeypatch.context() as m:
-        m.setattr(io, "_stream_ground_truth", lambda *a, **k: None)
+        m.setattr(groundtruth, "_stream_ground_truth", lambda *a, **k: WholeFile("a test"))
         return load_ground_truth(*args, **kw)
 
 
@@ -56,18 +58,18 @@ def test_every_ground_truth_file_streams_to_the_whole_files_arrays(
         data_dir: Path, block: int) -> None:
     for rel in GT_FILES:
         path = data_dir / rel
-        streamed = io._stream_ground_truth(path, None, block)
-        assert streamed is not None, rel  # streamed, not handed to the whole-file path
-        same_parse(streamed, io._whole_ground_truth(path, None))
+        streamed = groundtruth._stream_ground_truth(path, None, block)
+        assert not isinstance(streamed, WholeFile), rel  # streamed, not handed to the whole-file path
+        same_parse(streamed, groundtruth._whole_ground_truth(path, None))
 
 
 def test_shared_lsp_and_parse_stream_to_the_whole_files_arrays(shared_data: Path) -> None:
     for rel in ["lsp/coco17.json", "lsp/lsp14.json", "parse/coco17.json", "parse/parse14.json"]:
         path = shared_data / rel
         for block in (1 << 12, 1 << 22):
-            streamed = io._stream_ground_truth(path, None, block)
-            assert streamed is not None, rel
-            same_parse(streamed, io._whole_ground_truth(path, None))
+            streamed = groundtruth._stream_ground_truth(path, None, block)
+            assert not isinstance(streamed, WholeFile), rel
+            same_parse(streamed, groundtruth._whole_ground_truth(path, None))
 
 
 def tricky_ground_truth(rng: np.random.Generator, order: tuple[str, ...]) -> dict:
@@ -119,9 +121,9 @@ def test_tricky_files_in_any_key_order_and_layout_stream_the_same(
     for i, kw in enumerate(FORMATS):
         path = tmp_path / f"gt{i}.json"
         path.write_text(" \n" + json.dumps(data, **kw) + "\n", encoding="utf-8")
-        streamed = io._stream_ground_truth(path, None, block)
-        assert streamed is not None
-        same_parse(streamed, io._whole_ground_truth(path, None))
+        streamed = groundtruth._stream_ground_truth(path, None, block)
+        assert not isinstance(streamed, WholeFile)
+        same_parse(streamed, groundtruth._whole_ground_truth(path, None))
         assert len(streamed[2][0]) == sum(a.get("category_id") == 1
                                           for a in data["annotations"])
     gt = load_ground_truth(path, split="test")
@@ -136,7 +138,7 @@ def test_no_person_and_a_repeated_key_read_as_the_whole_file(
     path = tmp_path / "gt.json"
     empty = dict(data, annotations=[])
     path.write_text(json.dumps(empty))
-    assert io._stream_ground_truth(path, None) is not None
+    assert not isinstance(groundtruth._stream_ground_truth(path, None), WholeFile)
     gt = load_ground_truth(path)
     assert len(gt) == 0 and gt.keypoints.shape == (0, 17, 3)
     same_truth(gt, whole_file_load(monkeypatch, path))
@@ -193,8 +195,8 @@ def test_faults_raise_what_the_whole_file_raised(
     path.write_text(broken if isinstance(broken, str) else json.dumps(broken, indent=1))
     got = outcome(load_ground_truth, path)
     assert isinstance(got, tuple) and got == outcome(whole_file_load, monkeypatch, path)
-    streamed = outcome(io._stream_ground_truth, path, None, 64)
-    assert streamed is None or len(streamed) == 2  # refused or raised: never a result
+    streamed = outcome(groundtruth._stream_ground_truth, path, None, 64)
+    assert isinstance(streamed, WholeFile) or len(streamed) == 2  # refused or raised
     if got[0] is InputError:
         assert got[1].startswith(str(path))
     if case in ("short keypoints", "bbox text", "image without file name"):
@@ -211,5 +213,33 @@ def test_faults_raise_what_the_whole_file_raised(
 
 def test_mpii_list_form_loads_as_before(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = data_dir / "mpii" / "test_mpii.json"
-    assert io._stream_ground_truth(path, None) is None  # a list: converted whole
+    assert isinstance(groundtruth._stream_ground_truth(path, None), WholeFile)  # a list
     same_truth(load_ground_truth(path), whole_file_load(monkeypatch, path))
+
+
+def test_the_whole_file_is_read_only_on_a_named_logged_reason(
+        data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="posefix.groundtruth"):
+        load_ground_truth(data_dir / "coco" / "test_coco.json")
+        assert not caplog.records  # streamed: nothing to say
+        path = data_dir / "mpii" / "test_mpii.json"
+        load_ground_truth(path)
+    [record] = caplog.records
+    assert record.getMessage() == (f"{path}: read whole, not as a stream: not a JSON object "
+                                   "(the MPII list form?)")
+
+
+def test_a_fault_of_the_stream_itself_is_raised_not_retried_whole(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a bug in the fast path must show as an error, never only as a slower second parse
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug in the stream")
+
+    monkeypatch.setattr(groundtruth, "person_chunks", broken)
+    monkeypatch.setattr(groundtruth, "_whole_ground_truth", broken)
+    path = data_dir / "coco" / "test_coco.json"
+    with pytest.raises(InputError, match="a bug in the stream"):
+        load_ground_truth(path)
+    monkeypatch.setattr(groundtruth, "_whole_ground_truth", lambda *a: pytest.fail("re-read"))
+    with pytest.raises(InputError, match=r"malformed content \(TypeError: a bug in the stream"):
+        load_ground_truth(path)

@@ -704,3 +704,34 @@ def test_group_by_image_chunks_rows_of_the_detections_as_they_are() -> None:
         (5, [0, 2], True, False), (5, [5], False, True), (3, [1, 4], True, True),
         (7, [3], True, True)]
     assert group_by_image(np.zeros(0, dtype=np.int64), chunk=2) == []
+
+
+def test_posefix_refine_reads_the_results_and_the_ground_truth_once(
+        tmp_path: Path, tiny_checkpoint: Path, coco_dir: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    # the preflight hands the run what it loaded: each file is parsed once, however the
+    # readers are reached (the readers' own file-level parsers are counted)
+    from posefix import groundtruth, jsonfiles, results
+    from posefix.cli import main
+
+    reads: list[str] = []
+
+    def counted(module: Any, name: str) -> None:
+        real = getattr(module, name)
+
+        def read(path: Any, *args: Any, **kwargs: Any) -> Any:
+            reads.append(Path(path).name)
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, read)
+
+    counted(results, "iter_json_list")
+    counted(groundtruth, "iter_json_object")
+    counted(groundtruth, "read_json")
+    counted(jsonfiles, "read_json")
+    gt, dets = coco_dir / "test_coco.json", coco_dir / "blazepose_gtboxes.json"
+    assert main(["refine", "--checkpoint", str(tiny_checkpoint), "--images", str(coco_dir),
+                 "--results", str(dets), "--gt", str(gt), "--out", str(tmp_path / "o.json"),
+                 "--device", "cpu", "--workers", "0", "--json"]) == 0
+    capsys.readouterr()
+    assert sorted(reads) == sorted([gt.name, dets.name])
