@@ -18,14 +18,13 @@ from posefix.data import (
     SampleOptions,
     StringArray,
     build_dataset,
-    convert_layout,
     load_persons,
     worker_init,
 )
 from posefix.errors import InputError
 from posefix.geometry import apply_affine
 from posefix.io import convert_mpii, load_ground_truth
-from posefix.spec import load_spec
+from posefix.spec import convert_layout, load_spec
 
 COCO17 = load_spec("coco17")
 SETS = {  # folder -> (annotation file, image root or None)
@@ -65,7 +64,7 @@ def test_samples_from_every_shared_dataset(data_dir: Path, name: str) -> None:
     table = load_persons([_ds(data_dir, name)], "coco17")
     gt = load_ground_truth(data_dir / SETS[name][0],
                            image_root=data_dir / SETS[name][1] if SETS[name][1] else None)
-    usable = ~gt.iscrowd & (convert_layout(gt.keypoints, gt.spec, COCO17)[..., 2] > 0).any(1)
+    usable = ~gt.iscrowd & (convert_layout(gt.keypoints, gt.spec, COCO17, zero_ignored=True)[..., 2] > 0).any(1)
     assert len(table) == int(usable.sum()) > 0
     assert table.keypoints.shape == (len(table), 17, 3)
     ds = _dataset(table)

@@ -25,6 +25,7 @@ from posefix.comparison import (
     attribute_change,
     compare_results,
     extreme_images,
+    image_oks_change,
     moved_keypoints,
 )
 from posefix.config import Config, ModelConfig
@@ -241,6 +242,14 @@ def test_demo_cli_writes_results_pictures_and_report(tmp_path: Path,
         losses = [p["oks_change"] for p in row["pictures"] if p["kind"] == "loss"]
         assert all(g > 0 for g in gains) and all(v < 0 for v in losses)
         assert gains == sorted(gains, reverse=True) and losses == sorted(losses)
+        # ranked as the refine report ranks its examples: one picker for both
+        dets = load_results(row["input"], gt.spec, image_ids=gt.images, strict=True)
+        change = image_oks_change(gt, (classify_keypoints(gt, dets),
+                                       classify_keypoints(gt, refined)))
+        rose, fell = extreme_images(change, 3)
+        assert [p["image_id"] for p in row["pictures"]] == rose + fell
+        assert [p["oks_change"] for p in row["pictures"]] == pytest.approx(
+            [change[i] for i in rose + fell], abs=1e-6)  # the refined file rounds
         changed = [p for p in row["persons_changed"] if abs(p["change"]) >= 5e-4]
         if changed:
             assert row["pictures"]
@@ -336,3 +345,21 @@ def test_said_within_tolerates_the_last_digit_only() -> None:
     assert not _said_within("LSP 0.411 -> 0.501 (moved keypoints +0.014)", text)
     assert not _said_within("with 29 and 1 keypoints", text)
     assert not _said_within("MoveNet's on LSP 0.411 -> 0.491", text)
+
+
+def test_demo_pictures_follow_the_refine_reports_ranking(tmp_path: Path, small_checkpoint: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # One picker for the demo and `refine --report`: the demo draws the images that
+    # posefix.comparison.image_oks_change ranks first, with its numbers.
+    import posefix.comparison
+    from posefix.commands.demo import run_demo
+
+    def fake(truth: GroundTruth, diagnoses: tuple) -> dict[int, float]:
+        return {min(truth.images): 0.5, max(truth.images): -0.25}
+
+    monkeypatch.setattr(posefix.comparison, "image_oks_change", fake)
+    report = run_demo(tmp_path / "demo", small_checkpoint)
+    for row in report["rows"]:
+        gt = load_ground_truth(sample_dir() / SAMPLE_PARTS[row["part"]] / "annotations.json")
+        assert [(p["kind"], p["image_id"], p["oks_change"]) for p in row["pictures"]] == [
+            ("gain", min(gt.images), 0.5), ("loss", max(gt.images), -0.25)]

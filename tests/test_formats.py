@@ -13,9 +13,9 @@ import pytest
 import posefix
 from posefix.cli import main
 from posefix.errors import InputError
-from posefix.formats import FORMATS, convert_layout, read_poses, sniff_format, to_detections
+from posefix.formats import FORMATS, read_poses, sniff_format, to_detections
 from posefix.images import load_image_list
-from posefix.spec import load_spec
+from posefix.spec import convert_layout, load_spec
 
 SAMPLE = Path(posefix.__file__).parent / "assets" / "sample"
 COCO = load_spec("coco17")
@@ -37,7 +37,7 @@ def _openpose_person(kp: np.ndarray, layout: str) -> dict:
     """One person as OpenPose writes it, from a COCO-17 pose: joints by name, the neck
     between the shoulders, the mid-hip between the hips, feet beside the ankles."""
     spec = load_spec(layout)
-    out = convert_layout(kp[None], COCO, spec)[0]
+    out = convert_layout(kp[None], COCO, spec, zero_ignored=False)[0]
     out[:, 2] = np.where(out[:, 2] > 0, out[:, 2], 0)
     c = {n: kp[COCO.index(n)] for n in COCO.keypoints}
     extra = {"neck": (c["left_shoulder"] + c["right_shoulder"]) / 2,
@@ -80,7 +80,7 @@ def test_openpose_folder_maps_joints_by_name(tmp_path: Path, layout: str) -> Non
         np.testing.assert_allclose(dets.scores[dets.image_ids == i], want, atol=1e-3)
     # the other way round: BODY_25's neck, mid-hip and feet have no COCO-17 counterpart
     body = load_spec(layout)
-    back = convert_layout(dets.keypoints[:1], COCO, body)
+    back = convert_layout(dets.keypoints[:1], COCO, body, zero_ignored=False)
     for name in ("neck", "mid_hip", "left_heel"):
         if name in body.keypoints:
             assert not back[0, body.index(name)].any()

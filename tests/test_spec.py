@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from posefix.spec import KeypointSpec, SpecError, available_specs, load_spec
+from posefix.spec import KeypointSpec, SpecError, available_specs, convert_layout, load_spec
 
 BUILTIN = ["aic14", "body25", "coco17", "crowdpose14", "lsp14", "mpii16", "ochuman17",
            "openpose18", "parse14", "posetrack17"]
@@ -64,6 +64,22 @@ def test_mapping_from() -> None:
     assert (m[:12] == np.arange(5, 17)).all()
     m = coco.mapping_from(pt)
     assert m[1] == -1 and m[2] == -1 and m[0] == 0 and (m[3:] == np.arange(3, 17)).all()
+
+
+def test_convert_layout_zeroes_ignored_keypoints_only_when_asked() -> None:
+    coco, track = load_spec("coco17"), load_spec("posetrack17")
+    kp = np.arange(2 * 17 * 3, dtype=np.float64).reshape(2, 17, 3) + 1
+    kept = convert_layout(kp, coco, track, zero_ignored=False)
+    zeroed = convert_layout(kp, coco, track, zero_ignored=True)
+    ears = [track.index("left_ear"), track.index("right_ear")]
+    np.testing.assert_array_equal(kept[:, ears], kp[:, [coco.index("left_ear"),
+                                                         coco.index("right_ear")]])
+    assert not zeroed[:, ears].any()
+    for name in ("head_bottom", "head_top"):  # not in COCO: absent either way
+        assert not kept[:, track.index(name)].any() and not zeroed[:, track.index(name)].any()
+    nose = track.index("nose")
+    np.testing.assert_array_equal(zeroed[:, nose], kp[:, coco.index("nose")])
+    assert convert_layout(kp[0], coco, track, zero_ignored=False).shape == (17, 3)
 
 
 def test_dict_round_trip_and_index() -> None:

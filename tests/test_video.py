@@ -101,8 +101,7 @@ def test_refine_video_from_openpose_frame_files(clip: tuple[Path, Path, list[np.
                                                 tmp_path: Path) -> None:
     """OpenPose on a video writes <video>_<frame, 12 digits>_keypoints.json: the number that
     ends the name is the frame. Same output as the COCO per-frame results."""
-    from posefix.formats import convert_layout
-    from posefix.spec import load_spec
+    from posefix.spec import convert_layout, load_spec
 
     video, results, poses = clip
     body25, coco = load_spec("body25"), load_spec("coco17")
@@ -110,7 +109,7 @@ def test_refine_video_from_openpose_frame_files(clip: tuple[Path, Path, list[np.
     folder.mkdir()
     for f, kp in enumerate(poses):
         people = [] if f == EMPTY else [
-            {"person_id": [-1], "pose_keypoints_2d": convert_layout(p[None], coco, body25)
+            {"person_id": [-1], "pose_keypoints_2d": convert_layout(p[None], coco, body25, zero_ignored=False)
              .reshape(-1).tolist()} for p in kp]
         (folder / f"clip_{f:012d}_keypoints.json").write_text(
             json.dumps({"version": 1.3, "people": people}))

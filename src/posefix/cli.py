@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .argtypes import (
@@ -20,7 +21,17 @@ from .argtypes import (
 )
 from .backends import BACKENDS, require_torch, torch_missing
 from .config import ConfigError, GateOverride
-from .options import BOXES, EXIF, SCORES, RefineFileOptions, RefineOptions
+from .options import (
+    BOXES,
+    EXIF,
+    SCORES,
+    AnalyzeOptions,
+    EvaluateOptions,
+    RefineFileOptions,
+    RefineOptions,
+    SynthesizeOptions,
+    VisualizeOptions,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -92,8 +103,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .commands.evaluate import evaluate_files
     from .evaluate import format_stats
 
-    stats = evaluate_files(a.gt, a.results, spec=a.spec, strict=a.strict, split=a.split,
-                           format=a.format)
+    stats = evaluate_files(a.gt, a.results, EvaluateOptions(
+        spec=a.spec, strict=a.strict, split=a.split, format=a.format))
     _print_json(stats) if a.json else print(format_stats(stats))
     return 0
 
@@ -123,9 +134,9 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     from .commands.analyze import analyze_files
     from .diagnosis import format_report
 
-    report = analyze_files(a.gt, a.results, spec=a.spec, strict=a.strict,
-                           fit_profile_out=a.fit_profile, report_dir=a.report,
-                           split=a.split, format=a.format)
+    report = analyze_files(a.gt, a.results, AnalyzeOptions(
+        spec=a.spec, strict=a.strict, split=a.split, format=a.format,
+        fit_profile_out=a.fit_profile, report_dir=a.report))
     _print_json(report) if a.json else print(format_report(report))
     return 0
 
@@ -138,8 +149,9 @@ def _add_synthesize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", required=True, help="COCO keypoint annotation JSON")
     p.add_argument("--out", required=True, help="output COCO results JSON")
     p.add_argument("--spec", default=None, help="keypoint spec name or file (default: from --gt)")
-    p.add_argument("--profile", default="default", help="error profile name or file")
-    p.add_argument("--seed", type=int_range(0), default=0,
+    p.add_argument("--profile", default=SynthesizeOptions.default("profile"),
+                   help="error profile name or file")
+    p.add_argument("--seed", type=int_range(0), default=SynthesizeOptions.default("seed"),
                    help="random seed, an integer >= 0 (same seed, same file)")
     p.add_argument("--trainset-results", default=None,
                    help="an estimator's results on --gt, for unlabelled keypoints")
@@ -149,8 +161,8 @@ def _add_synthesize(sub: argparse._SubParsersAction) -> None:
 def _cmd_synthesize(a: argparse.Namespace) -> int:
     from .commands.synthesize import synthesize_file
 
-    out = synthesize_file(a.gt, a.out, spec=a.spec, profile=a.profile, seed=a.seed,
-                          trainset_results=a.trainset_results)
+    out = synthesize_file(a.gt, a.out, SynthesizeOptions(
+        spec=a.spec, profile=a.profile, seed=a.seed, trainset_results=a.trainset_results))
     print(f"wrote {out}")
     return 0
 
@@ -368,15 +380,16 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                         "repeat for side-by-side panels")
     _add_format(p, "every --results")
     p.add_argument("--spec", default=None, help="keypoint spec (default: from --gt, or coco17)")
-    p.add_argument("--min-score", type=finite_float, default=0.0,
+    p.add_argument("--min-score", type=finite_float,
+                   default=VisualizeOptions.default("min_score"),
                    help="hide detections scoring less")
     p.add_argument("--max-images", type=int_range(1), default=None,
                    help="draw at most this many images (frames with --video), >= 1")
     p.add_argument("--max-side", type=int_range(_MIN_SIDE, 1 << 15, zero="full size"),
-                   default=640,
+                   default=VisualizeOptions.default("max_side"),
                    help=f"longer side of each panel in pixels, {_MIN_SIDE} to 32768 (0: full "
                         "size)")
-    p.add_argument("--exif", choices=list(EXIF), default="auto",
+    p.add_argument("--exif", choices=list(EXIF), default=VisualizeOptions.default("exif"),
                    help="EXIF orientation (as posefix refine)")
     p.set_defaults(func=_cmd_visualize)
 
@@ -387,16 +400,15 @@ _MIN_SIDE = 32  # the smallest panel that still shows a pose
 def _cmd_visualize(a: argparse.Namespace) -> int:
     from .commands.visualize import visualize_files, visualize_video
 
+    options = VisualizeOptions(results=tuple(a.results or ()), spec=a.spec,
+                               min_score=a.min_score, max_images=a.max_images,
+                               max_side=a.max_side or None, exif=a.exif, format=a.format)
     if a.video:
-        out = visualize_video(a.video, a.out, results=a.results or [], spec=a.spec,
-                              min_score=a.min_score, max_frames=a.max_images,
-                              max_side=a.max_side or None, format=a.format)
+        out = visualize_video(a.video, a.out, options)
         print(f"wrote {out}")
         return 0
 
-    written = visualize_files(images=a.images, out=a.out, gt=a.gt, results=a.results or [],
-                              spec=a.spec, min_score=a.min_score, max_images=a.max_images,
-                              max_side=a.max_side or None, exif=a.exif, format=a.format)
+    written = visualize_files(a.images, a.out, replace(options, gt=a.gt))
     print(f"wrote {len(written)} image(s) to {a.out}")
     return 0
 

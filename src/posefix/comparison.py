@@ -13,7 +13,8 @@ from .io import Detections, GroundTruth
 from .taxonomy import ERROR_TYPES
 
 __all__ = ["MIN_CHANGE", "MOVED_PX", "STEPS", "align_rows", "attribute_change",
-           "compare_results", "extreme_images", "moved_keypoints", "person_oks"]
+           "compare_results", "extreme_images", "image_oks_change", "moved_keypoints",
+           "person_oks", "persons_oks_change"]
 
 
 def compare_results(truth: GroundTruth, before: Detections, after: Detections,
@@ -194,6 +195,28 @@ def extreme_images(change: Mapping[int, float], num: int, eps: float = MIN_CHANG
     rose = [i for i in ids[:num] if change[i] >= eps]
     fell = [i for i in ids[::-1][:num] if change[i] <= -eps]
     return rose, fell
+
+
+def persons_oks_change(truth: GroundTruth, diagnoses: tuple[Diagnosis, Diagnosis],
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(persons, OKS before, OKS after) of the counted persons matched before or after by
+    the two :func:`posefix.diagnosis.classify_keypoints` (OKS 0 where unmatched)."""
+    before, after = diagnoses
+    ob, oa = np.zeros(len(truth)), np.zeros(len(truth))
+    ob[before.gt_index] = before.oks
+    oa[after.gt_index] = after.oks
+    persons = np.union1d(before.gt_index, after.gt_index).astype(np.int64)
+    return persons, ob[persons], oa[persons]
+
+
+def image_oks_change(truth: GroundTruth, diagnoses: tuple[Diagnosis, Diagnosis],
+                     ) -> dict[int, float]:
+    """Image id -> the summed OKS change of its persons (:func:`persons_oks_change`): what
+    the refine report's examples and the demo's pictures are ranked by
+    (:func:`extreme_images`)."""
+    persons, ob, oa = persons_oks_change(truth, diagnoses)
+    img = truth.image_ids[persons]
+    return {int(i): float(np.sum((oa - ob)[img == i])) for i in np.unique(img)}
 
 
 def align_rows(before: Detections, after: Detections) -> np.ndarray:

@@ -50,7 +50,7 @@ from .geometry import (
 from .imagenet import normalize
 from .io import GroundTruth, images_of_split, load_ground_truth, load_results
 from .profile import load_profile
-from .spec import KeypointSpec, load_spec
+from .spec import KeypointSpec, convert_layout, load_spec
 from .synthesis import estimates_for, overlap_index, synthesize
 
 __all__ = [
@@ -60,28 +60,11 @@ __all__ = [
     "ResumableSampler",
     "StringArray",
     "build_dataset",
-    "convert_layout",
     "load_persons",
     "worker_init",
 ]
 
 _TRAIN, _VAL = 0, 1  # first word of the RNG seed of training and validation samples
-
-
-def convert_layout(keypoints: np.ndarray, source: KeypointSpec, target: KeypointSpec
-                   ) -> np.ndarray:
-    """Keypoints (..., K_source, C) in ``target``'s layout, matched by name.
-
-    Target keypoints the source lacks (and the target's ignored ones) come out as zeros,
-    i.e. unlabelled. PoseTrack's ``head_bottom``/``head_top`` thus never land on COCO's eyes.
-    """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    index = target.mapping_from(source)
-    out = np.zeros((*kp.shape[:-2], target.num_keypoints, kp.shape[-1]))
-    have = index >= 0
-    out[..., have, :] = kp[..., index[have], :]
-    out[..., ~target.used_mask, :] = 0.0
-    return out
 
 
 class StringArray(Sequence[str]):
@@ -238,7 +221,7 @@ def _load_set(ds: DatasetConfig, spec: KeypointSpec) -> tuple[GroundTruth, Groun
         images = {k: v for k, v in images.items() if k not in drop_ids}
     in_split = np.isin(gt.image_ids, np.fromiter(images, dtype=np.int64, count=len(images)))
     gt = gt.subset(np.flatnonzero(in_split), image_ids=images.keys())
-    kp = convert_layout(gt.keypoints, gt.spec, spec)
+    kp = convert_layout(gt.keypoints, gt.spec, spec, zero_ignored=True)
     for name in ds.ignore_keypoints:
         try:
             kp[:, spec.index(name), 2] = 0
@@ -283,7 +266,7 @@ def _add_persons(parts: dict[str, list[np.ndarray]], paths: list[str], source: i
         if ds.results:
             dets = load_results(ds.results, gt.spec, image_ids=gt.images.keys())
             est = estimates_for(gt, dets, rows, iou=overlap_iou)
-        parts["estimated"].append(convert_layout(est, gt.spec, converted.spec))
+        parts["estimated"].append(convert_layout(est, gt.spec, converted.spec, zero_ignored=True))
 
 
 def _person_table(parts: dict[str, list[np.ndarray]], paths: list[str],

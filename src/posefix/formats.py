@@ -38,9 +38,9 @@ import numpy as np
 from .errors import InputError, malformed
 from .io import MAX_COORDINATE, Detections, ImageInfo, check_numbers, keep_known, load_results
 from .jsonfiles import read_json
-from .spec import KeypointSpec, SpecError, load_spec
+from .spec import KeypointSpec, SpecError, convert_layout, load_spec
 
-__all__ = ["FORMATS", "OUT_FORMATS", "PoseFile", "convert_layout", "detect_format",
+__all__ = ["FORMATS", "OUT_FORMATS", "PoseFile", "detect_format",
            "image_keys", "image_list_from_keys", "read_poses", "sniff_format", "to_arrays",
            "to_detections"]
 
@@ -119,16 +119,6 @@ def sniff_format(path: str | Path) -> str | None:
         return detect_format(data)
 
 
-def convert_layout(keypoints: np.ndarray, source: KeypointSpec, target: KeypointSpec,
-                   ) -> np.ndarray:
-    """(N, Ks, 3) keypoints of ``source``'s layout in ``target``'s, by joint name; target
-    joints the source lacks are absent (zero)."""
-    index = target.mapping_from(source)
-    out = np.zeros((len(keypoints), target.num_keypoints, 3))
-    out[:, index >= 0] = np.asarray(keypoints, dtype=np.float64)[:, index[index >= 0]]
-    return out
-
-
 def _person_scores(kp: np.ndarray) -> np.ndarray:
     """Mean score of the detected (score > 0) keypoints of each person."""
     s = kp[..., 2]
@@ -165,7 +155,7 @@ def _read_openpose(data: Any, path: Path, spec: KeypointSpec,
             raise InputError(path, f"has {flat.size} values; BODY_25 has 75, COCO-18 has 54",
                              i, "people.pose_keypoints_2d")
         source = load_spec(_OPENPOSE[flat.size])
-        kps.append(convert_layout(flat.reshape(1, -1, 3), source, spec)[0])
+        kps.append(convert_layout(flat.reshape(1, -1, 3), source, spec, zero_ignored=False)[0])
     kp = np.stack(kps) if kps else np.zeros((0, spec.num_keypoints, 3))
     if kps and not np.any(spec.mapping_from(source) >= 0):
         raise InputError(path, f"OpenPose {source.name} shares no joint name with {spec.name}")

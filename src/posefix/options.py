@@ -1,16 +1,22 @@
-"""How poses are refined: one frozen options object, validated once, its defaults in one
-place (the library's functions, the verbs and the command line's defaults and choices all
-read them here). Imports nothing heavy: the command line builds its parser from it."""
+"""How the verbs run: one frozen options object per verb (refine, evaluate, analyze,
+synthesize, visualize), validated once, its defaults in one place (the library's functions,
+the verbs and the command line's defaults and choices all read them here). Imports nothing
+heavy: the command line builds its parser from it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import GateOverride
 
-__all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "RefineFileOptions", "RefineOptions"]
+__all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "AnalyzeOptions", "EvaluateOptions",
+           "RefineFileOptions", "RefineOptions", "SynthesizeOptions", "VisualizeOptions",
+           "with_overrides"]
+
+_Options = TypeVar("_Options")
 
 #: Output person scores (see :class:`RefineOptions`).
 SCORES = ("auto", "input", "heatmap", "quality")
@@ -119,3 +125,125 @@ class RefineFileOptions:
     split: str | None = None
     out_format: str = "coco"
     progress: bool | None = None
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of ``cls``'s field ``name`` (for the command line's defaults)."""
+    return {f.name: f.default for f in fields(cls)}[name]
+
+
+def with_overrides(cls: type[_Options], options: _Options | None, overrides: dict[str, Any],
+                   ) -> _Options:
+    """``options`` (None: ``cls()``) with the fields named in ``overrides`` replaced,
+    validated again: how a verb takes both an options object and the older keyword form
+    (``evaluate_files(gt, results, strict=True)``). An unknown name is a TypeError."""
+    base = cls() if options is None else options
+    return replace(base, **overrides) if overrides else base  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """How ``posefix evaluate`` reads its inputs (see
+    :func:`posefix.commands.evaluate.evaluate_files`).
+
+    Attributes:
+        spec: keypoint layout, a :class:`~posefix.spec.KeypointSpec`, a name or a file
+            (None: the ground truth's).
+        strict: detections of images not in the ground truth are an error (default:
+            dropped, counted and warned about).
+        split: only the ground truth's images whose ``split`` field has this value.
+        format: the format of the results (:data:`posefix.formats.FORMATS`; None: detected).
+    """
+
+    spec: Any = None
+    strict: bool = False
+    split: str | None = None
+    format: str | None = None
+
+    default = classmethod(_default)
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions(EvaluateOptions):
+    """What ``posefix analyze`` reads (as :class:`EvaluateOptions`) and writes beyond its
+    report (see :func:`posefix.commands.analyze.analyze_files`).
+
+    Attributes:
+        fit_profile_out: also fit an error profile to the results and write it here.
+        report_dir: also write the figures, ``report.md`` and ``index.html`` here.
+    """
+
+    fit_profile_out: str | Path | None = None
+    report_dir: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class SynthesizeOptions:
+    """How ``posefix synthesize`` makes input poses (see
+    :func:`posefix.commands.synthesize.synthesize_file`).
+
+    Attributes:
+        spec: keypoint layout (None: the ground truth's).
+        profile: error profile, an :class:`~posefix.profile.ErrorProfile`, a name or a file.
+        seed: random seed, an integer >= 0 (same seed, same file).
+        trainset_results: an estimator's results on the ground truth, for unlabelled
+            keypoints.
+        iou: box IoU from which another person counts as overlapping (for swaps).
+    """
+
+    spec: Any = None
+    profile: Any = "default"
+    seed: int = 0
+    trainset_results: str | Path | None = None
+    iou: float = 0.1
+
+    default = classmethod(_default)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not 0.0 <= self.iou <= 1.0:
+            raise ValueError(f"iou must be in [0, 1], got {self.iou}")
+
+
+@dataclass(frozen=True)
+class VisualizeOptions:
+    """What ``posefix visualize`` draws (see :func:`posefix.commands.visualize.visualize_files`
+    and :func:`~posefix.commands.visualize.visualize_video`).
+
+    Attributes:
+        gt: COCO annotations, drawn as the first panel and mapping image ids to files (not
+            for a video).
+        results: ``[LABEL=]FILE`` results files, one panel each, in any format of
+            :mod:`posefix.formats`.
+        spec: keypoint layout (None: from ``gt``, else ``coco17``).
+        min_score: hide detections whose person score is below this.
+        max_images: draw at most this many images (frames of a video); None: all.
+        max_side: longer side of each panel in pixels (None: full size).
+        exif: EXIF orientation handling of image files (:data:`EXIF`).
+        format: the format of every results file (None: each detected).
+    """
+
+    gt: str | Path | None = None
+    results: tuple[str, ...] = ()
+    spec: Any = None
+    min_score: float = 0.0
+    max_images: int | None = None
+    max_side: int | None = 640
+    exif: str = "auto"
+    format: str | None = None
+
+    default = classmethod(_default)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.results, str):
+            raise ValueError("results must be a sequence of [LABEL=]FILE, not one string")
+        object.__setattr__(self, "results", tuple(str(r) for r in self.results))
+        if not math.isfinite(self.min_score):
+            raise ValueError(f"min_score must be finite, got {self.min_score}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be at least 1 (or None), got {self.max_images}")
+        if self.max_side is not None and self.max_side < 1:
+            raise ValueError(f"max_side must be at least 1 (or None), got {self.max_side}")
+        if self.exif not in EXIF:
+            raise ValueError(f"exif must be 'auto', 'apply' or 'ignore', got {self.exif!r}")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .comparison import MIN_CHANGE, extreme_images
+from .comparison import MIN_CHANGE, extreme_images, image_oks_change, persons_oks_change
 from .diagnosis import (
     PR_STEP_LABELS,
     PR_STEPS,
@@ -206,17 +206,6 @@ def write_analysis_report(
 
 
 # --------------------------------------------------------------------------- refinement
-def _oks_changes(gt: GroundTruth, before: Analysis, after: Analysis,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(persons, OKS before, OKS after) of the counted persons matched before or after
-    (0 where unmatched)."""
-    ob, oa = np.zeros(len(gt)), np.zeros(len(gt))
-    ob[before.diagnosis.gt_index] = before.diagnosis.oks
-    oa[after.diagnosis.gt_index] = after.diagnosis.oks
-    persons = np.union1d(before.diagnosis.gt_index, after.diagnosis.gt_index).astype(np.int64)
-    return persons, ob[persons], oa[persons]
-
-
 def _example_panels(gt: GroundTruth, before: Detections, after: Detections, image_id: int,
                     labels: tuple[str, str]) -> tuple[list[Any], int, int]:
     """Ground truth, before and after panels of one image, the after panel marking the
@@ -259,9 +248,10 @@ def _pick_examples(gt: GroundTruth, b: Analysis, a: Analysis, num: int,
     """The images whose persons' summed OKS rose most (``best``) and fell most
     (``worst``), at most ``num`` each, each ``{image_id, oks_change}``; and the persons'
     images, OKS before and after."""
-    persons, ob, oa = _oks_changes(gt, b, a)
+    diagnoses = (b.diagnosis, a.diagnosis)
+    persons, ob, oa = persons_oks_change(gt, diagnoses)
     img = gt.image_ids[persons]
-    total = {int(i): float(np.sum((oa - ob)[img == i])) for i in np.unique(img)}
+    total = image_oks_change(gt, diagnoses)
     picks = {kind: [{"image_id": i, "oks_change": total[i]} for i in chosen]
              for kind, chosen in zip(("best", "worst"), extreme_images(total, num), strict=True)}
     return picks, img, ob, oa

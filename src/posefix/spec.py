@@ -14,7 +14,7 @@ import numpy as np
 
 from .builtin import builtin_names, read_yaml
 
-__all__ = ["KeypointSpec", "SpecError", "available_specs", "load_spec"]
+__all__ = ["KeypointSpec", "SpecError", "available_specs", "convert_layout", "load_spec"]
 
 # Name aliases accepted by :func:`load_spec`.
 _ALIASES = {
@@ -201,6 +201,25 @@ class KeypointSpec:
             )
         except SpecError as e:
             raise SpecError(f"{source}: {e}") from None
+
+
+def convert_layout(keypoints: np.ndarray, source: KeypointSpec, target: KeypointSpec, *,
+                   zero_ignored: bool) -> np.ndarray:
+    """Keypoints (..., K_source, C) in ``target``'s layout, matched by name, as float64.
+
+    Target keypoints the source lacks come out as zeros (absent, unlabelled), so PoseTrack's
+    ``head_bottom``/``head_top`` never land on COCO's eyes. With ``zero_ignored`` the
+    target's ignored keypoints (``target.ignore``) are zeroed too, as training labels want;
+    without it they keep what the source has, as a pose file converted for refining wants.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    index = target.mapping_from(source)
+    out = np.zeros((*kp.shape[:-2], target.num_keypoints, kp.shape[-1]))
+    have = index >= 0
+    out[..., have, :] = kp[..., index[have], :]
+    if zero_ignored:
+        out[..., ~target.used_mask, :] = 0.0
+    return out
 
 
 def available_specs() -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..document import Document
 from ..io import Detections, GroundTruth
 from ..jsonfiles import atomic_write, write_json_atomic
 from ..outputs import check_outputs
@@ -78,7 +79,7 @@ def refine_every_row(refiner: Any, dets: Detections, images: dict[int, np.ndarra
 
 def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[str, Any]:
     """Refine one input of the sample; the row of the report, with the pictures drawn."""
-    from ..comparison import attribute_change, compare_results
+    from ..comparison import attribute_change, compare_results, image_oks_change
     from ..diagnosis import classify_keypoints
     from ..evaluate import evaluate
     from ..images import load_image
@@ -103,8 +104,8 @@ def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[st
     summary = compare_results(truth, dets, final, diagnoses, evaluations)
     steps = attribute_change(truth, dets, every, kept, diagnoses=diagnoses,
                              evaluations=evaluations)
-    pictures = _draw_pictures(truth, dets, every, kept, steps, images,
-                              out / "pictures" / part / estimator)
+    pictures = _draw_pictures(truth, dets, every, kept, steps, image_oks_change(truth, diagnoses),
+                              images, out / "pictures" / part / estimator)
     return {
         "part": part, "estimator": estimator, "input": str(file), "refined": str(refined_path),
         "persons": int(truth.counted.sum()), "detections_in": len(dets),
@@ -126,9 +127,11 @@ def _refine_input(refiner: Any, part: str, estimator: str, out: Path) -> dict[st
 
 
 def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept: np.ndarray,
-                   steps: dict[str, Any], images: dict[int, np.ndarray], folder: Path,
-                   ) -> list[dict[str, Any]]:
-    """Ground truth | input | refined of the picked images; moved keypoints marked."""
+                   steps: dict[str, Any], change: dict[int, float],
+                   images: dict[int, np.ndarray], folder: Path) -> list[dict[str, Any]]:
+    """Ground truth | input | refined of the images whose summed OKS (``change``: image id
+    -> :func:`posefix.comparison.image_oks_change`) rose and fell most; moved keypoints
+    marked."""
     from ..comparison import extreme_images
     from ..images import save_png
     from ..visualize import EXAMPLE_MAX_SIDE, EXAMPLE_MIN_SIDE, Panel, render_panels
@@ -139,14 +142,14 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
     origins = np.where(steps["moved"][..., None], dets.keypoints[..., :2], np.nan)
     written = []
     counts: dict[str, int] = {}
-    rose, fell = extreme_images(steps["image_change"], _PICTURES_EACH_WAY)
+    rose, fell = extreme_images(change, _PICTURES_EACH_WAY)
     for kind, image_id in [("gain", i) for i in rose] + [("loss", i) for i in fell]:
         counts[kind] = counts.get(kind, 0) + 1
         info = truth.images[image_id]
         rows = np.flatnonzero(dets.image_ids == image_id)
         on, off = rows[keep[rows]], rows[~keep[rows]]
         persons = [p for p in steps["persons"] if p["image_id"] == image_id]
-        title = [f"{Path(info.file_name).name}: OKS {steps['image_change'][image_id]:+.3f}",
+        title = [f"{Path(info.file_name).name}: OKS {change[image_id]:+.3f}",
                  f"{int(steps['moved'][rows].sum())} keypoint(s) moved, {len(off)} detection(s)"
                  " removed"]
         title += [f"OKS {_oks(p, 0)} -> {_oks(p, 3)}: "
@@ -162,7 +165,7 @@ def _draw_pictures(truth: GroundTruth, dets: Detections, every: Detections, kept
         target = folder / f"{kind}{counts[kind]}_{Path(info.file_name).stem}.png"
         save_png(target, canvas)
         written.append({"kind": kind, "image_id": int(image_id), "file_name": info.file_name,
-                        "oks_change": steps["image_change"][image_id], "png": str(target)})
+                        "oks_change": change[image_id], "png": str(target)})
     return written
 
 
@@ -170,50 +173,40 @@ def _oks(person: dict[str, Any], step: int) -> str:
     return f"{person['oks'][step]:.3f}" if person["matched"][step] else "unmatched"
 
 
-def _ap_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "## AP, and what each step of refinement did to it",
-        "",
-        "Steps applied in turn: the refined keypoints with the input's person scores, then "
-        "the new person scores, then OKS-NMS (threshold 0.9). The three parts add up to the "
-        "change. The last column, for comparison: the AP of the input keypoints with the new "
-        "scores alone. Persons: counted in the ground truth; matched: with a detection at "
-        "OKS 0.1.",
-        "",
-        "| part | input | persons matched before -> after | detections in -> out | AP before "
-        "| AP after | change | = moved keypoints | + new scores | + OKS-NMS "
-        "| AP with new scores alone |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def _ap_section(doc: Document, rows: list[dict[str, Any]]) -> None:
+    doc.heading("AP, and what each step of refinement did to it")
+    doc.para("Steps applied in turn: the refined keypoints with the input's person scores, then "
+             "the new person scores, then OKS-NMS (threshold 0.9). The three parts add up to "
+             "the change. The last column, for comparison: the AP of the input keypoints with "
+             "the new scores alone. Persons: counted in the ground truth; matched: with a "
+             "detection at OKS 0.1.")
+    table = []
     for r in rows:
         b, a, p = r["ap_before"], r["ap_after"], r["ap_parts"]
-        lines.append(
-            f"| {r['part']} | {r['estimator']} | {r['matched_before']} -> {r['matched_after']} "
-            f"of {r['persons']} | {r['detections_in']} -> {r['detections_out']} | {b:.3f} | "
-            f"{a:.3f} | {a - b:+.3f} | {p['keypoints']:+.3f} | {p['scores']:+.3f} | "
-            f"{p['nms']:+.3f} | {r['ap_scores_only']:.3f} |")
+        table.append([r["part"], r["estimator"],
+                      f"{r['matched_before']} -> {r['matched_after']} of {r['persons']}",
+                      f"{r['detections_in']} -> {r['detections_out']}", f"{b:.3f}", f"{a:.3f}",
+                      f"{a - b:+.3f}", f"{p['keypoints']:+.3f}", f"{p['scores']:+.3f}",
+                      f"{p['nms']:+.3f}", f"{r['ap_scores_only']:.3f}"])
     mean_b = sum(r["ap_before"] for r in rows) / len(rows)
     mean_a = sum(r["ap_after"] for r in rows) / len(rows)
-    lines.append(f"| all | mean of the {len(rows)} inputs | | | {mean_b:.3f} | {mean_a:.3f} | "
-                 f"{mean_a - mean_b:+.3f} | | | | |")
-    return lines
+    table.append(["all", f"mean of the {len(rows)} inputs", "", "", f"{mean_b:.3f}",
+                  f"{mean_a:.3f}", f"{mean_a - mean_b:+.3f}", "", "", "", ""])
+    doc.table(["part", "input", "persons matched before -> after", "detections in -> out",
+               "AP before", "AP after", "change", "= moved keypoints", "+ new scores",
+               "+ OKS-NMS", "AP with new scores alone"], table)
 
 
-def _keypoint_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _keypoint_section(doc: Document, rows: list[dict[str, Any]]) -> None:
     types = ("good", "jitter", "inversion", "swap", "miss")
-    lines = [
-        "", "## Keypoints",
-        "",
-        "Moved: displaced by refinement (more than 0.05 px; the error gate keeps the others "
-        "exactly). Error types (Ronchi & Perona) of the keypoints of the persons matched "
-        "both before and after, before -> after, with how many refinement fixed (the type "
-        "before, good after) and made (good before, the type after); the keypoints of "
-        "persons matched only before or only after are counted apart, so each row adds up.",
-        "",
-        "| part | input | keypoints moved (detections) | persons in both | "
-        + " | ".join(types) + " | persons matched only before / after (their keypoints) |",
-        "| --- | --- | --- | --- | " + " | ".join("---" for _ in types) + " | --- |",
-    ]
+    doc.heading("Keypoints")
+    doc.para("Moved: displaced by refinement (more than 0.05 px; the error gate keeps the "
+             "others exactly). Error types (Ronchi & Perona) of the keypoints of the persons "
+             "matched both before and after, before -> after, with how many refinement fixed "
+             "(the type before, good after) and made (good before, the type after); the "
+             "keypoints of persons matched only before or only after are counted apart, so "
+             "each row adds up.")
+    table = []
     for r in rows:
         ch = r["error_changes"]
         m = np.asarray(ch["transitions"], dtype=np.int64)
@@ -227,14 +220,17 @@ def _keypoint_lines(rows: list[dict[str, Any]]) -> list[str]:
         n_a = sum(r["errors_after"].values()) - int(m.sum())
         only_b = r["matched_before"] - ch["persons_compared"]
         only_a = r["matched_after"] - ch["persons_compared"]
-        lines.append(f"| {r['part']} | {r['estimator']} | {r['keypoints_moved']} "
-                     f"({r['detections_moved']}) | {ch['persons_compared']} | "
-                     + " | ".join(cells) + f" | {only_b} ({n_b}) / {only_a} ({n_a}) |")
-    return lines
+        table.append([r["part"], r["estimator"],
+                      f"{r['keypoints_moved']} ({r['detections_moved']})",
+                      ch["persons_compared"], *cells,
+                      f"{only_b} ({n_b}) / {only_a} ({n_a})"])
+    doc.table(["part", "input", "keypoints moved (detections)", "persons in both", *types,
+               "persons matched only before / after (their keypoints)"], table)
 
 
-def _person_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "## Persons whose OKS changed, and why", ""]
+def _person_section(doc: Document, rows: list[dict[str, Any]]) -> None:
+    doc.heading("Persons whose OKS changed, and why")
+    lines = []
     for r in rows:
         changed = r["persons_changed"]
         by = {s: sum(s in p["causes"] for p in changed) for s in _STEP_WORDS}
@@ -255,34 +251,33 @@ def _person_lines(rows: list[dict[str, Any]]) -> list[str]:
         if len(shown) < len(changed):
             lines.append(f"  - and {len(changed) - len(shown)} more by moved keypoints alone "
                          "(report.json)")
-    return lines
+    doc.para("\n".join(lines))
 
 
-def _picture_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "## Pictures", "",
-             "Ground truth | input | refined, for the images whose summed OKS rose most "
-             "(gain*.png) and fell most (loss*.png). In the refined panel a magenta line runs "
-             "from each moved keypoint's input position (ring) to its refined one; detections "
-             "OKS-NMS removed are grey.", ""]
+def _picture_section(doc: Document, rows: list[dict[str, Any]]) -> None:
+    doc.heading("Pictures")
+    doc.para("Ground truth | input | refined, for the images whose summed OKS rose most "
+             "(gain*.png) and fell most (loss*.png), ranked as `posefix refine --report` ranks "
+             "its examples (posefix.comparison.image_oks_change). In the refined panel a "
+             "magenta line runs from each moved keypoint's input position (ring) to its "
+             "refined one; detections OKS-NMS removed are grey.")
+    lines = []
     for r in rows:
         pics = r["pictures"]
         what = ", ".join(f"{Path(p['png']).name} ({p['oks_change']:+.3f})" for p in pics)
         lines.append(f"- {r['part']} / {r['estimator']}: "
                      + (what or "none: no person's OKS changed"))
-    return lines
+    doc.para("\n".join(lines))
 
 
 def _report_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "# posefix demo",
-        "",
-        "The shipped demonstration model (a small MobileNetV2 PoseFix trained on a CPU; not the",
-        "paper's COCO-trained model) on the embedded sample: images it never saw, and real",
-        "estimators it never trained on.",
-        "",
-        *_ap_lines(rows), *_keypoint_lines(rows), *_person_lines(rows), *_picture_lines(rows),
-    ]
-    return "\n".join(lines) + "\n"
+    doc = Document("posefix demo")
+    doc.para("The shipped demonstration model (a small MobileNetV2 PoseFix trained on a CPU; "
+             "not the paper's COCO-trained model) on the embedded sample: images it never "
+             "saw, and real estimators it never trained on.")
+    for section in (_ap_section, _keypoint_section, _person_section, _picture_section):
+        section(doc, rows)
+    return doc.markdown()
 
 
 def run_demo(out: str | Path = "posefix-demo", checkpoint: str | Path | None = None

@@ -12,27 +12,27 @@ from ..errors import InputError
 from ..evaluate import evaluate
 from ..formats import read_poses, sniff_format, to_detections
 from ..io import Detections, GroundTruth, load_ground_truth, load_results
-from ..spec import KeypointSpec
+from ..options import EvaluateOptions, with_overrides
 
 __all__ = ["evaluate_files", "load_evaluation_inputs", "require_persons"]
 
 
 def load_evaluation_inputs(
-    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, split: str | None = None, format: str | None = None,
+    gt_path: str | Path, results_path: str | Path, options: EvaluateOptions,
 ) -> tuple[GroundTruth, Detections, int]:
-    """Load ground truth (only its images of ``split``, if given) and results for
-    evaluation; the results in any format of :mod:`posefix.formats` (``format`` None:
-    detected), as ``posefix refine`` reads them.
+    """Load ground truth (only its images of ``options.split``, if given) and results for
+    evaluation; the results in any format of :mod:`posefix.formats` (``options.format``
+    None: detected), as ``posefix refine`` reads them.
 
     Returns ``(gt, dets, num_unknown)``: detections on images the ground truth does not
     list are dropped and counted (with a warning), or raise :class:`InputError` naming the
     first one if ``strict``. A ground truth without a person to evaluate against is an
     :class:`InputError` (pycocotools would give AP -1 without a word).
     """
-    gt = load_ground_truth(gt_path, spec=spec, split=split)
+    strict = options.strict
+    gt = load_ground_truth(gt_path, spec=options.spec, split=options.split)
     require_persons(gt, gt_path, "nothing to evaluate against")
-    fmt = format or sniff_format(results_path)
+    fmt = options.format or sniff_format(results_path)
     if fmt != "coco" or Path(results_path).is_dir():
         poses = read_poses(results_path, gt.spec, fmt, gt.images, strict)
         dets = to_detections(poses, gt.images, results_path, strict)
@@ -61,19 +61,22 @@ def require_persons(gt: GroundTruth, path: str | Path, why: str) -> None:
 
 
 def evaluate_files(
-    gt_path: str | Path, results_path: str | Path, spec: KeypointSpec | str | None = None,
-    strict: bool = False, split: str | None = None, format: str | None = None,
+    gt_path: str | Path, results_path: str | Path, options: EvaluateOptions | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate a COCO keypoint results file against an annotation file (only its images
-    of ``split``, if given: see :func:`posefix.io.load_ground_truth`).
+    of ``options.split``, if given: see :func:`posefix.io.load_ground_truth`).
+
+    ``options``: how the inputs are read (:class:`posefix.options.EvaluateOptions`);
+    ``overrides``: its fields as keywords (``strict=True``), the older call form.
 
     Returns the :data:`posefix.evaluate.STAT_NAMES` statistics plus ``num_images``, ``num_ground_truth``
     (persons that count: not crowd, with labelled keypoints), ``num_detections``,
     ``skipped_unknown_image`` (detections on images not in the ground truth), ``spec``,
     ``gt`` and ``results``.
     """
-    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, spec, strict, split,
-                                                 format)
+    options = with_overrides(EvaluateOptions, options, overrides)
+    gt, dets, n_unknown = load_evaluation_inputs(gt_path, results_path, options)
     stats: dict[str, Any] = dict(evaluate(gt, dets))
     counted = gt.counted
     stats.update({

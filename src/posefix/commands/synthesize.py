@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from ..io import load_ground_truth, load_results
 from ..jsonfiles import round_like_python, write_json_list_atomic
+from ..options import SynthesizeOptions, with_overrides
 from ..outputs import check_outputs
-from ..profile import ErrorProfile
-from ..spec import KeypointSpec, load_spec
+from ..spec import load_spec
 from ..synthesis import estimates_for, overlap_index, synthesize
 
 __all__ = ["synthesize_file"]
@@ -21,11 +22,8 @@ __all__ = ["synthesize_file"]
 def synthesize_file(
     gt_path: str | Path,
     out_path: str | Path,
-    spec: KeypointSpec | str | None = None,
-    profile: ErrorProfile | str = "default",
-    seed: int = 0,
-    trainset_results: str | Path | None = None,
-    iou: float = 0.1,
+    options: SynthesizeOptions | None = None,
+    **overrides: Any,
 ) -> Path:
     """Write synthesized input poses for a COCO keypoint file as a COCO results file.
 
@@ -34,10 +32,12 @@ def synthesize_file(
     extra fields (ignored by COCO tools): ``gt_ann_id`` and ``error_types``, the taxonomy
     code of each keypoint (-1 where none was synthesized). Written atomically, never over
     an input (:func:`posefix.outputs.check_outputs`, before any work); a ground truth
-    without such a person is an :class:`~posefix.errors.InputError`.
+    without such a person is an :class:`~posefix.errors.InputError`. ``options``: how
+    (:class:`posefix.options.SynthesizeOptions`); ``overrides``: its fields as keywords
+    (``seed=1``), the older call form.
     """
-    if seed < 0:
-        raise InputError(out_path, f"seed must be an integer >= 0, got {seed}")
+    options = with_overrides(SynthesizeOptions, options, overrides)
+    spec, profile, trainset_results = options.spec, options.profile, options.trainset_results
     check_outputs({"--out": out_path}, inputs={
         "gt": gt_path, "trainset results": trainset_results,
         **{k: Path(v) for k, v in (("spec", spec), ("profile", profile))
@@ -49,7 +49,7 @@ def synthesize_file(
         raise InputError(gt_path, f"has no person with a labelled keypoint ({len(gt)} "
                          f"annotation(s), {len(gt.images)} image(s)): nothing to synthesize "
                          "from")
-    idx = overlap_index(gt, rows, iou)
+    idx = overlap_index(gt, rows, options.iou)
     others = gt.keypoints[np.maximum(idx, 0)].copy()
     others[idx < 0] = 0.0
     estimated = None
@@ -57,7 +57,7 @@ def synthesize_file(
         dets = load_results(trainset_results, spec, image_ids=gt.images.keys())
         estimated = estimates_for(gt, dets, rows)
     poses, types = synthesize(
-        gt.keypoints[rows], gt.areas[rows], spec, profile, np.random.default_rng(seed),
+        gt.keypoints[rows], gt.areas[rows], spec, profile, np.random.default_rng(options.seed),
         others=others, estimated=estimated, others_areas=gt.areas[np.maximum(idx, 0)],
     )
     return write_json_list_atomic(out_path, _entries(

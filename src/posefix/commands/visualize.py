@@ -8,8 +8,9 @@ video.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from ..errors import InputError
 from ..formats import image_list_from_keys, read_poses, sniff_format, to_detections
 from ..images import load_image, save_png
 from ..io import Detections, ImageInfo, load_ground_truth, load_results, resolve_image_path
+from ..options import VisualizeOptions, with_overrides
 from ..outputs import check_outputs, check_written, folder_inputs
 from ..spec import KeypointSpec, load_spec
 from ..visualize import render_panels
@@ -43,17 +45,8 @@ def _guess_image_file(root: Path, image_id: int) -> Path | None:
 
 
 def visualize_files(
-    images: str | Path,
-    out: str | Path,
-    gt: str | Path | None = None,
-    results: Sequence[str] = (),
-    spec: KeypointSpec | str | None = None,
-    min_score: float = 0.0,
-    max_images: int | None = None,
-    *,
-    max_side: int | None = 640,
-    exif: str = "auto",
-    format: str | None = None,
+    images: str | Path, out: str | Path, options: VisualizeOptions | None = None,
+    **overrides: Any,
 ) -> list[Path]:
     """Draw ground truth and results files side by side, one PNG per image.
 
@@ -61,26 +54,23 @@ def visualize_files(
         images: image folder.
         out: output folder (created); each file is named after its image's path relative
             to the image folder, separators replaced by ``_`` (``000000040083.png``).
-        gt: COCO annotations: drawn as the first panel, and they map image ids to files.
-            Without it, image ``N`` is looked up as ``<images>/<N as 12 digits>.jpg`` (the
-            COCO naming), then ``<images>/<N>.jpg`` (also ``.jpeg``, ``.png``).
-        results: ``[LABEL=]FILE`` results files, one panel each (label: the file stem), in
-            any format of :mod:`posefix.formats` (poses keyed by image name need no ``gt``:
-            the names are files in ``images``).
-        spec: keypoint layout (default: from ``gt``, else ``coco17``).
-        min_score: hide detections whose person score is below this.
-        max_images: draw at most this many images (in image-id order).
-        max_side: longer side of each panel in pixels (None: full size).
-        exif: EXIF orientation handling (see :func:`posefix.images.load_image`).
-        format: the format of every results file (None: each detected).
+        options: what is drawn (:class:`posefix.options.VisualizeOptions`): ``gt``, COCO
+            annotations, is drawn as the first panel and maps image ids to files; without
+            it, image ``N`` is looked up as ``<images>/<N as 12 digits>.jpg`` (the COCO
+            naming), then ``<images>/<N>.jpg`` (also ``.jpeg``, ``.png``). ``results``
+            named by image (not id) need no ``gt``: the names are files in ``images``.
+        overrides: ``options``' fields as keywords (``gt=..., results=[...]``), the older
+            call form.
 
     Returns:
         The written PNG paths (each written atomically; ``out`` is checked before any work
         and each picture before it is written: never over an input).
     """
+    o = with_overrides(VisualizeOptions, options, overrides)
+    gt, spec = o.gt, o.spec
     root = Path(images)
     out_dir = Path(out)
-    parsed = [_parse_results_arg(arg) for arg in results]
+    parsed = [_parse_results_arg(arg) for arg in o.results]
     inputs = {"images": root, "gt": gt,
               "results": [p for _, f in parsed for p in folder_inputs(f)]}
     check_outputs(folders={"--out": out_dir}, inputs=inputs)
@@ -91,10 +81,10 @@ def visualize_files(
     infos: dict[int, ImageInfo] = dict(truth.images) if truth is not None else {}
     panels: list[tuple[str, Detections]] = []
     for label, file in parsed:
-        panels.append((label, _read_panel(file, spec, infos, root, format)))
+        panels.append((label, _read_panel(file, spec, infos, root, o.format)))
     ids = sorted(set(infos) | {int(i) for _, d in panels for i in np.unique(d.image_ids)})
-    if max_images is not None:
-        ids = ids[: max(0, int(max_images))]
+    if o.max_images is not None:
+        ids = ids[: o.max_images]
     written: list[Path] = []  # the folder is made with the first picture (none: no folder)
     for image_id in ids:
         if image_id in infos:
@@ -109,15 +99,15 @@ def visualize_files(
             path, size = found.resolve(), None
         target = check_written(out_dir / f"{_picture_name(path, root)}.png",
                                {**inputs, "image": path})
-        img = load_image(path, exif, size)
+        img = load_image(path, o.exif, size)
         sets = []
         if truth is not None:
             rows = truth.indices_of_image(image_id)
             sets.append(("ground truth", truth.keypoints[rows], None))
         for label, d in panels:
-            rows = np.flatnonzero((d.image_ids == image_id) & (d.scores >= min_score))
+            rows = np.flatnonzero((d.image_ids == image_id) & (d.scores >= o.min_score))
             sets.append((label, d.keypoints[rows], d.scores[rows]))
-        canvas = render_panels(img, sets, spec, max_side=max_side)
+        canvas = render_panels(img, sets, spec, max_side=o.max_side)
         written.append(save_png(target, canvas))
     return written
 
@@ -140,45 +130,42 @@ def _read_panel(file: Path, spec: KeypointSpec, infos: dict[int, ImageInfo], roo
     return to_detections(poses, infos, file)
 
 
-def visualize_video(
-    video: str | Path,
-    out: str | Path,
-    results: Sequence[str] = (),
-    spec: KeypointSpec | str | None = None,
-    min_score: float = 0.0,
-    max_frames: int | None = None,
-    *,
-    max_side: int | None = 640,
-    format: str | None = None,
-) -> Path:
+def visualize_video(video: str | Path, out: str | Path,
+                    options: VisualizeOptions | None = None, **overrides: Any) -> Path:
     """Draw per-frame results files side by side on every frame of a video, as a video.
 
-    ``results`` are ``[LABEL=]FILE`` in any format of :mod:`posefix.formats`, keyed by frame
-    index (as ``posefix refine --video`` writes them); ``out`` is the video to write
-    (``.mp4``, ``.avi``, ...), at the input's frame rate, atomically with the user's umask,
-    never over an input (checked before any work). Returns ``out``.
+    ``options.results`` are ``[LABEL=]FILE`` in any format of :mod:`posefix.formats`, keyed
+    by frame index (as ``posefix refine --video`` writes them), at most
+    ``options.max_images`` frames (:class:`posefix.options.VisualizeOptions`; its ``gt``
+    and ``exif`` are for images, and a ``gt`` is an error here; ``overrides``: its fields
+    as keywords). ``out`` is the video to write (``.mp4``, ``.avi``, ...), at the input's
+    frame rate, atomically with the user's umask, never over an input (checked before any
+    work). Returns ``out``.
     """
     from itertools import islice
 
     from ..video import check_video_path, frame_list, read_frames, video_info, write_video
 
-    parsed = [_parse_results_arg(arg) for arg in results]
+    o = with_overrides(VisualizeOptions, options, overrides)
+    if o.gt is not None:
+        raise ValueError("visualize_video draws no ground truth: options.gt must be None")
+    parsed = [_parse_results_arg(arg) for arg in o.results]
     check_outputs({"--out": out}, inputs={
         "video": video, "results": [p for _, f in parsed for p in folder_inputs(f)]})
     check_video_path(out)
-    spec = load_spec(spec or "coco17")
+    spec = load_spec(o.spec or "coco17")
     frames = frame_list(video)
     panels = []
     for label, file in parsed:
-        poses = read_poses(file, spec, format, images=frames)
+        poses = read_poses(file, spec, o.format, images=frames)
         panels.append((label, to_detections(poses, frames, file, frame_numbers=True)))
 
     def canvases() -> Iterator[np.ndarray]:
-        for index, frame in islice(read_frames(video), max_frames):
+        for index, frame in islice(read_frames(video), o.max_images):
             sets = []
             for label, d in panels:
-                rows = np.flatnonzero((d.image_ids == index) & (d.scores >= min_score))
+                rows = np.flatnonzero((d.image_ids == index) & (d.scores >= o.min_score))
                 sets.append((label, d.keypoints[rows], d.scores[rows]))
-            yield render_panels(frame, sets, spec, max_side=max_side)
+            yield render_panels(frame, sets, spec, max_side=o.max_side)
 
     return write_video(out, canvases(), video_info(video).fps)
