@@ -6,6 +6,7 @@ heavy: the command line builds its parser from it."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from .config import GateOverride
 
 __all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "AnalyzeOptions", "EvaluateOptions",
-           "RefineFileOptions", "RefineOptions", "SynthesizeOptions", "VisualizeOptions",
+           "RefineFileOptions", "RefineOptions", "RefinePaths", "SynthesizeOptions", "VisualizeOptions",
            "with_overrides"]
 
 _Options = TypeVar("_Options")
@@ -125,6 +126,42 @@ class RefineFileOptions:
     split: str | None = None
     out_format: str = "coco"
     progress: bool | None = None
+
+
+@dataclass(frozen=True)
+class RefinePaths:
+    """The files of one ``posefix refine`` run, as :class:`~pathlib.Path` s (a ``str`` or
+    ``os.PathLike`` is converted; anything else is a :class:`TypeError`), built once and
+    handed to :func:`posefix.commands.preflight.check_refine_inputs` and
+    :func:`posefix.commands.refine.refine_paths`.
+
+    Attributes:
+        results: the estimator's results (a file, or a folder of per-image files).
+        out: the refined results to write.
+        images: the image folder.
+        gt: COCO keypoint annotations (the image list and the before/after report).
+        image_list: image id -> file mapping (default: ``gt``).
+        checkpoint: trained checkpoint (None: the shipped demo model).
+        report: folder for the before/after report (needs ``gt``).
+    """
+
+    results: Path
+    out: Path
+    images: Path
+    gt: Path | None = None
+    image_list: Path | None = None
+    checkpoint: Path | None = None
+    report: Path | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"RefinePaths.{f.name} must be a path (str or Path), got "
+                                f"{type(value).__name__}")
+            object.__setattr__(self, f.name, Path(value))
 
 
 def _default(cls: type, name: str) -> Any:
