@@ -248,7 +248,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="crops per network call, 1 to 65536")
     p.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=default("workers"),
                    help=f"image-reading threads, 0 to {MAX_WORKERS} (0: in the main thread)")
-    p.add_argument("--device", type=device_type, default=default("device"),
+    p.add_argument("--device", type=device_type, default="auto",
                    help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (one this machine has)")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto",
                    help="auto: ONNX Runtime on a CPU (the checkpoint exported once and "

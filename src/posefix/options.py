@@ -38,8 +38,9 @@ class RefineOptions:
 
     Attributes:
         box: crop from the input pose (``"pose"``, the reference) or the ``bbox``.
-        flip: flip test (for a model that is not already a :class:`posefix.refiner.Refiner`,
-            which carries its own).
+        flip: flip test (None: on; for a model that is not already a
+            :class:`posefix.refiner.Refiner`: a Refiner is built with its own, and another
+            value given here is a ``ValueError``).
         score: output person score, one of :data:`SCORES`: ``"input"`` keeps the input
             person score; ``"heatmap"`` multiplies it by the mean keypoint confidence of the
             refined pose; ``"quality"`` (needs an error head) by the mean probability that
@@ -48,8 +49,8 @@ class RefineOptions:
         nms: OKS-NMS threshold per image; ``<= 0`` disables it.
         batch_size: crops per forward pass (doubled by the flip test).
         workers: image loading and cropping threads (0: in the calling thread).
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ... (for a model
-            that is not already a :class:`posefix.refiner.Refiner`).
+        device: ``"auto"`` (CUDA if available; also None), ``"cpu"``, ``"cuda:1"``, ... (as
+            ``flip``: for a model that is not already a :class:`posefix.refiner.Refiner`).
         exif: ``"auto"``, ``"apply"`` or ``"ignore"`` the EXIF orientation of image files.
         skip_missing: keep the detections of missing or unreadable images unchanged (and
             count them) instead of raising :class:`posefix.errors.InputError`.
@@ -62,12 +63,12 @@ class RefineOptions:
     """
 
     box: str = "pose"
-    flip: bool = True
+    flip: bool | None = None
     score: str = DEFAULT_SCORE
     nms: float = 0.9
     batch_size: int = 32
     workers: int = 2
-    device: Any = "auto"
+    device: Any = None
     exif: str = "auto"
     skip_missing: bool = False
     progress: bool = False

@@ -113,7 +113,7 @@ def refine_paths(paths: RefinePaths, options: RefineFileOptions | None = None,
     show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
     refined, counts = refine_detections(
-        inputs.dets, paths_of, refiner, None, replace(o.refine, progress=show),
+        inputs.dets, paths_of, refiner, None, _run_options(o.refine, show),
         image_sizes=sizes, inplace=inputs.truth is None and report is None)  # else compared
     seconds = time.perf_counter() - start
     _write_refined(paths.out, refined, o.out_format, inputs.poses, inputs.infos)
@@ -208,12 +208,17 @@ def _image_paths(inputs: _Inputs, root: Path, skip_missing: bool) -> dict[int, P
     return paths
 
 
+def _run_options(options: RefineOptions, progress: bool) -> RefineOptions:
+    """``options`` for the refiner built from them: its flip test and device are its own."""
+    return replace(options, flip=None, device=None, progress=progress)
+
+
 def _summary(refiner: Refiner, options: RefineOptions, counts: RefineCounts, seconds: float,
              **files: str) -> dict[str, Any]:
     """The summary's files, settings, counts and timing."""
     return {
         **files, "backend": refiner.description, "device": str(refiner.device),
-        "spec": refiner.spec.name, "box": options.box, "flip": bool(options.flip),
+        "spec": refiner.spec.name, "box": options.box, "flip": refiner.flip,
         "score": options.score, "nms": float(options.nms),
         "batch_size": int(options.batch_size), "workers": int(options.workers),
         **counts.to_dict(), "seconds": round(seconds, 3),
@@ -266,10 +271,10 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
     with_box = _boxes_given(dets, o.refine.box, results_p)
     show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
-    refined, counts = refine_video(dets, video, refiner, replace(o.refine, progress=show))
+    refined, counts = refine_video(dets, video, refiner, _run_options(o.refine, show))
     seconds = time.perf_counter() - start
     _write_refined(out_p, refined, o.out_format, poses, frames, frame_numbers=True)
-    summary = _summary(refiner, replace(o.refine, workers=0, flip=refiner.flip), counts,
+    summary = _summary(refiner, replace(o.refine, workers=0), counts,
                        seconds, results=str(results_p), video=str(video), out=str(out_p))
     summary["box_from_bbox"] = with_box
     summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "
