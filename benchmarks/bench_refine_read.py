@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 from posefix.commands.preflight import check_refine_inputs  # noqa: E402
 from posefix.formats import read_poses  # noqa: E402
 from posefix.io import load_ground_truth  # noqa: E402
+from posefix.options import RefinePaths  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "coco"
 
@@ -45,12 +46,12 @@ def main() -> None:
         results.write_text(json.dumps([rows[i % len(rows)] for i in range(a.detections)]))
 
         def again() -> None:
-            check_refine_inputs(results, out, DATA, gt)
+            check_refine_inputs(RefinePaths(results, out, DATA, gt))
             truth = load_ground_truth(gt, spec="coco17", image_root=DATA)
             read_poses(results, "coco17", "coco", dict(truth.images))
 
         def reused() -> None:
-            checked = check_refine_inputs(results, out, DATA, gt)
+            checked = check_refine_inputs(RefinePaths(results, out, DATA, gt))
             read_poses(results, "coco17", "coco", dict(checked.truth.images),
                        coco=checked.results)
 

@@ -166,3 +166,31 @@ def test_the_docs_python_examples_run_as_written(page: str, section: str, most_l
     assert len([line for line in code.splitlines() if line.strip()]) <= most_lines
     exec(compile(code, page, "exec"), {})
     assert capsys.readouterr().out.startswith("(4, 17, 3)")  # the four MoveNet persons
+
+
+@pytest.mark.parametrize("option", [{"flip": False}, {"device": "meta"}])
+def test_a_refiners_own_flip_and_device_are_not_overridden_silently(
+        ungated: posefix.Refiner, option: dict) -> None:
+    # refine() and refine_images treat flip/device alike: the Refiner's own value (or
+    # none) passes; another value is a ValueError naming it, not silently ignored.
+    from posefix.io import Detections
+    from posefix.options import RefineOptions
+    from posefix.refine import refine
+
+    image = load_image(SAMPLE / json.loads(
+        (SAMPLE / "annotations.json").read_text())["images"][0]["file_name"])
+    kp = np.array([d["keypoints"] for d in json.loads((SAMPLE / "movenet.json").read_text())
+                   ][:1], np.float32).reshape(1, -1, 3)
+    dets = Detections(np.zeros(1, np.int64), kp.astype(np.float64), np.ones(1),
+                      np.full((1, 4), np.nan), np.ones(1, np.int64))
+    name = next(iter(option))
+    said = rf"{name}=.*this Refiner was built with its own"
+    with pytest.raises(ValueError, match=said):
+        ungated.refine_images([image], [kp], **option)
+    with pytest.raises(ValueError, match=said):
+        refine(dets, {0: image}.__getitem__, ungated, options=RefineOptions(workers=0, **option))
+    own = {"flip": ungated.flip, "device": str(ungated.device)}[name]
+    got = ungated.refine_images([image], [kp], **{name: own})[0]
+    refined = refine(dets, {0: image}.__getitem__, ungated,
+                     options=RefineOptions(workers=0, nms=0, **{name: own}))
+    assert got.keypoints.shape == refined.keypoints.shape

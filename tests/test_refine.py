@@ -662,22 +662,24 @@ def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoi
     import warnings
 
     from posefix.commands.preflight import check_refine_inputs
+    from posefix.commands.refine import refine_paths
+    from posefix.options import RefinePaths
 
     gt, results = tmp_path / "gt.json", tmp_path / "in.json"
     gt.write_text((coco_dir / "test_coco.json").read_text())
     dets = json.loads((coco_dir / "blazepose_gtboxes.json").read_text())
     results.write_text(json.dumps([*dets, {**dets[0], "image_id": 99}]))
     o = RefineFileOptions(RefineOptions(workers=0, device="cpu"))
-    checked = check_refine_inputs(results, tmp_path / "o.json", coco_dir, gt,
-                                  checkpoint=tiny_checkpoint, options=o)
+    checked = check_refine_inputs(RefinePaths(results, tmp_path / "o.json", coco_dir, gt,
+                                              checkpoint=tiny_checkpoint), o)
     assert checked.truth is not None and len(checked.results) == len(dets) + 1
     assert checked.format == "coco"
 
     def run(name: str, **kw: Any) -> tuple[dict[str, Any], list[Any], list[str]]:
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            s = refine_files(tiny_checkpoint, coco_dir, results, tmp_path / name, gt,
-                             options=o, **kw)
+            s = refine_paths(RefinePaths(results, tmp_path / name, coco_dir, gt,
+                                         checkpoint=tiny_checkpoint), o, **kw)
         return s, json.loads((tmp_path / name).read_text()), [str(w.message) for w in said]
 
     want, want_out, want_said = run("want.json")
@@ -688,12 +690,25 @@ def test_refine_files_uses_what_the_preflight_read(tmp_path: Path, tiny_checkpoi
     results.write_text(json.dumps(dets[1:]))
     with monkeypatch.context() as m:  # the paths were checked: not again
         m.setattr("posefix.commands.refine.check_refine_paths", _must_not_run)
-        got, got_out, got_said = run("got.json", checked=checked)
+        got, got_out, got_said = run("o.json", checked=checked)
     assert got_out == want_out and got_said == want_said
     assert got["ap_before"] == want["ap_before"] and got["ap_after"] == want["ap_after"]
     assert got["error_changes"] == want["error_changes"]
     changed, changed_out, _ = run("changed.json")  # the changed files, read again
     assert len(changed_out) == len(dets) - 1 and changed["ap_before"] != want["ap_before"]
+    with pytest.raises(ValueError, match="checked inputs are of"):  # another run's checks
+        run("other.json", checked=checked)
+
+
+def test_refine_paths_are_paths() -> None:
+    from posefix.options import RefinePaths
+
+    p = RefinePaths("in.json", "out.json", "images", gt="gt.json")
+    assert p.results == Path("in.json") and p.gt == Path("gt.json") and p.report is None
+    with pytest.raises(TypeError, match=r"RefinePaths\.images must be a path"):
+        RefinePaths("in.json", "out.json", None)
+    with pytest.raises(TypeError, match=r"RefinePaths\.gt must be a path"):
+        RefinePaths("in.json", "out.json", "images", gt=3)
 
 
 def test_group_by_image_chunks_rows_of_the_detections_as_they_are() -> None:

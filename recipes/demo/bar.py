@@ -27,36 +27,24 @@ The shipped model's refined files are kept in ``--out`` and reused by the next r
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from common import DATA, with_overrides
 
 from posefix.checkpoint import default_checkpoint_path
 from posefix.commands.refine import refine_files
+from posefix.comparison import compare_results, person_oks
 from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
 from posefix.io import GroundTruth, load_ground_truth, load_results
 from posefix.options import RefineFileOptions, RefineOptions
-from posefix.taxonomy import ERROR_TYPES, GOOD
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import DATA, _with_overrides  # noqa: E402
+from posefix.taxonomy import ERROR_TYPES
 
 INPUTS = {"BlazePose": "blazepose_gtboxes.json", "MoveNet MultiPose": "movenet_multipose.json",
           "PoseNet single": "posenet_gtboxes.json", "PoseNet multi": "posenet_multi.json"}
 STRONG = ("BlazePose", "MoveNet MultiPose")
-
-
-def by_person(gt: GroundTruth, results: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(G,) OKS of each ground-truth person's match (NaN: unmatched) and (G, K) error type
-    of each of its keypoints (-1: unmatched or unlabelled)."""
-    dg = classify_keypoints(gt, load_results(results, gt.spec, image_ids=gt.images))
-    oks, labels = np.full(len(gt.keypoints), np.nan), np.full(gt.keypoints.shape[:2], -1)
-    oks[dg.gt_index], labels[dg.gt_index] = dg.oks, dg.labels
-    return oks, labels
 
 
 def refine(checkpoint: Path, gt: GroundTruth, results: Path, out: Path, backend: str,
@@ -72,22 +60,24 @@ def refine(checkpoint: Path, gt: GroundTruth, results: Path, out: Path, backend:
 
 def measure(checkpoint: Path, gt: GroundTruth, results: Path, out: Path,
             backend: str) -> dict[str, Any]:
-    """One checkpoint on one input: AP, moved-only AP, the OKS means, fixed and made."""
+    """One checkpoint on one input: AP, moved-only AP, the OKS means, fixed and made
+    (:func:`posefix.comparison.compare_results`: keypoints of the persons matched before and
+    after)."""
     full = refine(checkpoint, gt, results, out / "refined.json", backend)
     moved = refine(checkpoint, gt, results, out / "moved.json", backend, score="input",
                    nms=0.0)
-    (o0, l0), (o1, l1) = by_person(gt, results), by_person(gt, full)
-    both = np.isfinite(o0) & np.isfinite(o1)
-    return {"ap": evaluate(gt, load_results(full, gt.spec, image_ids=gt.images))["AP"],
+    before, after = (load_results(p, gt.spec, image_ids=gt.images) for p in (results, full))
+    diagnoses = (classify_keypoints(gt, before), classify_keypoints(gt, after))
+    c = compare_results(gt, before, after, diagnoses)
+    every = [float(person_oks(gt, d, dg)[0].mean())  # 0 where unmatched
+             for d, dg in zip((before, after), diagnoses, strict=True)]
+    ch = c["error_changes"]
+    return {"ap": c["ap_after"]["AP"],
             "moved_ap": evaluate(gt, load_results(moved, gt.spec, image_ids=gt.images))["AP"],
-            "oks_both": (float(o0[both].mean()), float(o1[both].mean())),
-            "oks_all": (float(np.nan_to_num(o0).mean()), float(np.nan_to_num(o1).mean())),
-            "oks_matched": (float(np.nanmean(o0)), float(np.nanmean(o1))),
-            "fixed": int(((l0 >= 0) & (l0 != GOOD) & (l1 == GOOD)).sum()),
-            "made": int(((l0 == GOOD) & (l1 >= 0) & (l1 != GOOD)).sum()),
-            "by_type": {t: (int(((l0 == c) & (l1 == GOOD)).sum()),
-                            int(((l0 == GOOD) & (l1 == c)).sum()))
-                        for c, t in enumerate(ERROR_TYPES) if c != GOOD}}
+            "oks_both": tuple(c["mean_oks_both"]), "oks_all": tuple(every),
+            "oks_matched": (c["mean_oks_before"], c["mean_oks_after"]),
+            "fixed": sum(ch["fixed"].values()), "made": sum(ch["made"].values()),
+            "by_type": {t: (ch["fixed"][t], ch["made"][t]) for t in ch["fixed"]}}
 
 
 def verdict(name: str, ap0: float, r: dict[str, Any], shipped_ap: float) -> list[str]:
@@ -125,7 +115,7 @@ def main() -> None:
     kinds = ["| input | model | " + " | ".join(f"{t} fixed / made" for t in types) + " |",
              "| --- | --- |" + " --- |" * len(types)]
     with tempfile.TemporaryDirectory() as tmp:
-        candidate = _with_overrides(args.checkpoint, args.set, Path(tmp))
+        candidate = with_overrides(args.checkpoint, args.set, Path(tmp))
         for name, file in INPUTS.items():
             results = DATA / "lsp" / file
             ap0 = evaluate(gt, load_results(results, gt.spec, image_ids=gt.images))["AP"]

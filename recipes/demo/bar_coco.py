@@ -36,12 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import DATA, with_overrides
 
 from posefix.checkpoint import default_checkpoint_path
 from posefix.commands.refine import refine_files
@@ -54,9 +54,6 @@ from posefix.spec import load_spec
 from posefix.taxonomy import ERROR_TYPES
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from evaluate import DATA, _with_overrides  # noqa: E402
-
 HELD_OUT = load_config(HERE / "coco_finetune.yaml").data.val[0].image_files
 #: The image sets: ground truth, image folder, the images checked (default: all), keypoints
 #: left out of the ground truth, the folder of the estimators' outputs (default: the gt's).
@@ -197,7 +194,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = {"shipped": default_checkpoint_path(),
-                 "candidate": _with_overrides(args.checkpoint, args.set, Path(tmp))}
+                 "candidate": with_overrides(args.checkpoint, args.set, Path(tmp))}
         for name, spec in INPUTS.items():
             gt_path, images, results = pooled(spec["sets"], spec["file"], args.out / "inputs")
             if spec.get("judged", True):

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
+from common import DATA
 from PIL import Image
 
 from posefix.diagnosis import classify_keypoints
@@ -36,9 +36,6 @@ from posefix.io import Detections, GroundTruth, load_ground_truth, load_results
 from posefix.refiner import Refiner
 from posefix.similarity import oks_nms
 from posefix.taxonomy import GOOD
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import DATA  # noqa: E402
 
 INPUTS = {"BlazePose": "blazepose_gtboxes.json", "MoveNet MultiPose": "movenet_multipose.json",
           "PoseNet single": "posenet_gtboxes.json", "PoseNet multi": "posenet_multi.json"}

@@ -27,44 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import DATA, SUITES, held_out_subset, with_overrides
 
-from posefix.checkpoint import default_checkpoint_path, load_checkpoint, save_checkpoint
+from posefix.checkpoint import default_checkpoint_path
 from posefix.commands.refine import refine_files
 from posefix.commands.synthesize import synthesize_file
-from posefix.config import override_config
 from posefix.diagnosis import classify_keypoints
 from posefix.io import load_ground_truth, load_results
 from posefix.jsonfiles import read_json, write_json_atomic
 from posefix.options import RefineFileOptions, RefineOptions
 from posefix.taxonomy import ERROR_TYPES
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
-SUITES: dict[str, list[dict[str, Any]]] = {
-    "lsp": [{"name": "lsp", "gt": "lsp/coco17.json", "split": "test",
-             "inputs": ["blazepose_gtboxes.json", "movenet_multipose.json",
-                        "posenet_gtboxes.json", "posenet_multi.json"]}],
-    "multi": [
-        {"name": "coco", "gt": "coco/test_coco.json",
-         "files": ["000000040083.jpg", "000000196141.jpg"],
-         "inputs": ["blazepose_gtboxes.json", "blazepose_detboxes.json",
-                    "movenet_multipose.json"]},
-        {"name": "ochuman", "gt": "ochuman/test_ochuman.json", "files": ["003896.jpg"],
-         "inputs": ["blazepose_gtboxes.json", "movenet_multipose.json"]},
-    ],
-}
-
-
-def _subset(entry: dict[str, Any], out: Path) -> tuple[Path, set[int]]:
-    """The held-out part of a ground-truth file, written to ``out``; its image ids."""
-    data = read_json(DATA / entry["gt"])
-    keep = [i for i in data["images"]
-            if ("split" not in entry or i.get("split") == entry["split"])
-            and ("files" not in entry or i["file_name"] in entry["files"])]
-    ids = {i["id"] for i in keep}
-    data["images"] = keep
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
-    return write_json_atomic(out / f"{entry['name']}_held_out.json", data), ids
 
 
 def per_keypoint_ks(gt_path: Path, before: Path, after: Path) -> dict[str, float]:
@@ -86,7 +58,7 @@ def run_suite(checkpoint: Path, suite: str, out: Path) -> list[dict[str, Any]]:
     """Refine every input of a suite; one row of numbers per input."""
     rows = []
     for entry in SUITES[suite]:
-        gt, ids = _subset(entry, out)
+        gt, ids = held_out_subset(entry, out)
         inputs = {"synthesized (seed 0)": synthesize_file(gt, out / f"{entry['name']}_synth.json",
                                                           seed=0)}
         for name in entry["inputs"]:
@@ -133,19 +105,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _with_overrides(checkpoint: Path, overrides: list[str], tmp: Path) -> Path:
-    """The checkpoint with ``model.*`` decoding options overridden (e.g. the error gate)."""
-    if not overrides:
-        return checkpoint
-    ck = load_checkpoint(checkpoint)
-    config = override_config(ck.config, overrides)  # validated as the checkpoint's own
-    model_cfg = config.model
-    ck.model.error_gate = model_cfg.error_gate
-    ck.model.decode_radius = model_cfg.decode_radius
-    return save_checkpoint(tmp / "overridden.pt", model=ck.model, config=config, spec=ck.spec,
-                           extra=ck.extra)
-
-
 def main() -> None:
     """Refine every held-out input and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -159,7 +118,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint_path()
     with tempfile.TemporaryDirectory() as tmp:
-        ck = _with_overrides(checkpoint, args.set, Path(tmp))
+        ck = with_overrides(checkpoint, args.set, Path(tmp))
         rows = [r for suite in args.suite for r in run_suite(ck, suite, out)]
     write_json_atomic(out / "results.json", rows, indent=2)
     print(markdown(rows))

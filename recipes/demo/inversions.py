@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
+from common import DATA
 
 from posefix.diagnosis import classify_keypoints
 from posefix.evaluate import evaluate
@@ -39,9 +39,6 @@ from posefix.profile import correlated_events, load_profile
 from posefix.similarity import keypoint_similarity, ks_distance
 from posefix.synthesis import synthesize
 from posefix.taxonomy import ABSENT, GOOD, INVERSION
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import DATA  # noqa: E402
 
 INPUTS = {"BlazePose": "blazepose_gtboxes.json", "MoveNet MultiPose": "movenet_multipose.json",
           "PoseNet single": "posenet_gtboxes.json", "PoseNet multi": "posenet_multi.json"}

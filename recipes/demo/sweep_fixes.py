@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import DATA, SUITES, held_out_subset
 
 from posefix.checkpoint import load_checkpoint
 from posefix.commands.synthesize import synthesize_file
@@ -37,9 +37,6 @@ from posefix.options import RefineOptions
 from posefix.refine import refine_detections
 from posefix.similarity import oks_nms
 from posefix.taxonomy import ERROR_TYPES
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import DATA, SUITES, _subset  # noqa: E402
 
 
 class Recorder:
@@ -166,7 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for suite in args.suite:
             for entry in SUITES[suite]:
-                gt, ids = _subset(entry, Path(tmp))
+                gt, ids = held_out_subset(entry, Path(tmp))
                 images = DATA / Path(entry["gt"]).parent
                 inputs = {"synthesized": synthesize_file(gt, Path(tmp) / "synth.json", seed=0)}
                 for name in entry["inputs"]:

@@ -29,6 +29,7 @@ from .options import (
     EvaluateOptions,
     RefineFileOptions,
     RefineOptions,
+    RefinePaths,
     SynthesizeOptions,
     VisualizeOptions,
 )
@@ -247,7 +248,7 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                    help="crops per network call, 1 to 65536")
     p.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=default("workers"),
                    help=f"image-reading threads, 0 to {MAX_WORKERS} (0: in the main thread)")
-    p.add_argument("--device", type=device_type, default=default("device"),
+    p.add_argument("--device", type=device_type, default="auto",
                    help="'cpu', 'cuda', 'cuda:1', ... or 'auto' (one this machine has)")
     p.add_argument("--backend", choices=list(BACKENDS), default="auto",
                    help="auto: ONNX Runtime on a CPU (the checkpoint exported once and "
@@ -340,7 +341,7 @@ def _cmd_refine(a: argparse.Namespace) -> int:
     if reason is not None:
         raise InputError("--device", reason)
     options = _refine_options(a)
-    checked = None
+    checked = paths = None
     if a.video:
         for flag, value in (("--gt", a.gt), ("--image-list", a.image_list),
                             ("--report", a.report), ("--split", a.split)):
@@ -348,13 +349,13 @@ def _cmd_refine(a: argparse.Namespace) -> int:
                 raise InputError(a.video, f"{flag} does not apply to --video (frames are "
                                  "images 0, 1, ...)")
     else:  # the input files first: importing torch and loading the model take seconds
-        checked = check_refine_inputs(a.results, a.out, a.images, a.gt, a.image_list,
-                                      a.checkpoint, a.report, options)
-    from .commands.refine import refine_files, refine_video_file
+        paths = RefinePaths(a.results, a.out, a.images, a.gt, a.image_list, a.checkpoint,
+                            a.report)
+        checked = check_refine_inputs(paths, options)
+    from .commands.refine import refine_paths, refine_video_file
 
     summary = (refine_video_file(a.checkpoint, a.video, a.results, a.out, options) if a.video
-               else refine_files(a.checkpoint, a.images, a.results, a.out, a.gt, a.image_list,
-                                 a.report, options, checked))
+               else refine_paths(paths, options, checked))
     _print_json(summary) if a.json else print(summary.get("text", ""))
     if "report" in summary and not a.json:
         print(f"report written to {summary['report']}")

@@ -6,6 +6,7 @@ heavy: the command line builds its parser from it."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from .config import GateOverride
 
 __all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "AnalyzeOptions", "EvaluateOptions",
-           "RefineFileOptions", "RefineOptions", "SynthesizeOptions", "VisualizeOptions",
+           "RefineFileOptions", "RefineOptions", "RefinePaths", "SynthesizeOptions", "VisualizeOptions",
            "with_overrides"]
 
 _Options = TypeVar("_Options")
@@ -37,8 +38,9 @@ class RefineOptions:
 
     Attributes:
         box: crop from the input pose (``"pose"``, the reference) or the ``bbox``.
-        flip: flip test (for a model that is not already a :class:`posefix.refiner.Refiner`,
-            which carries its own).
+        flip: flip test (None: on; for a model that is not already a
+            :class:`posefix.refiner.Refiner`: a Refiner is built with its own, and another
+            value given here is a ``ValueError``).
         score: output person score, one of :data:`SCORES`: ``"input"`` keeps the input
             person score; ``"heatmap"`` multiplies it by the mean keypoint confidence of the
             refined pose; ``"quality"`` (needs an error head) by the mean probability that
@@ -47,8 +49,8 @@ class RefineOptions:
         nms: OKS-NMS threshold per image; ``<= 0`` disables it.
         batch_size: crops per forward pass (doubled by the flip test).
         workers: image loading and cropping threads (0: in the calling thread).
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ... (for a model
-            that is not already a :class:`posefix.refiner.Refiner`).
+        device: ``"auto"`` (CUDA if available; also None), ``"cpu"``, ``"cuda:1"``, ... (as
+            ``flip``: for a model that is not already a :class:`posefix.refiner.Refiner`).
         exif: ``"auto"``, ``"apply"`` or ``"ignore"`` the EXIF orientation of image files.
         skip_missing: keep the detections of missing or unreadable images unchanged (and
             count them) instead of raising :class:`posefix.errors.InputError`.
@@ -61,12 +63,12 @@ class RefineOptions:
     """
 
     box: str = "pose"
-    flip: bool = True
+    flip: bool | None = None
     score: str = DEFAULT_SCORE
     nms: float = 0.9
     batch_size: int = 32
     workers: int = 2
-    device: Any = "auto"
+    device: Any = None
     exif: str = "auto"
     skip_missing: bool = False
     progress: bool = False
@@ -125,6 +127,42 @@ class RefineFileOptions:
     split: str | None = None
     out_format: str = "coco"
     progress: bool | None = None
+
+
+@dataclass(frozen=True)
+class RefinePaths:
+    """The files of one ``posefix refine`` run, as :class:`~pathlib.Path` s (a ``str`` or
+    ``os.PathLike`` is converted; anything else is a :class:`TypeError`), built once and
+    handed to :func:`posefix.commands.preflight.check_refine_inputs` and
+    :func:`posefix.commands.refine.refine_paths`.
+
+    Attributes:
+        results: the estimator's results (a file, or a folder of per-image files).
+        out: the refined results to write.
+        images: the image folder.
+        gt: COCO keypoint annotations (the image list and the before/after report).
+        image_list: image id -> file mapping (default: ``gt``).
+        checkpoint: trained checkpoint (None: the shipped demo model).
+        report: folder for the before/after report (needs ``gt``).
+    """
+
+    results: Path
+    out: Path
+    images: Path
+    gt: Path | None = None
+    image_list: Path | None = None
+    checkpoint: Path | None = None
+    report: Path | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"RefinePaths.{f.name} must be a path (str or Path), got "
+                                f"{type(value).__name__}")
+            object.__setattr__(self, f.name, Path(value))
 
 
 def _default(cls: type, name: str) -> Any:

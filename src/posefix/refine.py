@@ -17,7 +17,7 @@ from .crops import ImageSource
 from .io import Detections
 from .options import RefineOptions
 from .pipeline import RefineCounts, run_pipeline
-from .refiner import as_refiner
+from .refiner import Refiner, as_refiner, check_refiner_options
 from .spec import KeypointSpec
 
 __all__ = ["refine", "refine_detections"]
@@ -44,7 +44,11 @@ def refine_detections(
     first appearance), less the poses that OKS-NMS suppressed.
     """
     options = options if options is not None else RefineOptions()
-    refiner = as_refiner(model, spec, input_size, options.device, options.flip)
+    if isinstance(model, Refiner):
+        check_refiner_options(model, flip=options.flip, device=options.device)
+    refiner = as_refiner(model, spec, input_size,
+                         "auto" if options.device is None else options.device,
+                         True if options.flip is None else options.flip)
     writer = run_pipeline(detections, images, refiner, options, padding, image_sizes,
                           inplace=inplace)
     counts = writer.counts
@@ -79,7 +83,8 @@ def refine(
         options: how to refine (:class:`posefix.options.RefineOptions`: box, flip test,
             score, OKS-NMS, batch size, workers, device, EXIF, skip missing images,
             progress; default: its defaults). ``flip`` and ``device`` apply to what is not
-            already a :class:`~posefix.refiner.Refiner`.
+            already a :class:`~posefix.refiner.Refiner`; given with a Refiner, a value other
+            than its own is a ``ValueError``, as for :meth:`Refiner.refine_images`.
         input_size: crop (height, width), for a bare network without ``input_size``.
         padding: box padding (default: the refiner's, i.e. the checkpoint's
             ``data.bbox_padding``, else 1.25).

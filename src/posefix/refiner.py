@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .checkpoint import LoadedCheckpoint
 
 __all__ = ["BACKENDS", "Predictor", "RefinedPerson", "RefinedPoses", "Refiner", "as_refiner",
-           "load_refiner", "resolve_device"]
+           "check_refiner_options", "load_refiner", "resolve_device"]
 
 #: The networks :func:`load_refiner` runs.
 
@@ -451,9 +451,8 @@ class Refiner:
             return []
         frames = [_checked_image(im, i, color) for i, im in enumerate(images)]
         dets = _detections(keypoints, scores, boxes, self.spec.num_keypoints)
-        if "flip" in options or "device" in options:
-            raise TypeError("a Refiner carries its own flip test and device (Refiner."
-                            "from_checkpoint(..., flip=, device=))")
+        check_refiner_options(self, flip=options.pop("flip", None),
+                              device=options.pop("device", None))
         opts = RefineOptions(**{"workers": 0, "score": DEFAULT_SCORE, **options})
         inputs = dets.keypoints.copy()  # the writer overwrites dets' with the refined poses
         writer = run_pipeline(dets, frames.__getitem__, self, opts, inplace=True)
@@ -577,6 +576,21 @@ def _onnx_refiner(cls: type[Refiner], runner: OnnxRefiner, spec: KeypointSpec | 
     return cls(runner, runner.input_size, spec, "cpu", flip,
                DEFAULT_PADDING if padding is None else padding, description,
                runner.error_gate, arrays=True, backend=backend)
+
+
+def check_refiner_options(refiner: Refiner, *, flip: bool | None = None,
+                          device: str | torch.device | None = None) -> None:
+    """A ``ValueError`` where ``flip`` or ``device`` (None: not given) is not the
+    ``refiner``'s own: a :class:`Refiner` is built with its flip test and device
+    (:func:`posefix.refine.refine` and :meth:`Refiner.refine_images` alike)."""
+    if flip is not None and bool(flip) != refiner.flip:
+        raise ValueError(f"flip={flip!r}: this Refiner was built with its own flip test "
+                         f"(flip={refiner.flip}); build it with flip= (Refiner.from_checkpoint"
+                         "(..., flip=)) instead")
+    if device is not None and str(resolve_device(device)) != str(refiner.device):
+        raise ValueError(f"device={str(device)!r}: this Refiner was built with its own device "
+                         f"({refiner.device}); build it with device= (Refiner.from_checkpoint"
+                         "(..., device=)) instead")
 
 
 def as_refiner(model: Any, spec: KeypointSpec | str | None = None,

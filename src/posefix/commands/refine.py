@@ -39,14 +39,14 @@ from ..io import (
     write_results,
 )
 from ..jsonfiles import write_json_atomic
-from ..options import RefineFileOptions, RefineOptions
+from ..options import RefineFileOptions, RefineOptions, RefinePaths
 from ..outputs import folder_inputs
 from ..pipeline import RefineCounts
 from ..refine import refine_detections
 from ..refiner import Refiner, load_refiner
 from .preflight import CheckedInputs, check_output, check_refine_paths
 
-__all__ = ["format_summary", "refine_files", "refine_video_file"]
+__all__ = ["format_summary", "refine_files", "refine_paths", "refine_video_file"]
 
 
 def refine_files(
@@ -58,8 +58,14 @@ def refine_files(
     image_list: str | Path | None = None,
     report: str | Path | None = None,
     options: RefineFileOptions | None = None,
-    checked: CheckedInputs | None = None,
 ) -> dict[str, Any]:
+    """:func:`refine_paths` with the files as arguments (their meaning: :class:`RefinePaths`)."""
+    return refine_paths(RefinePaths(results, out, images, gt, image_list, checkpoint, report),
+                        options)
+
+
+def refine_paths(paths: RefinePaths, options: RefineFileOptions | None = None,
+                 checked: CheckedInputs | None = None) -> dict[str, Any]:
     """Refine an estimator's results file into a COCO keypoint results file
     (``posefix refine``).
 
@@ -69,23 +75,20 @@ def refine_files(
     the AP and the keypoint-error diagnosis before and after refinement.
 
     Args:
-        checkpoint: trained checkpoint (None: the shipped demo model).
-        images: image folder.
-        results: input results: COCO results in the model's keypoint layout, or mmpose,
-            OpenPose (a file or a folder of per-image files) or per-image arrays
-            (:mod:`posefix.formats`); poses keyed by image name need no image list (the
-            names are files in ``images``).
-        out: output results JSON, written atomically; must not be an input file.
-        gt: COCO keypoint annotations, for the image list and the before/after report.
-        image_list: image-id -> file mapping (default: ``gt``).
-        report: with ``gt``, write the before/after figures, ``report.md`` and
-            ``index.html`` into this folder (:func:`posefix.report.write_refine_report`).
+        paths: the files (:class:`posefix.options.RefinePaths`). ``results``: COCO results
+            in the model's keypoint layout, or mmpose, OpenPose (a file or a folder of
+            per-image files) or per-image arrays (:mod:`posefix.formats`); poses keyed by
+            image name need no image list (the names are files in ``images``). ``out``:
+            written atomically; must not be an input file. ``gt``: for the image list and
+            the before/after report. ``image_list``: default ``gt``. ``report``: with
+            ``gt``, the before/after figures, ``report.md`` and ``index.html``
+            (:func:`posefix.report.write_refine_report`).
         options: how to refine (:class:`posefix.options.RefineFileOptions`: the
             :class:`~posefix.options.RefineOptions`, backend, ONNX file, error gate, input
             format, strictness, split, output format, progress bar; default: its defaults).
         checked: what :func:`posefix.commands.preflight.check_refine_inputs` read of these
-            same arguments (``posefix refine`` checks its inputs before importing torch):
-            its path checks are not repeated, and the ground truth, image list and COCO
+            same ``paths`` (a ``ValueError`` for others; ``posefix refine`` checks its inputs
+            before importing torch): its path checks are not repeated, and the ground truth, image list and COCO
             results it parsed are used instead of reading the files again (default: checked
             and read here).
 
@@ -97,24 +100,26 @@ def refine_files(
         ``gt``, and ``text`` (a readable report).
     """
     o = options if options is not None else RefineFileOptions()
-    fmt = checked.format if checked is not None else \
-        check_refine_paths(results, out, images, gt, image_list, checkpoint, report, o)
-    refiner = load_refiner(checkpoint, o.backend, o.onnx, device=o.refine.device,
+    if checked is not None and checked.paths != paths:
+        raise ValueError(f"checked inputs are of {checked.paths}, not of {paths}")
+    fmt = checked.format if checked is not None else check_refine_paths(paths, o)
+    refiner = load_refiner(paths.checkpoint, o.backend, o.onnx, device=o.refine.device,
                            flip=o.refine.flip, error_gate=o.error_gate)
-    inputs = _read_inputs(refiner, Path(images), Path(results), gt, image_list, fmt, o,
-                          checked if checked is not None else CheckedInputs())
+    inputs = _read_inputs(refiner, paths, fmt, o, checked)
+    results, report = paths.results, paths.report
     with_box = _boxes_given(inputs.dets, o.refine.box, results)
-    paths = _image_paths(inputs, Path(images), o.refine.skip_missing)
-    sizes = {i: (inputs.infos[i].width, inputs.infos[i].height) for i in paths}
+    paths_of = _image_paths(inputs, paths.images, o.refine.skip_missing)
+    sizes = {i: (inputs.infos[i].width, inputs.infos[i].height) for i in paths_of}
     show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
     refined, counts = refine_detections(
-        inputs.dets, paths, refiner, None, replace(o.refine, progress=show), image_sizes=sizes,
-        inplace=inputs.truth is None and report is None)  # else the input is compared
+        inputs.dets, paths_of, refiner, None, _run_options(o.refine, show),
+        image_sizes=sizes, inplace=inputs.truth is None and report is None)  # else compared
     seconds = time.perf_counter() - start
-    _write_refined(Path(out), refined, o.out_format, inputs.poses, inputs.infos)
+    _write_refined(paths.out, refined, o.out_format, inputs.poses, inputs.infos)
 
-    summary = _summary(refiner, o.refine, counts, seconds, results=str(results), out=str(out))
+    summary = _summary(refiner, o.refine, counts, seconds, results=str(results),
+                       out=str(paths.out))
     summary["box_from_bbox"] = with_box
     if inputs.truth is not None:
         diagnoses = (classify_keypoints(inputs.truth, inputs.dets),
@@ -124,7 +129,7 @@ def refine_files(
             from ..report import write_refine_report  # matplotlib: only for a report
 
             summary["report"] = str(write_refine_report(
-                inputs.truth, inputs.dets, refined, report, images=paths, summary=summary,
+                inputs.truth, inputs.dets, refined, report, images=paths_of, summary=summary,
                 exif=o.refine.exif, diagnoses=diagnoses)["index"])
     summary["text"] = format_summary(summary)
     return summary
@@ -142,28 +147,28 @@ class _Inputs:
     list_path: Path
 
 
-def _read_inputs(refiner: Refiner, root: Path, results: Path, gt: str | Path | None,
-                 image_list: str | Path | None, fmt: str | None,
-                 o: RefineFileOptions, checked: CheckedInputs) -> _Inputs:
+def _read_inputs(refiner: Refiner, paths: RefinePaths, fmt: str | None,
+                 o: RefineFileOptions, checked: CheckedInputs | None) -> _Inputs:
     """Read the ground truth, the image list and the results in the refiner's layout (what
     ``checked`` holds of them is not read again)."""
-    spec = refiner.spec
+    spec, root, results = refiner.spec, paths.images, paths.results
+    gt, image_list = paths.gt, paths.image_list
     truth = None
-    if checked.truth is not None and checked.truth.spec == spec:  # the model's layout
-        truth = replace(checked.truth, spec=spec, image_root=root)
+    if checked is not None and checked.truth is not None and checked.truth.spec == spec:
+        truth = replace(checked.truth, spec=spec, image_root=root)  # the model's layout
     elif gt is not None:
         truth = load_ground_truth(gt, spec=spec, image_root=root, split=o.split)
-    infos = (checked.image_list if checked.image_list is not None
-             else load_image_list(image_list)) if image_list is not None else \
-        dict(truth.images) if truth is not None else None
+    listed = checked.image_list if checked is not None else None
+    infos = (listed if listed is not None else load_image_list(image_list)) \
+        if image_list is not None else dict(truth.images) if truth is not None else None
     if o.split is not None:
         infos = {i: infos[i] for i in truth.images if i in infos}
-    poses = read_poses(results, spec, fmt, infos, o.strict, coco=checked.results)
+    poses = read_poses(results, spec, fmt, infos, o.strict,
+                       coco=checked.results if checked is not None else None)
     if infos is None:
         infos = image_list_from_keys(poses.keys, root, results)
     dets = to_detections(poses, infos, results, o.strict)
-    list_path = Path(image_list if image_list is not None else gt
-                     if gt is not None else results)
+    list_path = image_list if image_list is not None else gt if gt is not None else results
     return _Inputs(truth, infos, poses, dets, list_path)
 
 
@@ -203,12 +208,17 @@ def _image_paths(inputs: _Inputs, root: Path, skip_missing: bool) -> dict[int, P
     return paths
 
 
+def _run_options(options: RefineOptions, progress: bool) -> RefineOptions:
+    """``options`` for the refiner built from them: its flip test and device are its own."""
+    return replace(options, flip=None, device=None, progress=progress)
+
+
 def _summary(refiner: Refiner, options: RefineOptions, counts: RefineCounts, seconds: float,
              **files: str) -> dict[str, Any]:
     """The summary's files, settings, counts and timing."""
     return {
         **files, "backend": refiner.description, "device": str(refiner.device),
-        "spec": refiner.spec.name, "box": options.box, "flip": bool(options.flip),
+        "spec": refiner.spec.name, "box": options.box, "flip": refiner.flip,
         "score": options.score, "nms": float(options.nms),
         "batch_size": int(options.batch_size), "workers": int(options.workers),
         **counts.to_dict(), "seconds": round(seconds, 3),
@@ -261,10 +271,10 @@ def refine_video_file(checkpoint: str | Path | None, video: str | Path, results:
     with_box = _boxes_given(dets, o.refine.box, results_p)
     show = o.progress if o.progress is not None else sys.stderr.isatty()
     start = time.perf_counter()
-    refined, counts = refine_video(dets, video, refiner, replace(o.refine, progress=show))
+    refined, counts = refine_video(dets, video, refiner, _run_options(o.refine, show))
     seconds = time.perf_counter() - start
     _write_refined(out_p, refined, o.out_format, poses, frames, frame_numbers=True)
-    summary = _summary(refiner, replace(o.refine, workers=0, flip=refiner.flip), counts,
+    summary = _summary(refiner, replace(o.refine, workers=0), counts,
                        seconds, results=str(results_p), video=str(video), out=str(out_p))
     summary["box_from_bbox"] = with_box
     summary["text"] = format_summary(summary) + ("\n  frames of " + str(video) + " refined "
