@@ -90,20 +90,11 @@ def test_background_false_positive_threshold_is_the_match_threshold() -> None:
     A detection of person A shifted 25 px right and down has OKS 0.21 with B (which a
     better-scoring detection took) and 0.08 with A: a duplicate near B, not background."""
     a, b, c = _person(100, 50), _person(100, 80), _person(400, 50)
-    gt = GroundTruth(
-        spec=COCO, images={1: ImageInfo(1, "a.jpg", 640, 640)},
-        image_ids=np.ones(3, dtype=np.int64), ann_ids=np.array([11, 12, 13]),
-        keypoints=np.stack([a, b, c]),
-        boxes=np.array([[100, 50, 100, 200], [100, 80, 100, 200], [400, 50, 100, 200]], float),
-        areas=np.full(3, 10000.0), iscrowd=np.zeros(3, dtype=bool))
+    gt = _image([a, b, c])
     dup = a.copy()
     dup[:, :2] += 3
-    shifted = _person(125, 75)
-    kps = np.stack([a, b, dup, _person(500, 400), shifted])
-    kps[..., 2] = 1
-    dets = Detections(image_ids=np.ones(5, dtype=np.int64), keypoints=kps,
-                      scores=np.array([0.9, 0.8, 0.5, 0.4, 0.3]), boxes=np.full((5, 4), np.nan),
-                      category_ids=np.ones(5, dtype=np.int64))
+    dets = _detections([a, b, dup, _person(500, 400), _person(125, 75)],
+                       scores=[0.9, 0.8, 0.5, 0.4, 0.3])
     d = classify_keypoints(gt, dets)
     assert sorted(d.unmatched_det_index.tolist()) == [2, 3, 4]
     assert d.background_det_index.tolist() == [3]  # 2 and 4 are duplicates
@@ -123,12 +114,13 @@ def _image(persons: list[np.ndarray]) -> GroundTruth:
                        iscrowd=np.zeros(n, dtype=bool))
 
 
-def _detections(kps: list[np.ndarray]) -> Detections:
+def _detections(kps: list[np.ndarray], scores: list[float] | None = None) -> Detections:
     n = len(kps)
     kp = np.stack(kps)
     kp[..., 2] = 1
     return Detections(image_ids=np.ones(n, dtype=np.int64), keypoints=kp,
-                      scores=np.linspace(0.9, 0.5, n), boxes=np.full((n, 4), np.nan),
+                      scores=np.linspace(0.9, 0.5, n) if scores is None else np.array(scores),
+                      boxes=np.full((n, 4), np.nan),
                       category_ids=np.ones(n, dtype=np.int64))
 
 
