@@ -9,8 +9,10 @@ with ``recipes/demo/ship.py --error-gate``).
 For the shipped model it picks 0 (refine every keypoint: mean OKS 0.860 at gate 0, 0.831 at
 0.3, from 0.763 in): on the images it trained on, the model is better than any synthesized
 input. Real estimators' outputs on unseen images say otherwise (BlazePose on LSP test loses
-mean OKS without a gate), so the shipped gate, 0.3, was chosen on the LSP test split
-(README.md in this folder).
+mean OKS without a gate), so the shipped gate was chosen on the LSP test split instead
+(0.3 first, 0.5 with the per-keypoint steps since issue 21; and for the coco-train fine-tune
+of issue 28, 0.8 on the COCO-like check with LSP test: README.md in this folder). This
+script shows what synthesized inputs of training images say, not how the gate is chosen.
 
     .venv/bin/python recipes/demo/choose_gate.py --checkpoint runs/demo/final.pt
 """
