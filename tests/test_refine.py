@@ -750,3 +750,18 @@ def test_posefix_refine_reads_the_results_and_the_ground_truth_once(
                  "--device", "cpu", "--workers", "0", "--json"]) == 0
     capsys.readouterr()
     assert sorted(reads) == sorted([gt.name, dets.name])
+
+
+def test_refine_files_with_default_options_runs_the_flip_test(tmp_path: Path,
+                                                              tiny_checkpoint: Path) -> None:
+    """RefineOptions' flip and device default to None ("the refiner's own"): the refiner
+    refine_files builds from them runs the flip test on ``auto``, as posefix refine does."""
+    rng = np.random.default_rng(11)
+    imgs, listing, results = _write_set(tmp_path, rng)
+    kw = dict(checkpoint=tiny_checkpoint, images=imgs, results=results, image_list=listing)
+    s = refine_files(out=tmp_path / "o.json", options=RefineFileOptions(RefineOptions(
+        workers=0, skip_missing=True)), **kw)
+    assert s["flip"] is True
+    off = refine_files(out=tmp_path / "off.json", options=RefineFileOptions(RefineOptions(
+        workers=0, skip_missing=True, flip=False)), **kw)
+    assert off["flip"] is False

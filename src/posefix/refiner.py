@@ -544,11 +544,15 @@ def _run_torch(predict: Predictor, x: np.ndarray, p: np.ndarray, device: Any,
 
 
 def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
-                 onnx: str | Path | None = None, *, device: str | torch.device = "auto",
-                 flip: bool = True, error_gate: float | GateOverride | None = None) -> Refiner:
+                 onnx: str | Path | None = None, *, device: str | torch.device | None = "auto",
+                 flip: bool | None = True,
+                 error_gate: float | GateOverride | None = None) -> Refiner:
     """The refiner of ``posefix refine``: an ``onnx`` file as it is (:meth:`Refiner.from_onnx`;
     ``auto`` runs it as given), else :meth:`Refiner.from_checkpoint` with ``backend``
-    (``auto``: :func:`posefix.backends.choose_backend`)."""
+    (``auto``: :func:`posefix.backends.choose_backend`). ``flip`` and ``device`` None (the
+    defaults of :class:`~posefix.options.RefineOptions`) mean on and ``auto``."""
+    flip = True if flip is None else flip
+    device = "auto" if device is None else device
     if onnx is None:
         return Refiner.from_checkpoint(checkpoint, backend=backend, device=device, flip=flip,
                                        error_gate=error_gate)
