@@ -15,6 +15,8 @@ import os
 import re
 from collections.abc import Callable
 
+from .backends import cuda_available
+
 __all__ = ["MAX_WORKERS", "available_devices", "check_device", "device_type", "finite_float",
            "float_range", "int_range"]
 
@@ -88,12 +90,13 @@ def device_type(text: str) -> str:
 
 
 def available_devices() -> list[str]:
-    """``cpu`` and each CUDA device torch sees (none where torch is not installed)."""
-    try:
-        import torch
-    except ImportError:
+    """``cpu`` and each CUDA device torch sees (none where torch is not installed); torch is
+    imported only where a CUDA driver has a device (:func:`posefix.backends.cuda_available`)."""
+    if not cuda_available():
         return ["cpu"]
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    import torch
+
+    n = torch.cuda.device_count()
     return ["cpu"] + [f"cuda:{i}" for i in range(n)]
 
 

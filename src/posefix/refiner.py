@@ -316,9 +316,7 @@ class Refiner:
         on the CPU); ``error_gate`` replaces the checkpoint's ``model.error_gate`` (0 refines
         every keypoint); ``threads``: ONNX Runtime's (:meth:`from_onnx`)."""
         chosen = choose_backend(backend, device)
-        if chosen.startswith("onnxruntime") and str(device).startswith("cuda"):
-            raise ValueError(f"ONNX Runtime runs on the CPU here; device {device} needs "
-                             "backend torch (--backend torch)")
+        _refuse_onnx_on_cuda(chosen, device)
         if chosen != "torch":
             int8 = True if chosen == "onnxruntime-int8" else (None if backend == "auto"
                                                               else False)
@@ -543,6 +541,13 @@ def _run_torch(predict: Predictor, x: np.ndarray, p: np.ndarray, device: Any,
     return tuple(o.float().cpu().numpy() for o in out)
 
 
+def _refuse_onnx_on_cuda(backend: str, device: Any) -> None:
+    """A ValueError where an ONNX Runtime ``backend`` is asked to run on a CUDA ``device``."""
+    if backend.startswith("onnxruntime") and str(device).startswith("cuda"):
+        raise ValueError(f"ONNX Runtime runs on the CPU here; device {device} needs backend "
+                         "torch (--backend torch)")
+
+
 def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
                  onnx: str | Path | None = None, *, device: str | torch.device | None = "auto",
                  flip: bool | None = True,
@@ -557,9 +562,7 @@ def load_refiner(checkpoint: str | Path | None = None, backend: str = "auto",
         return Refiner.from_checkpoint(checkpoint, backend=backend, device=device, flip=flip,
                                        error_gate=error_gate)
     chosen = "onnxruntime" if backend == "auto" else choose_backend(backend, device)
-    if chosen.startswith("onnxruntime") and str(device).startswith("cuda"):
-        raise ValueError(f"ONNX Runtime runs on the CPU here; --device {device} needs "
-                         "--backend torch")
+    _refuse_onnx_on_cuda(chosen, device)
     if chosen == "torch":
         return Refiner.from_checkpoint(checkpoint, backend="torch", device=device, flip=flip,
                                        error_gate=error_gate)
