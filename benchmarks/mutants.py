@@ -44,7 +44,7 @@ EVAL = ("test_evaluate.py",)
 SYN = ("test_synthesis.py",)
 GEO = ("test_geometry.py", "test_augment.py", "test_mutants.py")
 HEAT = ("test_heatmaps.py", "test_loss.py", "test_mutants.py", "test_model.py")
-MODEL = ("test_mutants.py", "test_model.py")
+DECODE = ("test_mutants.py", "test_decoding.py")
 FIX = ("test_mutants.py", "test_fixes.py")
 CONF = ("test_mutants.py", "test_config.py")
 SPEC = ("test_specs_sources.py", "test_spec.py", "test_formats.py")
@@ -57,9 +57,9 @@ MUTANTS = [
            "((areas[:, None, None] + areas[None, :, None]) / 2", "(areas[None, :, None]", SIM),
     Mutant("issue-background-threshold", "diagnosis.py",
            "(mt.max_oks < oks_threshold)", "(mt.max_oks < 0.5)", DIAG),
-    Mutant("issue-decode-gate-le", "model.py",
-           "torch.sigmoid(error_logits.float()) < self.error_gate",
-           "torch.sigmoid(error_logits.float()) <= self.error_gate", MODEL),
+    Mutant("issue-decode-gate-le", "decoding.py",
+           "np.float32) < np.float32(self.gate)) & present",
+           "np.float32) <= np.float32(self.gate)) & present", DECODE),
     Mutant("issue-body25-eyes", "specs/body25.yaml",
            "left_ankle, right_eye, left_eye,", "left_ankle, left_eye, right_eye,", SPEC),
     Mutant("issue-override-split", "config.py",
@@ -147,12 +147,11 @@ MUTANTS = [
            "x = c[..., 0:1].clamp(0, w - 1)", "x = c[..., 0:1].clamp(0, w)", HEAT),
     Mutant("heat-input-sigma", "heatmaps.py",
            "(h + 192.0) / 448.0", "(h + 192.0) / 440.0", HEAT),
-    # ---- model decode and fixes
-    Mutant("model-gate-absent-input", "model.py",
-           " < self.error_gate) & (input_pose[..., 2] > 0)", " < self.error_gate)", MODEL),
-    Mutant("model-blend-direction", "model.py",
-           "kept = kept + step.view(-1, 1) * (coords - kept)",
-           "kept = coords + step.view(-1, 1) * (kept - coords)", MODEL),
+    # ---- decoding and fixes
+    Mutant("decode-gate-absent-input", "decoding.py",
+           "np.float32(self.gate)) & present", "np.float32(self.gate))", DECODE),
+    Mutant("decode-blend-direction", "decoding.py",
+           "kept = kept + step * (out - kept)", "kept = out + step * (kept - out)", DECODE),
     Mutant("fix-gate-gt", "fixes.py",
            "touched = present & (gross_kinds.sum(-1) >= opts.gate)",
            "touched = present & (gross_kinds.sum(-1) > opts.gate)", FIX),

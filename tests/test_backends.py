@@ -219,10 +219,14 @@ def test_the_shipped_exports_serve_the_shipped_checkpoint_wherever_it_is(
     assert backends.cached_int8(ASSETS / "demo_model.onnx") == ASSETS / "demo_model-int8.onnx"
     assert backends.shipped_onnx(copy, int8=True) == ASSETS / "demo_model-int8.onnx"
     assert not (tmp_path / "cache").exists()
-    # the same weights in another file, or another gate: exported into the cache
+    # another gate is the refiner's decoding: the same shipped export, nothing exported
+    from posefix.refiner import Refiner
+
+    gated = Refiner.from_onnx(checkpoint=copy, error_gate=0.3, int8=False)
+    assert gated.predict.path == ASSETS / "demo_model.onnx" and gated.error_gate == 0.3
+    assert not (tmp_path / "cache").exists()
+    # the same weights in another file: exported into the cache
     assert backends.shipped_onnx(resaved_checkpoint) is None
     other = backends.cached_onnx(resaved_checkpoint)
     assert other.parent == tmp_path / "cache" / "onnx"
     assert backends.cached_int8(other).parent == other.parent
-    gated = backends.cached_onnx(copy, error_gate=0.3)
-    assert gated.parent == other.parent and gated != other

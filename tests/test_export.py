@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -16,7 +17,8 @@ pytest.importorskip("onnxruntime")
 
 from posefix import checkpoint as ckpt_mod  # noqa: E402
 from posefix.checkpoint import save_checkpoint  # noqa: E402
-from posefix.config import Config, GateOverride, ModelConfig  # noqa: E402
+from posefix.config import Config, ConfigError, GateOverride, ModelConfig  # noqa: E402
+from posefix.decoding import Decoding  # noqa: E402
 from posefix.export import OnnxRefiner, export_onnx  # noqa: E402
 from posefix.model import build_model  # noqa: E402
 from posefix.spec import load_spec  # noqa: E402
@@ -98,7 +100,6 @@ def test_metadata_and_folder(exported: Path) -> None:
 
 def test_refiner_from_onnx_carries_the_files_spec_size_and_padding(
         checkpoint: Path, exported: Path) -> None:
-    from posefix.errors import InputError
     from posefix.refiner import Refiner, as_refiner
 
     r = Refiner.from_onnx(exported)
@@ -111,10 +112,38 @@ def test_refiner_from_onnx_carries_the_files_spec_size_and_padding(
     np.testing.assert_allclose(r(crops, poses)[0], torch_r(crops, poses)[0], atol=1e-2)
     wrapped = as_refiner(OnnxRefiner(exported))
     np.testing.assert_array_equal(wrapped(crops, poses)[0], r(crops, poses)[0])
-    with pytest.raises(InputError, match="error gate"):
+    with pytest.raises(ConfigError, match="no error head"):
         Refiner.from_onnx(exported, error_gate=0.2)
-    with pytest.raises(InputError, match="--error-blend"):
-        Refiner.from_onnx(exported, error_gate=GateOverride(blend=0.1))
+    assert Refiner.from_onnx(exported).decoding == Decoding()  # the file's, as exported
+
+
+def test_an_export_of_the_earlier_format_decodes_itself(exported: Path, tmp_path: Path) -> None:
+    """A ``posefix-onnx/1`` file (no ``posefix.decoding``: its graph applied its gate) runs
+    as it is: the refiner applies no gate of its own and refuses another."""
+    import onnx
+
+    from posefix.errors import InputError
+    from posefix.refiner import Refiner
+
+    model = onnx.load(str(exported))
+    props = [(p.key, p.value) for p in model.metadata_props if p.key != "posefix.decoding"]
+    del model.metadata_props[:]
+    for key, value in props:
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, ("posefix-onnx/1" if key == "posefix.format" else value)
+    old = tmp_path / "old.onnx"
+    onnx.save(model, str(old))
+    r = Refiner.from_onnx(old, flip=False)
+    assert r.decodes_itself and r.error_gate is None
+    images, pose = _inputs(2, seed=3)
+    crops = np.random.default_rng(1).integers(0, 255, (2, H, W, 3), dtype=np.uint8)
+    x, p = r.prepare(crops, pose)
+    np.testing.assert_allclose(r(crops, pose)[0], OnnxRefiner(old)(x, p)[0], atol=1e-5)
+    with pytest.raises(InputError, match="posefix-onnx/1"):
+        Refiner.from_onnx(old, error_gate=0.2)
+    with pytest.raises(InputError, match="posefix-onnx/1"):
+        r.with_decoding(dataclasses.replace(r.decoding, steps=(0.5,)))
+    assert r.with_decoding(dataclasses.replace(r.decoding, flip=True, nms=0.5)).flip
 
 
 def test_refiner_rejects_wrong_shapes(exported: Path, tmp_path: Path) -> None:
@@ -190,56 +219,72 @@ def gated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            config=cfg, spec=SPEC)
 
 
+def _crops_and_poses(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    crops = np.random.default_rng(seed).integers(0, 255, (n, H, W, 3), dtype=np.uint8)
+    return crops, _inputs(n, seed=seed)[1]
+
+
 def test_mobilenet_with_error_gate_onnx_matches_pytorch(gated_checkpoint: Path,
                                                         tmp_path: Path) -> None:
-    net = ckpt_mod.load_checkpoint(gated_checkpoint).model
-    images, pose = _inputs(4, seed=7)
-    prob = net.input_error(torch.from_numpy(images), torch.from_numpy(pose)).numpy()
-    kept = (prob < 0.5) & (pose[..., 2] > 0)
-    assert 0.1 < kept.mean() < 0.9  # the gate keeps some inputs and refines others
-    assert np.abs(prob - 0.5).min() > 1e-3  # no decision on the edge
-    for gate, path in ((None, tmp_path / "gated.onnx"), (0.0, tmp_path / "ungated.onnx")):
-        exported = export_onnx(gated_checkpoint, path, error_gate=gate)
-        net.set_error_gate(0.5 if gate is None else gate)
-        coords, conf, err = OnnxRefiner(exported)(images, pose)
-        t_coords, t_conf, t_err = net.predict_with_error(torch.from_numpy(images),
-                                                         torch.from_numpy(pose))
-        assert np.abs(err - t_err.numpy()).max() < 1e-4
-        assert np.abs(coords - t_coords.numpy()).max() < 0.01  # pixels
-        assert np.abs(conf - t_conf.numpy()).max() < 1e-4
+    """The checkpoint's gate reaches both backends as its decoding: the same keypoints kept."""
+    from posefix.refiner import Refiner
+
+    crops, pose = _crops_and_poses(4, 7)
+    exported = export_onnx(gated_checkpoint, tmp_path / "gated.onnx")
+    for gate in (None, 0.0):
+        onnx_r = Refiner.from_onnx(exported, flip=False, error_gate=gate)
+        torch_r = Refiner.from_checkpoint(gated_checkpoint, backend="torch", device="cpu",
+                                          flip=False, error_gate=gate)
+        assert onnx_r.decoding == torch_r.decoding
+        coords, conf, err = onnx_r.refine_batch(crops, pose)
+        t_coords, t_conf, t_err = torch_r.refine_batch(crops, pose)
+        assert np.abs(err - t_err).max() < 1e-4
+        assert np.abs(coords - t_coords).max() < 0.01  # pixels
+        assert np.abs(conf - t_conf).max() < 1e-4
+        kept = (err < 0.5) & (pose[..., 2] > 0)
         at_input = np.abs(coords - pose[..., :2]).max(-1) < 1e-3
         if gate is None:
+            assert 0.1 < kept.mean() < 0.9  # the gate keeps some inputs and refines others
+            assert np.abs(err - 0.5).min() > 1e-3  # no decision on the edge
             np.testing.assert_array_equal(at_input[pose[..., 2] > 0], kept[pose[..., 2] > 0])
         else:
             assert not at_input.any()
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "gated.onnx")).metadata_props}
-    assert meta["posefix.backbone"] == "mobilenet_v2" and meta["posefix.error_gate"] == "0.5"
+    meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    assert meta["posefix.backbone"] == "mobilenet_v2"
+    assert meta["posefix.format"] == "posefix-onnx/2"
+    assert Decoding.from_json(meta["posefix.decoding"]) == Decoding(gate=0.5)
 
 
-def test_error_blend_is_part_of_the_exported_graph(gated_checkpoint: Path,
-                                                   tmp_path: Path) -> None:
-    """A kept keypoint moves the blend's step towards the refined one, as in PyTorch."""
-    images, pose = _inputs(4, seed=7)
-    ungated = OnnxRefiner(export_onnx(gated_checkpoint, tmp_path / "u.onnx", error_gate=0.0))
-    refined = ungated(images, pose)[0]
+def test_error_blend_travels_with_the_export(gated_checkpoint: Path, tmp_path: Path) -> None:
+    """A kept keypoint moves the blend's step towards the refined one, as in PyTorch; an
+    export's blend is in its metadata, and one graph serves every gate."""
+    from posefix.refiner import Refiner
+
+    crops, pose = _crops_and_poses(4, 7)
+    refined = Refiner.from_checkpoint(gated_checkpoint, backend="torch", device="cpu",
+                                      flip=False, error_gate=0.0)(crops, pose)[0]
     path = export_onnx(gated_checkpoint, tmp_path / "b.onnx",
                        error_gate=GateOverride(blend=0.25))  # the checkpoint's threshold, 0.5
-    coords, _, err = OnnxRefiner(path)(images, pose)
-    net = ckpt_mod.load_checkpoint(gated_checkpoint).model
-    net.set_error_gate(GateOverride(blend=0.25))
-    t_coords = net.predict(torch.from_numpy(images), torch.from_numpy(pose))[0].numpy()
+    onnx_r = Refiner.from_onnx(path, flip=False)
+    assert onnx_r.decoding == Decoding(gate=0.5, steps=(0.25,), flip=False)
+    coords, _, err = onnx_r.refine_batch(crops, pose)
+    t_coords = Refiner.from_checkpoint(gated_checkpoint, backend="torch", device="cpu",
+                                       flip=False, error_gate=GateOverride(blend=0.25)
+                                       )(crops, pose)[0]
     assert np.abs(coords - t_coords).max() < 0.01
     kept = (err < 0.5) & (pose[..., 2] > 0)
     step = pose[..., :2] + 0.25 * (refined - pose[..., :2])
     assert np.abs(coords[kept] - step[kept]).max() < 0.01
     assert np.abs(coords[~kept] - refined[~kept]).max() < 0.01
     assert np.abs(coords[kept] - pose[kept][:, :2]).max() > 0.1  # they did move
+    plain = export_onnx(gated_checkpoint, tmp_path / "p.onnx")
+    same = {p.read_bytes() for p in (path, plain)}  # the metadata differs, not the graph
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert json.loads(meta["posefix.error_blend"]) == [0.25]
+    graphs = {onnx.load(str(p)).graph.SerializeToString() for p in (path, plain)}
+    assert len(same) == 2 and len(graphs) == 1
 
 
 def test_error_gate_needs_the_head(checkpoint: Path, tmp_path: Path,
@@ -265,8 +310,7 @@ def test_cli_gate_options_travel_as_one_override(gated_checkpoint: Path,
     out = tmp_path / "x.onnx"
     assert main(["export", "--checkpoint", str(gated_checkpoint), "--onnx", str(out),
                  "--error-blend", "0.2"]) == 0
-    runner = OnnxRefiner(out)
-    assert runner.error_gate == 0.5 and runner.metadata["posefix.error_blend"] == "[0.2]"
+    assert OnnxRefiner(out).decoding == Decoding(gate=0.5, steps=(0.2,))
 
 
 def test_error_kind_head_exports_its_kinds_and_ungated_keypoints(tmp_path: Path) -> None:
@@ -289,7 +333,7 @@ def test_error_kind_head_exports_its_kinds_and_ungated_keypoints(tmp_path: Path)
     path = save_checkpoint(tmp_path / "kinds.pt", model=net.eval(), config=cfg, spec=SPEC)
     exported = export_onnx(path, tmp_path / "kinds.onnx")
     runner = OnnxRefiner(exported)
-    assert runner.error_gate == 0.4
+    assert runner.decoding.gate == 0.4
     images, pose = _inputs(3, seed=4)
     coords, conf, err, kinds = runner(images, pose)
     t = ckpt_mod.load_checkpoint(path).model.predict_with_kinds(torch.from_numpy(images),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from posefix.decoding import Decoding
 from posefix.fixes import FixOptions, fix_keypoints
 from posefix.spec import load_spec
 from posefix.taxonomy import GOOD, INVERSION, MISS, SWAP
@@ -157,7 +158,7 @@ def kind_network(inverted: tuple[int, int], shift: float = 3.0):
         kinds[..., GOOD] = 1.0
         kinds[:, list(inverted)] = torch.tensor([0.1, 0.0, 0.9, 0.0, 0.0])
         return coords, torch.ones(pose.shape[:2]), kinds[..., 2:].sum(-1), kinds
-    predict.error_gate = 0.3
+    predict.decoding = Decoding(gate=0.3)
     return predict
 
 
@@ -202,7 +203,7 @@ def test_refine_exchanges_an_inverted_pair_exactly_through_the_pipeline(flip):
     np.testing.assert_array_equal(got.keypoints[:, RK, :2], kp[:, LK, :2])
     # without a gate every keypoint takes the network's (shifted) position
     net = kind_network((LK, RK))
-    net.error_gate = None
+    net.decoding = Decoding()
     opts = RefineOptions(flip=False, nms=0, workers=0, score="input")
     out = refine(dets, lambda i: img, net, SPEC, opts, input_size=(64, 48))
     assert np.all(out.keypoints[..., 0] - kp[..., 0] > 1.0)

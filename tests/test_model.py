@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from posefix.backbones import BACKBONES
-from posefix.config import ConfigError, GateOverride, ModelConfig
+from posefix.config import ConfigError, ModelConfig
 from posefix.heatmaps import (
     bilinear_onehot,
     default_input_sigma,
@@ -436,79 +436,27 @@ def test_error_head_shapes_loss_and_gate() -> None:
     only_absent[1, 1:4] = big[1, 1:4]
     assert error_head_loss(only_absent, types, valid) < 1e-6
 
-    # gate: a refined keypoint replaces the input only where the error probability is high
-    net.error_gate = 0.5
-    logits = torch.zeros(1, K, 16, 12)
-    logits[..., 8, 6] = 30.0  # every refined keypoint at cell (6, 8): pixel (25.5, 33.5)
-    pose = _pose(1)
-    pose[0, 4, 2] = 0  # an absent input keypoint is always refined
-    e = torch.tensor([[5.0, -5.0, 5.0, -5.0, -5.0]])
-    coords, _ = net.decode(logits, pose, e)
-    refined = torch.tensor([25.5, 33.5])
-    for k, moved in enumerate([True, False, True, False, True]):
-        torch.testing.assert_close(coords[0, k], refined if moved else pose[0, k, :2])
-    net.error_gate = None
-    torch.testing.assert_close(net.decode(logits, pose, e)[0][0], refined.expand(K, 2))
+
+
+def test_decoding_settings_are_validated_in_the_config() -> None:
+    """The network keeps no decoding (posefix.decoding does); the config still checks the
+    checkpoint's decoding settings when it is read."""
+    net = build_model(_cfg(error_head=True, error_gate=0.5, error_blend=0.25,
+                           move_min_confidence=0.3), K)
+    for gone in ("error_gate", "error_blend", "move_min_confidence", "set_error_gate"):
+        assert not hasattr(net, gone)
     with pytest.raises(ConfigError, match="error_gate.*error_head"):
         _cfg(error_gate=0.5)
     with pytest.raises(ConfigError, match="error_gate"):
         _cfg(error_head=True, error_gate=1.5)
-
-    # blend: a kept keypoint moves error_blend of the way to the refined one, per keypoint;
-    # replaced and absent keypoints are refined as before
-    net.error_gate, net.error_blend = 0.5, (0.25, 0.25, 0.0, 0.5, 1.0)
-    coords, _ = net.decode(logits, pose, e)
-    for k, w in enumerate([1.0, 0.25, 1.0, 0.5, 1.0]):
-        torch.testing.assert_close(coords[0, k], pose[0, k, :2] + w * (refined - pose[0, k, :2]))
-    net.set_error_gate(GateOverride(blend=0.0))  # the threshold stays, the step is gone
-    assert net.error_gate == 0.5 and net.error_blend is None
-    torch.testing.assert_close(net.decode(logits, pose, e)[0][0, 1], pose[0, 1, :2])
-    net.set_error_gate(GateOverride(threshold=0.9, blend=0.1))
-    assert net.error_gate == 0.9 and net.error_blend == (0.1,)
-    net.set_error_gate(0.3)  # a float is a threshold alone
-    assert net.error_gate == 0.3 and net.error_blend == (0.1,)
-    net.set_error_gate(None)
-    assert net.error_gate is None
-
-
-def test_move_min_confidence_holds_weak_keypoints() -> None:
-    net = build_model(_cfg(error_head=True, error_gate=0.5), K).eval()
-    logits = torch.zeros(1, K, 16, 12)
-    logits[0, :3, 8, 6] = 30.0  # sharp peaks at pixel (25.5, 33.5) for keypoints 0-2
-    logits[0, 3:, 8, 6] = 1.0  # flat heatmaps: no evidence for keypoints 3-4
-    pose = _pose(1)
-    pose[0, 2, 2] = 0  # an absent input keypoint is refined whatever its confidence
-    pose[0, 4, 2] = 0
-    e = torch.full((1, K), 5.0)  # the gate replaces every keypoint
-    before, conf = net.decode(logits, pose, e)
-    assert (conf[0, :3] > 0.9).all() and (conf[0, 3:] < 0.1).all()
-    net.move_min_confidence = 0.5
-    coords, conf2 = net.decode(logits, pose, e)
-    torch.testing.assert_close(conf2, conf)
-    for k, held in enumerate([False, False, False, True, False]):
-        torch.testing.assert_close(coords[0, k], pose[0, k, :2] if held else before[0, k])
-    net.move_min_confidence = None  # the old decode exactly
-    torch.testing.assert_close(net.decode(logits, pose, e)[0], before)
-    assert build_model(_cfg(move_min_confidence=0.3), K).move_min_confidence == 0.3
     with pytest.raises(ConfigError, match="move_min_confidence"):
         _cfg(move_min_confidence=1.5)
-
-
-def test_error_blend_config_by_keypoint_name() -> None:
-    cfg = _cfg(error_head=True, error_gate=0.5, error_blend=0.25,
-               error_blend_keypoints={"b": 0.0})
-    net = build_model(cfg, K, names=["a", "b", "c", "d", "e"])
-    assert net.error_blend == (0.25, 0.0, 0.25, 0.25, 0.25)
     assert _cfg().blend_weights(["a"]) is None  # nothing blends: the old decode exactly
     assert _cfg(error_blend_keypoints={"a": 0.5}).blend_weights(["a", "b"]) == (0.5, 0.0)
-    with pytest.raises(ConfigError, match="error_blend_keypoints.*lacks \\(wrist\\)"):
-        build_model(_cfg(error_blend_keypoints={"wrist": 0.0}), K, names=list("abcde"))
     with pytest.raises(ConfigError, match="error_blend_keypoints.b: must be in"):
         _cfg(error_blend_keypoints={"b": 2.0})
     with pytest.raises(ConfigError, match="model.error_blend: must be in"):
         _cfg(error_blend=-0.1)
-    with pytest.raises(ConfigError, match="error blend: must be in"):
-        GateOverride(blend=1.5)
 
 
 def test_error_head_learns_which_inputs_are_wrong() -> None:

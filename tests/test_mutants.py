@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from posefix.config import ConfigError, ModelConfig, load_config
+from posefix.decoding import Decoding
 from posefix.diagnosis import analyze, classify_keypoints
 from posefix.fixes import FixOptions, fix_keypoints
 from posefix.formats import read_poses
 from posefix.geometry import box_iou, paired_box_iou
 from posefix.heatmaps import bilinear_onehot
 from posefix.io import Detections, GroundTruth, ImageInfo, convert_mpii
-from posefix.model import build_model
 from posefix.similarity import keypoint_similarity, ks_distance, oks, oks_nms
 from posefix.spec import load_spec
 from posefix.taxonomy import ABSENT, GOOD, GROSS, INVERSION, JITTER, KS_GOOD, MISS
@@ -173,20 +173,15 @@ def test_boxes_apart_on_one_axis_do_not_overlap() -> None:
 def test_decode_gate_refines_a_keypoint_whose_error_probability_equals_the_gate() -> None:
     """Kills: ``P(error) <= gate`` keeps the input (the convention: P >= gate refines, as
     :func:`posefix.fixes.fix_keypoints` touches P(gross) >= gate)."""
-    k = 3
-    net = build_model(ModelConfig(backbone="resnet18", input_size=(64, 48), deconv_channels=16,
-                                  error_head=True), k).eval()
-    net.error_gate = 0.5
-    logits = torch.zeros(1, k, 16, 12)
-    logits[..., 8, 6] = 30.0  # every refined keypoint at cell (6, 8): pixel (25.5, 33.5)
-    pose = torch.tensor([[[3.0, 4.0, 1.0], [10.0, 20.0, 1.0], [40.0, 50.0, 1.0]]])
-    error_logits = torch.tensor([[0.0, -1e-3, 1e-3]])  # P(error) = 0.5 exactly, below, above
-    assert torch.sigmoid(error_logits)[0, 0] == 0.5
-    coords, _ = net.decode(logits, pose, error_logits)
-    refined = torch.tensor([25.5, 33.5])
-    torch.testing.assert_close(coords[0, 0], refined)
-    torch.testing.assert_close(coords[0, 1], pose[0, 1, :2])
-    torch.testing.assert_close(coords[0, 2], refined)
+    pose = np.array([[[3.0, 4.0, 1.0], [10.0, 20.0, 1.0], [40.0, 50.0, 1.0]]], np.float32)
+    refined = np.array([25.5, 33.5], np.float32)
+    coords = np.broadcast_to(refined, (1, 3, 2))
+    error = np.array([[0.5, np.nextafter(np.float32(0.5), 0), np.nextafter(np.float32(0.5), 1)]],
+                     np.float32)  # P(error) = 0.5 exactly, below, above
+    out = Decoding(gate=0.5).place(coords, np.ones((1, 3)), error, pose)
+    np.testing.assert_array_equal(out[0, 0], refined)
+    np.testing.assert_array_equal(out[0, 1], pose[0, 1, :2])
+    np.testing.assert_array_equal(out[0, 2], refined)
 
 
 def test_fix_gate_touches_a_keypoint_whose_gross_probability_equals_the_gate() -> None:

@@ -3,6 +3,7 @@ image loading (grayscale, PNG, CMYK, 16-bit, EXIF) and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from PIL import Image
 from posefix.commands.refine import refine_files
 from posefix.config import Config, ModelConfig
 from posefix.crops import crop_detections
+from posefix.decoding import Decoding
 from posefix.errors import InputError
 from posefix.images import load_image, load_image_list
 from posefix.io import Detections
@@ -295,7 +297,11 @@ def test_refiner_is_built_once_with_spec_size_and_padding(tiny_checkpoint: Path)
     assert r.spec == shipped.spec and str(default_checkpoint_path()) in r.description
     assert r.input_size == tuple(shipped.config.model.input_size)
     assert r.padding == shipped.config.data.bbox_padding and r.flip
-    assert r.predict.__self__.error_gate == pytest.approx(0.7)
+    assert r.decoding.gate == pytest.approx(0.7) and r.error_gate == r.decoding.gate
+    assert r.decoding.steps == shipped.decoding.steps  # a threshold alone keeps the steps
+    other = r.with_decoding(dataclasses.replace(r.decoding, gate=None, flip=False))
+    assert other.predict is r.predict and (other.error_gate, other.flip) == (None, False)
+    assert (r.error_gate, r.flip) == (pytest.approx(0.7), True)  # the first is unchanged
     assert as_refiner(r) is r
     ckpt = load_checkpoint(tiny_checkpoint)
     ckpt.config.data.bbox_padding = 1.4
@@ -326,7 +332,7 @@ def test_refiner_flip_batches_mirror_copies() -> None:
         seen["images"], seen["pose"] = images, pose
         return pose[..., :2], torch.ones(pose.shape[:2])
 
-    r = Refiner(spy, INPUT, SPEC, "cpu", flip=True)
+    r = Refiner(spy, INPUT, SPEC, "cpu", Decoding(flip=True))
     crops = np.random.default_rng(8).integers(0, 255, (2, *INPUT, 3), dtype=np.uint8)
     pose = np.zeros((2, 17, 3), np.float32)
     pose[:, 1] = [10, 20, 1]  # left eye

@@ -50,7 +50,6 @@ def with_overrides(checkpoint: Path, overrides: list[str], tmp: Path) -> Path:
     ck = load_checkpoint(checkpoint)
     config = override_config(ck.config, overrides)  # validated as the checkpoint's own
     model_cfg = config.model
-    ck.model.error_gate = model_cfg.error_gate
     ck.model.decode_radius = model_cfg.decode_radius
     return save_checkpoint(tmp / "overridden.pt", model=ck.model, config=config, spec=ck.spec,
                            extra=ck.extra)

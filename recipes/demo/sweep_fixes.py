@@ -58,7 +58,6 @@ def capture(ck: Any, gt_path: Path, input_path: Path, images: Path) -> dict[str,
     dets = load_results(input_path, ck.spec, image_ids=truth.images)
     paths = {i: truth.image_path(i) for i in np.unique(dets.image_ids).tolist()}
     rec = Recorder()
-    ck.model.set_error_gate(None)
     opts = RefineOptions(nms=0.0, score="quality", workers=0, fix=rec)
     out, _ = refine_detections(dets, paths, ck, ck.spec, opts)
     n, k = dets.keypoints.shape[:2]

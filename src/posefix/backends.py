@@ -46,8 +46,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import GateOverride
-
 __all__ = ["BACKENDS", "SHIPPED_RECORD", "TORCH_INSTALL", "TorchMissingError", "cache_dir",
            "cached_int8", "cached_onnx", "choose_backend", "cuda_available", "default_threads",
            "int8_without_saturation", "require_torch", "shipped_onnx", "torch_available",
@@ -55,7 +53,8 @@ __all__ = ["BACKENDS", "SHIPPED_RECORD", "TORCH_INSTALL", "TorchMissingError", "
 
 #: The package's modules whose code is in the exported graph (or writes it): part of the
 #: cache key, so that a stale export is never run after they change.
-EXPORT_SOURCES = ("model.py", "backbones.py", "heatmaps.py", "export.py", "onnx_runner.py")
+EXPORT_SOURCES = ("model.py", "backbones.py", "heatmaps.py", "export.py", "onnx_runner.py",
+                  "decoding.py")
 
 #: ``--backend`` values: ``auto`` picks one of the others (see :func:`choose_backend`).
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
@@ -182,31 +181,27 @@ def _source_hash(names: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def cached_onnx(checkpoint: str | Path, error_gate: float | GateOverride | None = None,
-                opset: int = 17) -> Path:
-    """The ONNX export of ``checkpoint`` with ``error_gate`` (None: the checkpoint's; a
-    float: its threshold; see :class:`~posefix.config.GateOverride`), from
-    the cache, exported there first if missing (atomically: concurrent runs are safe).
-    Where the cache cannot be written, the export goes to a temporary folder instead."""
+def cached_onnx(checkpoint: str | Path, opset: int = 17) -> Path:
+    """The ONNX export of ``checkpoint`` (its decoding as metadata; a refiner may decode it
+    otherwise: :meth:`posefix.refiner.Refiner.with_decoding`), from the cache, exported
+    there first if missing (atomically: concurrent runs are safe). Where the cache cannot
+    be written, the export goes to a temporary folder instead."""
     from . import __version__
 
     checkpoint = Path(checkpoint)
     digest = _file_hash(checkpoint)
-    shipped = _shipped(digest, error_gate, opset)
+    shipped = _shipped(digest, opset)
     if shipped is not None:
         return shipped
-    gate = "ckpt" if error_gate is None else repr(GateOverride.of(error_gate))
-    key = hashlib.sha256(f"{digest}|{gate}|{opset}|{__version__}|{_version('torch')}|"
+    key = hashlib.sha256(f"{digest}|{opset}|{__version__}|{_version('torch')}|"
                          f"{_source_hash(EXPORT_SOURCES)}".encode()).hexdigest()[:24]
     path = cache_dir() / "onnx" / f"{checkpoint.stem}-{key}.onnx"
     if path.is_file():
         return path
-    require_torch(f"exporting {checkpoint.name} to ONNX for the default backend"
-                  + ("" if error_gate is None else " (with another error gate or blend)"))
+    require_torch(f"exporting {checkpoint.name} to ONNX for the default backend")
     from .export import export_onnx  # torch, only to export
 
-    return _write_or_temporary(
-        path, lambda out: export_onnx(checkpoint, out, opset=opset, error_gate=error_gate))
+    return _write_or_temporary(path, lambda out: export_onnx(checkpoint, out, opset=opset))
 
 
 def cached_int8(export: str | Path, required: bool = False) -> Path | None:
@@ -251,19 +246,17 @@ def _record() -> dict[str, Any] | None:
 
 
 def shipped_onnx(checkpoint: str | Path, int8: bool = False) -> Path | None:
-    """The export of ``checkpoint`` with its own gate (int8: its int8 copy) shipped with
-    the package, where ``checkpoint`` is the shipped model (the file whose SHA-256 the
-    record beside the exports gives, wherever it is); else None."""
-    path = _shipped(_file_hash(Path(checkpoint)), None, 17)
+    """The export of ``checkpoint`` (int8: its int8 copy) shipped with the package, where
+    ``checkpoint`` is the shipped model (the file whose SHA-256 the record beside the
+    exports gives, wherever it is); else None."""
+    path = _shipped(_file_hash(Path(checkpoint)), 17)
     return _shipped_int8(path) if int8 and path is not None else path
 
 
-def _shipped(digest: str, error_gate: float | GateOverride | None, opset: int
-             ) -> Path | None:
+def _shipped(digest: str, opset: int) -> Path | None:
     """The shipped float32 export for a checkpoint of SHA-256 ``digest``, or None."""
     record = _record()
-    if (record is None or error_gate is not None or digest != record["checkpoint"]["sha256"]
-            or opset != record["opset"]):
+    if record is None or digest != record["checkpoint"]["sha256"] or opset != record["opset"]:
         return None
     path = _ASSETS / record["float32"]["file"]
     return path if path.is_file() else None

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .builtin import default_checkpoint_path
 from .config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
+from .decoding import Decoding
 from .errors import InputError
 from .jsonfiles import atomic_write
 from .model import PoseFixNet, build_model, kind_head_from_binary
@@ -60,6 +61,12 @@ class LoadedCheckpoint:
     spec: KeypointSpec
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def decoding(self) -> Decoding:
+        """How the network's outputs become keypoints, as trained
+        (:meth:`posefix.decoding.Decoding.from_model_config`)."""
+        return Decoding.from_model_config(self.config.model, self.spec.keypoints)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -170,8 +177,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(path, str(e)) from None
     model_cfg = dataclasses.replace(config.model, pretrained=None)
     try:
-        model = build_model(model_cfg, spec.num_keypoints, spec.partner_index.tolist(),
-                            spec.keypoints)
+        model = build_model(model_cfg, spec.num_keypoints, spec.partner_index.tolist())
+        Decoding.from_model_config(model_cfg, spec.keypoints)  # names it reads must exist
         state = {k: v.float() if v.is_floating_point() else v for k, v in data["model"].items()}
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, ConfigError, AttributeError) as e:

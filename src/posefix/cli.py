@@ -239,11 +239,12 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                         "score x mean keypoint confidence of the refined pose; 'quality': input "
                         "score x mean probability (error head) that the input keypoints are "
                         "right; 'auto': quality where the network has an error head, else "
-                        "input")
+                        "input (default: the checkpoint's decoding, auto)")
     p.add_argument("--nms", type=float_range(0, 1), default=default("nms"),
                    help="OKS-NMS threshold in [0, 1]: a pose whose OKS with a higher-scoring "
                         "pose of its image exceeds it is dropped; 0 disables NMS (and 1 "
-                        "drops nothing: OKS never exceeds 1)")
+                        "drops nothing: OKS never exceeds 1; default: the checkpoint's "
+                        "decoding, 0.9)")
     p.add_argument("--batch-size", type=int_range(1, 1 << 16), default=default("batch_size"),
                    help="crops per network call, 1 to 65536")
     p.add_argument("--workers", type=int_range(0, MAX_WORKERS), default=default("workers"),
@@ -425,8 +426,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int_range(11, 30), default=17,
                    help="ONNX opset version, 11 to 30")
     p.add_argument("--error-gate", type=float_range(0, 1), default=None, metavar="P",
-                   help="fix the error gate in the exported graph, in [0, 1] (default: the "
-                        "checkpoint's)")
+                   help="the error gate the file's decoding carries, in [0, 1] (default: the "
+                        "checkpoint's; refine --error-gate changes it again)")
     _add_error_blend(p)
     p.add_argument("--int8", action="store_true",
                    help="write the int8 copy that the default backend runs (calibrated on the "

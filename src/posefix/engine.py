@@ -36,6 +36,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, config_to_dict
 from .data import PoseFixDataset, ResumableSampler, build_dataset, worker_init
+from .decoding import Decoding
 from .model import PoseFixNet, build_model
 from .spec import KeypointSpec, load_spec
 from .trainlog import RunLogger
@@ -205,6 +206,7 @@ def build_engine(cfg: Config, info: DistInfo, resume: str | Path | None
     spec = load_spec(cfg.data.spec)
     if not cfg.data.train:
         raise ConfigError("data.train: no training set configured")
+    Decoding.from_model_config(cfg.model, spec.keypoints)  # the keypoint names it reads exist
     torch.manual_seed(cfg.run.seed)
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -260,8 +262,7 @@ def _build_parts(cfg: Config, info: DistInfo, spec: KeypointSpec, steps_per_epoc
     """The network (``run.init_from``'s weights, on the device), the optimizer, the
     learning-rate schedule, the gradient scaler and the moving average."""
     device = info.device
-    net = build_model(cfg.model, spec.num_keypoints, spec.partner_index.tolist(),
-                      spec.keypoints)
+    net = build_model(cfg.model, spec.num_keypoints, spec.partner_index.tolist())
     if cfg.run.init_from:
         fresh = init_weights_from(net, cfg.run.init_from)
         if fresh and info.rank == 0:

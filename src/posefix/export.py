@@ -7,17 +7,20 @@ rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis 
 * ``images``: (B, 3, H, W) float32, RGB normalized with the ImageNet mean/std
   (:func:`posefix.imagenet.normalize`);
 * ``input_pose``: (B, K, 3) float32 ``x, y, valid`` in input (crop) pixels;
-* ``coords``: (B, K, 2) refined ``x, y`` in input pixels (gated by the error head where the
-  model has one); ``confidence``: (B, K); ``heatmaps``: (B, K, H/4, W/4) logits;
+* ``coords``: (B, K, 2) the heatmaps' ``x, y`` in input pixels; ``confidence``: (B, K);
+  ``heatmaps``: (B, K, H/4, W/4) logits;
 * ``input_error``: (B, K) the probability that each input keypoint is a gross error, only
   for a model with an error head;
 * ``error_kinds``: (B, K, 5) the probabilities of good, jitter, inversion, swap and miss,
-  only for a model with an error-kind head (``model.error_kinds``); its ``coords`` are then
-  the heatmaps' alone, and the gate (metadata ``posefix.error_gate``) is applied with the
-  fixes of :mod:`posefix.fixes`, which need the image's other detections.
+  only for a model with an error-kind head (``model.error_kinds``).
 
-The file's ``metadata_props`` carry the keypoint spec, input size, stride, backbone and
-training box padding (keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file.
+The graph holds no decoding policy: the gate, steps and hold of the checkpoint (or those
+given) travel as the metadata ``posefix.decoding`` (:meth:`posefix.decoding.Decoding.to_json`)
+and the :class:`~posefix.refiner.Refiner` applies them, as it does for PyTorch. The file's
+``metadata_props`` also carry the keypoint spec, input size, stride, backbone and training
+box padding (keys ``posefix.*``), so :class:`OnnxRefiner` needs nothing but the file. Files
+of the earlier format ``posefix-onnx/1`` applied the gate inside the graph; they still run,
+as they are, and refuse another gate.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import default_checkpoint_path, load_checkpoint
-from .config import GateOverride
+from .config import ConfigError, GateOverride
+from .decoding import Decoding
 from .jsonfiles import new_file_mode
 from .model import PoseFixNet
 from .onnx_runner import ERROR_OUTPUT, INPUT_NAMES, KINDS_OUTPUT, OUTPUT_NAMES, OnnxRefiner
@@ -40,7 +44,7 @@ from .spec import KeypointSpec
 
 __all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "KINDS_OUTPUT", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
 
-_META_FORMAT = "posefix-onnx/1"
+_META_FORMAT = "posefix-onnx/2"  # 1: the gate was part of the graph
 
 
 class RefinerModule(nn.Module):
@@ -54,18 +58,17 @@ class RefinerModule(nn.Module):
     def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, ...]:
         """Run the network and decode its heatmaps."""
         logits, error_logits, kind_logits = self.net(images, input_pose, with_kinds=True)
-        if kind_logits is not None:  # no gate: posefix.fixes decides per image
-            coords, confidence = self.net.decode(logits)
+        coords, confidence = self.net.decode(logits)
+        if kind_logits is not None:
             return (coords, confidence, logits, torch.sigmoid(error_logits.float()),
                     torch.softmax(kind_logits.float(), -1))
-        coords, confidence = self.net.decode(logits, input_pose, error_logits)
         if error_logits is None:
             return coords, confidence, logits
         return coords, confidence, logits, torch.sigmoid(error_logits.float())
 
 
-def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: float
-              ) -> dict[str, str]:
+def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: float,
+              decoding: Decoding) -> dict[str, str]:
     from . import __version__
 
     return {
@@ -79,9 +82,7 @@ def _metadata(net: PoseFixNet, spec: KeypointSpec, backbone: str, bbox_padding: 
         "posefix.input_sigma": repr(float(net.input_sigma)),
         "posefix.backbone": backbone,
         "posefix.bbox_padding": repr(float(bbox_padding)),
-        "posefix.error_gate": repr(net.error_gate),
-        "posefix.error_blend": json.dumps(None if net.error_blend is None
-                                          else list(net.error_blend)),
+        "posefix.decoding": decoding.to_json(),
     }
 
 
@@ -91,15 +92,20 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
 
     Uses the TorchScript-based exporter (no ``onnxscript`` dependency), with a dynamic
     batch axis. ``error_gate`` replaces the checkpoint's ``model.error_gate`` (a
-    :class:`~posefix.config.GateOverride`: and its blend; both are part of the exported
-    graph; 0 refines every keypoint). Returns ``onnx_path``.
+    :class:`~posefix.config.GateOverride`: and its blend; 0 refines every keypoint) in the
+    decoding the file carries as metadata (the graph is the same). Returns ``onnx_path``.
     """
     import onnx
 
     ckpt = load_checkpoint(default_checkpoint_path() if checkpoint is None else checkpoint)
     net = ckpt.model.float().cpu().eval()
+    decoding = ckpt.decoding
     if error_gate is not None:
-        net.set_error_gate(error_gate)
+        override = GateOverride.of(error_gate)
+        if override.threshold and net.error_head is None:
+            raise ConfigError("error gate: this network has no error head "
+                              "(model.error_head: false)")
+        decoding = decoding.with_gate(override.threshold, override.blend)
     wrapper = RefinerModule(net).eval()
     h, w = net.input_size
     k = net.num_keypoints
@@ -128,7 +134,7 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
             )
         model = onnx.load(tmp)
         meta = _metadata(net, ckpt.spec, ckpt.config.model.backbone,
-                         ckpt.config.data.bbox_padding)
+                         ckpt.config.data.bbox_padding, decoding)
         for key, value in meta.items():
             prop = model.metadata_props.add()
             prop.key, prop.value = key, value

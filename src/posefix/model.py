@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import backbone_features, build_backbone, first_conv_key
-from .config import ConfigError, GateOverride, ModelConfig
+from .config import ConfigError, ModelConfig
 from .heatmaps import (
     default_input_sigma,
     heatmap_confidence,
@@ -175,8 +175,7 @@ class PoseFixNet(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, num_keypoints: int,
-                 partners: Sequence[int] | None = None,
-                 names: Sequence[str] | None = None) -> None:
+                 partners: Sequence[int] | None = None) -> None:
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
@@ -227,9 +226,6 @@ class PoseFixNet(nn.Module):
         self.error_head = (InputErrorHead(in_ch, backbone_channels, self.num_keypoints,
                                           partners=partners if cfg.error_kinds else None)
                            if cfg.error_head else None)
-        self.error_gate = cfg.error_gate
-        self.error_blend = cfg.blend_weights(names)
-        self.move_min_confidence = cfg.move_min_confidence
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
         self.pose_skip = (
             nn.Parameter(torch.full((self.num_keypoints,), float(cfg.pose_skip)))
@@ -297,39 +293,22 @@ class PoseFixNet(nn.Module):
             err = gross_logit(kinds)
         return (x, err, kinds) if with_kinds else (x, err)
 
-    def decode(self, logits: Tensor, input_pose: Tensor | None = None,
-               error_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Logits -> (coords (B, K, 2) in input pixels, confidence (B, K)).
 
         Soft-argmax in heatmap cells (over the whole map, or within ``decode_radius`` cells of
-        its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``. With
-        ``error_gate`` set and the error head's logits and the input pose given, a present
-        input keypoint whose error probability is below the gate is returned unchanged, or
-        moved ``error_blend`` of the way to the refined one where that is set; one at or
-        above the gate is refined (P == gate refines, as :mod:`posefix.fixes` touches
-        P(gross) >= gate). With ``move_min_confidence`` set and the input pose given, a
-        present input keypoint whose heatmap confidence is below it is returned unchanged
-        (no evidence to move).
+        its argmax), mapped with ``pixel = (cell + 0.5) * stride - 0.5``. What is done with
+        them (the error gate, steps, holding where the confidence is low, the flip test) is
+        the refiner's :class:`~posefix.decoding.Decoding`, not the network's.
         """
         cells = (soft_argmax(logits) if self.decode_radius is None
                  else local_soft_argmax(logits, self.decode_radius))
-        coords = heatmap_to_pixels(cells, self.stride)
-        if self.error_gate is not None and error_logits is not None and input_pose is not None:
-            keep = (torch.sigmoid(error_logits.float()) < self.error_gate) & (input_pose[..., 2] > 0)
-            kept = input_pose[..., :2].to(coords.dtype)
-            if self.error_blend is not None:
-                step = torch.tensor(self.error_blend, dtype=coords.dtype, device=coords.device)
-                kept = kept + step.view(-1, 1) * (coords - kept)
-            coords = torch.where(keep.unsqueeze(-1), kept, coords)
-        conf = heatmap_confidence(logits)  # after the gate: the graph without the hold is as before
-        if self.move_min_confidence is not None and input_pose is not None:
-            weak = (conf < self.move_min_confidence) & (input_pose[..., 2] > 0)
-            coords = torch.where(weak.unsqueeze(-1), input_pose[..., :2].to(coords.dtype), coords)
-        return coords, conf
+        return heatmap_to_pixels(cells, self.stride), heatmap_confidence(logits)
 
     @torch.no_grad()
     def predict(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, Tensor]:
-        """Refined keypoints (B, K, 2) in input pixels and their confidence (B, K); no grad."""
+        """The heatmaps' keypoints (B, K, 2) in input pixels and their confidence (B, K); no
+        grad."""
         return self.predict_with_error(images, input_pose)[:2]
 
     @torch.no_grad()
@@ -338,14 +317,14 @@ class PoseFixNet(nn.Module):
         """:meth:`predict` and the probability (B, K) that each input keypoint is a gross
         error (None without an error head); no grad."""
         logits, error_logits = self(images, input_pose, with_error=True)
-        coords, conf = self.decode(logits, input_pose, error_logits)
+        coords, conf = self.decode(logits)
         prob = None if error_logits is None else torch.sigmoid(error_logits.float())
         return coords, conf, prob
 
     @torch.no_grad()
     def predict_with_kinds(self, images: Tensor, input_pose: Tensor
                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """For a kind head: the refined keypoints (B, K, 2) of the heatmaps alone (no gate:
+        """For a kind head: the refined keypoints (B, K, 2) of the heatmaps (
         :mod:`posefix.fixes` decides which input keypoints they replace), their confidence
         (B, K), P(gross error) (B, K) and the kind probabilities (B, K, 5); no grad."""
         if self.error_head is None or not self.error_head.kinds:
@@ -354,22 +333,6 @@ class PoseFixNet(nn.Module):
         coords, conf = self.decode(logits)
         return (coords, conf, torch.sigmoid(error_logits.float()),
                 torch.softmax(kind_logits.float(), -1))
-
-    def set_error_gate(self, gate: float | GateOverride | None) -> None:
-        """Keep input keypoints whose error probability is below ``gate`` (None or 0: refine
-        every keypoint); needs the error head for any other value. A
-        :class:`~posefix.config.GateOverride` sets its threshold and every keypoint's
-        blend where it gives them."""
-        override = GateOverride.of(gate) or GateOverride(0.0)
-        if override.blend is not None:
-            self.error_blend = (override.blend,) if override.blend else None
-        if override.threshold is None:
-            return
-        gate = override.threshold
-        if gate and self.error_head is None:
-            raise ConfigError("error gate: this network has no error head "
-                              "(model.error_head: false)")
-        self.error_gate = gate or None
 
     @torch.no_grad()
     def input_error(self, images: Tensor, input_pose: Tensor) -> Tensor:
@@ -380,12 +343,10 @@ class PoseFixNet(nn.Module):
 
 
 def build_model(cfg: ModelConfig, num_keypoints: int,
-                partners: Sequence[int] | None = None,
-                names: Sequence[str] | None = None) -> PoseFixNet:
+                partners: Sequence[int] | None = None) -> PoseFixNet:
     """The PoseFix network of a model config for ``num_keypoints`` keypoints (``partners``:
     each keypoint's left/right partner or -1, :attr:`KeypointSpec.partner_index`; needed by
-    ``model.error_kinds``; ``names``: the keypoints' names, for
-    ``model.error_blend_keypoints``)."""
-    return PoseFixNet(cfg, num_keypoints, partners, names)
+    ``model.error_kinds``). Its decoding is :meth:`posefix.decoding.Decoding.from_model_config`'s."""
+    return PoseFixNet(cfg, num_keypoints, partners)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .decoding import Decoding
 from .errors import InputError
 from .spec import KeypointSpec
 
@@ -33,7 +34,10 @@ class OnnxRefiner:
         num_keypoints: K.
         stride: input pixels per heatmap cell.
         bbox_padding: the box padding the model was trained with (None if absent).
-        error_gate: the error gate the model was exported with (None: none or absent).
+        decoding: the decoding the file carries (:class:`~posefix.decoding.Decoding`,
+            metadata ``posefix.decoding``); None for a file of the earlier format
+            ``posefix-onnx/1``, whose graph applies its gate itself.
+        error_gate: the gate of a ``posefix-onnx/1`` file (None: none, or a later file).
         metadata: all ``metadata_props`` of the file.
     """
 
@@ -75,6 +79,12 @@ class OnnxRefiner:
         self.stride = int(meta.get("posefix.stride", 4))
         self.bbox_padding: float | None = (
             float(meta["posefix.bbox_padding"]) if "posefix.bbox_padding" in meta else None)
+        self.decoding: Decoding | None = None
+        if "posefix.decoding" in meta:
+            try:
+                self.decoding = Decoding.from_json(meta["posefix.decoding"])
+            except (ValueError, TypeError) as e:
+                raise InputError(path, f"metadata posefix.decoding: {e}") from None
         gate = meta.get("posefix.error_gate", "None")
         self.error_gate: float | None = None if gate == "None" else float(gate)
         self.spec: KeypointSpec | None = (
@@ -97,7 +107,8 @@ class OnnxRefiner:
 
     def __call__(self, images: np.ndarray, input_pose: np.ndarray
                  ) -> tuple[np.ndarray, ...]:
-        """Refined ``coords`` (B, K, 2) in input pixels and ``confidence`` (B, K), and the
+        """The heatmaps' ``coords`` (B, K, 2) in input pixels (gated in a
+        ``posefix-onnx/1`` file) and ``confidence`` (B, K), and the
         ``input_error`` (B, K) probabilities where the model has an error head, then the
         ``error_kinds`` (B, K, 5) where it has an error-kind head."""
         out = self.run(images, input_pose)

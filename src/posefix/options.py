@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import GateOverride
+from .decoding import DEFAULT_SCORE, SCORES
 
 __all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "AnalyzeOptions", "EvaluateOptions",
            "RefineFileOptions", "RefineOptions", "RefinePaths", "SynthesizeOptions", "VisualizeOptions",
@@ -19,13 +20,6 @@ __all__ = ["BOXES", "DEFAULT_SCORE", "EXIF", "SCORES", "AnalyzeOptions", "Evalua
 
 _Options = TypeVar("_Options")
 
-#: Output person scores (see :class:`RefineOptions`).
-SCORES = ("auto", "input", "heatmap", "quality")
-#: Output person score unless told otherwise: ``quality`` for a network with an error head
-#: (the shipped demo model: it measured the higher AP on every input of the LSP test split,
-#: recipes/demo/README.md), else the input's score (rescoring by heatmap confidence never won
-#: on held-out images, ``python benchmarks/bench_refine.py --compare-scores CKPT``).
-DEFAULT_SCORE = "auto"
 #: Where a crop comes from: the input pose's extent (the reference) or the detection's box.
 BOXES = ("pose", "bbox")
 #: EXIF orientation of image files: ``auto`` uses the frame whose size the image list gives.
@@ -41,12 +35,14 @@ class RefineOptions:
         flip: flip test (None: on; for a model that is not already a
             :class:`posefix.refiner.Refiner`: a Refiner is built with its own, and another
             value given here is a ``ValueError``).
-        score: output person score, one of :data:`SCORES`: ``"input"`` keeps the input
-            person score; ``"heatmap"`` multiplies it by the mean keypoint confidence of the
-            refined pose; ``"quality"`` (needs an error head) by the mean probability that
-            the input keypoints are right; ``"auto"``: ``quality`` where the network has an
-            error head, else ``input``.
-        nms: OKS-NMS threshold per image; ``<= 0`` disables it.
+        score: output person score, one of :data:`SCORES` (None: the refiner's
+            :class:`~posefix.decoding.Decoding`'s, ``"auto"`` by default): ``"input"`` keeps
+            the input person score; ``"heatmap"`` multiplies it by the mean keypoint
+            confidence of the refined pose; ``"quality"`` (needs an error head) by the mean
+            probability that the input keypoints are right; ``"auto"``: ``quality`` where
+            the network has an error head, else ``input``.
+        nms: OKS-NMS threshold per image; ``<= 0`` disables it (None: the decoding's, 0.9
+            by default).
         batch_size: crops per forward pass (doubled by the flip test).
         workers: image loading and cropping threads (0: in the calling thread).
         device: ``"auto"`` (CUDA if available; also None), ``"cpu"``, ``"cuda:1"``, ... (as
@@ -64,8 +60,8 @@ class RefineOptions:
 
     box: str = "pose"
     flip: bool | None = None
-    score: str = DEFAULT_SCORE
-    nms: float = 0.9
+    score: str | None = None
+    nms: float | None = None
     batch_size: int = 32
     workers: int = 2
     device: Any = None
@@ -77,7 +73,7 @@ class RefineOptions:
     def __post_init__(self) -> None:
         if self.box not in BOXES:
             raise ValueError(f"box must be 'pose' or 'bbox', got {self.box!r}")
-        if self.score not in SCORES:
+        if self.score is not None and self.score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")

@@ -6,7 +6,8 @@
    image) per item and crops its detections around their input poses.
 2. **Batches** (:class:`BatchQueue`): the main process gathers crops into batches across
    images, in arrival order.
-3. **Network** (:mod:`posefix.refiner`): each batch is refined, with the flip test.
+3. **Network** (:mod:`posefix.refiner`): each batch is refined and decoded by the refiner's
+   :class:`~posefix.decoding.Decoding` (error gate, steps, hold, flip test).
 4. **Back in the image** (:class:`ResultWriter`): coordinates go back to the image with
    the inverse affine matrix; the keypoint score column becomes the network's per-keypoint
    confidence; the person score stays the input's (``score="input"``), becomes the input
@@ -14,8 +15,9 @@
    for a network with an error head, the input score times the mean probability that the
    input keypoints are right (``score="quality"``: a pose the network finds mostly wrong
    ranks lower). ``score="auto"`` (the default) is ``quality`` where the network has an
-   error head, else ``input``.
-5. **OKS-NMS per image** (threshold 0.9, crop areas, the spec's used keypoints), as the
+   error head, else ``input``. The decoding's score unless the options give one.
+5. **OKS-NMS per image** (the decoding's threshold unless the options give one, default
+   0.9; crop areas, the spec's used keypoints), as the
    reference does, ordered by the output score, once an image's last chunk is through.
 
 Detections that cannot be refined keep their input keypoints and score, take no part in the
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from .crops import CropDataset, CropTask, ImageSource, group_by_image, iterate_crops
+from .decoding import Decoding
 from .errors import InputError
 from .fixes import FixOptions, fix_keypoints
 from .geometry import apply_affine, invert_affine
@@ -343,9 +346,11 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
                         float(padding if padding is not None else refiner.padding),
                         options.box, options.exif)
     queue = BatchQueue(refiner, options.batch_size)
+    decoding = getattr(refiner, "decoding", Decoding()).changed(score=options.score,
+                                                                nms=options.nms)
     fix = options.fix if callable(options.fix) else \
-        (options.fix or FixOptions()).resolve(getattr(refiner, "error_gate", None))
-    writer = ResultWriter(detections, spec, options.score, options.nms, counts, fix,
+        (options.fix or FixOptions()).resolve(decoding.gate)
+    writer = ResultWriter(detections, spec, decoding.score, decoding.nms, counts, fix,
                           owned=inplace)
     bar = None
     if options.progress:

@@ -26,6 +26,7 @@ Their :class:`RefinedPoses` draw themselves (:meth:`RefinedPoses.plot`, with
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +43,13 @@ from .backends import (
     int8_without_saturation,
 )
 from .builtin import default_checkpoint_path
-from .config import GateOverride
+from .config import ConfigError, GateOverride
 from .crops import network_inputs
+from .decoding import Decoding
 from .errors import InputError
 from .io import Detections
-from .onnx_runner import OnnxRefiner
-from .options import DEFAULT_SCORE, RefineOptions
+from .onnx_runner import ERROR_OUTPUT, OnnxRefiner
+from .options import RefineOptions
 from .pipeline import run_pipeline
 from .spec import KeypointSpec, load_spec
 
@@ -257,7 +259,8 @@ def _pose_rows(keypoints: np.ndarray) -> Detections:
 
 
 class Refiner:
-    """A predictor with its crop size, spec, device and flip test: crops in, keypoints out.
+    """A predictor with its crop size, spec, device and :class:`~posefix.decoding.Decoding`:
+    crops in, keypoints out.
 
     Args:
         predict: ``(images (B, 3, H, W) normalized float, input_pose (B, K, 3)) ->
@@ -266,37 +269,69 @@ class Refiner:
             probability (B, K) that each input keypoint is a gross error
             (``PoseFixNet.predict_with_error``), which :meth:`refine_batch` returns too, and
             a fourth, the (B, K, 5) error-kind probabilities (``predict_with_kinds``: then
-            the coordinates are the heatmaps' alone and :mod:`posefix.fixes` decides).
+            :mod:`posefix.fixes` decides which input keypoints the heatmaps' replace).
         input_size: (height, width) of the crops.
         spec: keypoint layout (its ``flip_index`` un-mirrors the flipped prediction).
-        device: where ``predict`` runs (ignored with ``arrays``: the CPU).
-        flip: average with the prediction on the mirrored crop.
+        device: where ``predict`` runs (ignored for ONNX Runtime: the CPU).
+        decoding: what is done with the predictions: the error gate, steps and hold (per
+            pass, :meth:`Decoding.place`), the flip test, rescoring and OKS-NMS (default
+            ``Decoding()``: every keypoint refined, flip test on). Kept as :attr:`decoding`.
         padding: the box padding the network was trained with (crops are cut with it).
         description: what runs, for summaries (e.g. ``torch demo_model.pt``).
-        error_gate: the network's error gate (an error-kind head's default fix gate).
-        arrays: ``predict`` takes and returns numpy arrays (an :class:`OnnxRefiner`), not
-            tensors: no torch is imported.
-        backend: what runs, as ``posefix refine --backend`` names it (``torch``,
-            ``onnxruntime``, ``onnxruntime-int8``); default ``onnxruntime`` with ``arrays``,
-            else ``torch``. Kept as :attr:`backend`.
+        backend: what runs, as ``posefix refine --backend`` names it: ``torch`` (the
+            default: ``predict`` takes and returns tensors on ``device``), ``onnxruntime`` or
+            ``onnxruntime-int8`` (numpy arrays in and out, an :class:`OnnxRefiner`: no torch
+            is imported). Kept as :attr:`backend`; :attr:`arrays` says which of the two.
+        error_head: whether ``predict`` gives error probabilities (None: unknown); a gate
+            needs them.
+        decodes_itself: ``predict`` applies its own gate (an ONNX file of the earlier
+            format ``posefix-onnx/1``): :meth:`Decoding.place` is not applied, and
+            :meth:`with_decoding` cannot change the gate, steps or hold.
     """
 
     def __init__(self, predict: Predictor, input_size: tuple[int, int], spec: KeypointSpec,
-                 device: str | torch.device = "cpu", flip: bool = True,
-                 padding: float = DEFAULT_PADDING, description: str = "",
-                 error_gate: float | None = None, *, arrays: bool = False,
-                 backend: str | None = None) -> None:
+                 device: str | torch.device = "cpu", decoding: Decoding | None = None,
+                 padding: float = DEFAULT_PADDING, description: str = "", *,
+                 backend: str = "torch",
+                 error_head: bool | None = None, decodes_itself: bool = False) -> None:
+        decoding = Decoding() if decoding is None else decoding
+        if not isinstance(decoding, Decoding):
+            raise TypeError(f"decoding must be a posefix.decoding.Decoding, got "
+                            f"{type(decoding).__name__} (the flip test is Decoding(flip=...))")
         self.predict = predict
-        self.error_gate = error_gate
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.spec = spec
-        self.arrays = bool(arrays)
-        self.backend = backend or ("onnxruntime" if self.arrays else "torch")
+        if backend not in BACKENDS[1:]:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS[1:])}, got {backend!r}")
+        self.backend = backend
+        self.arrays = backend != "torch"
         self.device: Any = "cpu" if self.arrays else resolve_device(device)
-        self.flip = bool(flip)
         self.padding = float(padding)
         self.description = description or getattr(predict, "__qualname__", "a predictor")
+        self.error_head = error_head
+        self.decodes_itself = bool(decodes_itself)
+        self.decoding = decoding
+        _check_decoding(self, decoding)
         self._flip_index = np.asarray(spec.flip_index, dtype=np.int64)
+
+    @property
+    def flip(self) -> bool:
+        """The flip test (:attr:`decoding`'s)."""
+        return self.decoding.flip
+
+    @property
+    def error_gate(self) -> float | None:
+        """The error gate (:attr:`decoding`'s; an error-kind head's default fix gate)."""
+        return self.decoding.gate
+
+    def with_decoding(self, decoding: Decoding) -> Refiner:
+        """This refiner, the same network, decoding with ``decoding`` (e.g.
+        ``refiner.with_decoding(dataclasses.replace(refiner.decoding, gate=0.5))``): no
+        export or reload, the network is shared."""
+        out = copy.copy(self)
+        _check_decoding(out, decoding)
+        out.decoding = decoding
+        return out
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *, backend: str = "auto",
@@ -325,9 +360,7 @@ class Refiner:
         from .checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(Path(path) if path is not None else default_checkpoint_path())
-        if error_gate is not None:
-            ckpt.model.set_error_gate(error_gate)
-        return cls.from_loaded(ckpt, device=device, flip=flip)
+        return _with_gate(cls.from_loaded(ckpt, device=device, flip=flip), error_gate)
 
     @classmethod
     def from_loaded(cls, ckpt: LoadedCheckpoint, *, device: str | torch.device = "auto",
@@ -337,8 +370,8 @@ class Refiner:
         dev = resolve_device(device)
         net = ckpt.model.to(dev).eval()
         return cls(_torch_predictor(net), tuple(ckpt.config.model.input_size), spec or ckpt.spec,
-                   dev, flip, float(ckpt.config.data.bbox_padding), f"torch {ckpt.path}",
-                   net.error_gate)
+                   dev, ckpt.decoding.changed(flip=flip), float(ckpt.config.data.bbox_padding),
+                   f"torch {ckpt.path}", error_head=net.error_head is not None)
 
     @classmethod
     def from_onnx(cls, path: str | Path | None = None, *, checkpoint: str | Path | None = None,
@@ -347,31 +380,28 @@ class Refiner:
         """An exported network run by ONNX Runtime on the CPU, without torch (``threads``:
         :func:`posefix.backends.default_threads` unless given).
 
-        ``path`` None exports ``checkpoint`` (None: the shipped model) with ``error_gate``
-        first, once: the export is kept in the user's cache
-        (:func:`posefix.backends.cached_onnx`; only the export imports torch) and carries
-        the checkpoint's spec and box padding. ``int8`` True runs its int8 copy
+        ``path`` None exports ``checkpoint`` (None: the shipped model) first, once: the
+        export is kept in the user's cache (:func:`posefix.backends.cached_onnx`; only the
+        export imports torch) and carries the checkpoint's spec, box padding and decoding. ``int8`` True runs its int8 copy
         (:func:`posefix.backends.cached_int8`), None runs that copy where the shipped
         calibration set fits the model and the CPU multiplies int8 without saturation
         (:func:`posefix.backends.int8_without_saturation`), else the float32 export. For a
         given ``path``, spec and padding come from ``checkpoint`` where given, else from the
-        file's metadata. The error gate of an existing export is fixed in its graph.
+        file's metadata; the decoding from the file's metadata, with ``error_gate``
+        (a file of the earlier format ``posefix-onnx/1`` has its gate in the graph and
+        refuses another).
         """
         threads = threads if threads is not None else default_threads()
         spec, padding = None, None
         if path is None:  # exported once per checkpoint and gate, then from the cache
             source = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
-            export = cached_onnx(source, error_gate)
+            export = cached_onnx(source)
             wanted = int8 or (int8 is None and int8_without_saturation())
             quantized = cached_int8(export, required=bool(int8)) if wanted else None
             runner = OnnxRefiner(quantized or export, threads=threads)
             description = f"onnxruntime{' int8' if quantized else ''}, the export of {source}"
             backend = "onnxruntime-int8" if quantized else "onnxruntime"
         else:
-            if error_gate is not None:
-                raise InputError(path, "the error gate and blend of an exported model are "
-                                 "fixed; export again with posefix export --error-gate or "
-                                 "--error-blend")
             if int8:
                 raise InputError(path, "an ONNX file runs as it is; quantize it with "
                                  "posefix.quantize.quantize_onnx (or leave out int8)")
@@ -382,8 +412,12 @@ class Refiner:
                 spec, padding = ckpt.spec, float(ckpt.config.data.bbox_padding)
             runner = OnnxRefiner(path, threads=threads)
             description, backend = f"onnxruntime {path}", "onnxruntime"
-        return _onnx_refiner(cls, runner, spec, padding, flip, description, "--checkpoint too",
-                             backend)
+        refiner = _onnx_refiner(cls, runner, spec, padding, flip, description,
+                                "--checkpoint too", backend)
+        if error_gate is not None and refiner.decodes_itself:
+            raise InputError(runner.path, "the error gate and blend of this export "
+                             "(posefix-onnx/1) are part of its graph; export it again")
+        return _with_gate(refiner, error_gate)
 
     def prepare(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network inputs: normalized crops (B or 2B, 3, H, W) float32 and poses (B or 2B,
@@ -426,7 +460,8 @@ class Refiner:
             color: ``"rgb"`` or ``"bgr"``.
             boxes: (N, 4) ``x, y, w, h`` detection boxes, for ``box="bbox"``.
             options: :class:`posefix.options.RefineOptions` fields (``box``, ``score``,
-                ``nms``, ``batch_size``); images in memory need no loader workers.
+                ``nms``, ``batch_size``; ``score`` and ``nms`` default to :attr:`decoding`'s);
+                images in memory need no loader workers.
         """
         return self.refine_images([image], [keypoints],
                                   None if scores is None else [scores], color=color,
@@ -451,7 +486,7 @@ class Refiner:
         dets = _detections(keypoints, scores, boxes, self.spec.num_keypoints)
         check_refiner_options(self, flip=options.pop("flip", None),
                               device=options.pop("device", None))
-        opts = RefineOptions(**{"workers": 0, "score": DEFAULT_SCORE, **options})
+        opts = RefineOptions(**{"workers": 0, **options})
         inputs = dets.keypoints.copy()  # the writer overwrites dets' with the refined poses
         writer = run_pipeline(dets, frames.__getitem__, self, opts, inplace=True)
         ends = np.cumsum([len(k) for k in keypoints])
@@ -471,8 +506,12 @@ class Refiner:
         x, p = self.prepare(crops, poses)
         out = self.predict(x, p) if self.arrays else _run_torch(self.predict, x, p,
                                                                  self.device)
-        return self.combine(out[0], out[1], n, out[2] if len(out) > 2 else None,
-                            out[3] if len(out) > 3 else None)
+        error = out[2] if len(out) > 2 else None
+        kinds = out[3] if len(out) > 3 else None
+        coords = out[0]
+        if kinds is None and not self.decodes_itself:  # kinds: posefix.fixes decides
+            coords = self.decoding.place(coords, out[1], error, p)
+        return self.combine(coords, out[1], n, error, kinds)
 
     def __call__(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Refine a batch: uint8 RGB crops (B, H, W, 3), input poses (B, K, 3) in crop pixels
@@ -541,6 +580,29 @@ def _run_torch(predict: Predictor, x: np.ndarray, p: np.ndarray, device: Any,
     return tuple(o.float().cpu().numpy() for o in out)
 
 
+def _check_decoding(refiner: Refiner, decoding: Decoding) -> None:
+    """A :class:`ConfigError` where ``decoding`` gates a network without an error head; an
+    :class:`InputError` where it changes the gate, steps or hold of a predictor that
+    applies its own (:attr:`Refiner.decodes_itself`)."""
+    if decoding.gate is not None and refiner.error_head is False:
+        raise ConfigError("error gate: this network has no error head (model.error_head: false)")
+    if refiner.decodes_itself and hasattr(refiner, "decoding"):
+        own = refiner.decoding
+        if (decoding.gate, decoding.steps, decoding.hold_below) != \
+                (own.gate, own.steps, own.hold_below):
+            raise InputError(Path(str(getattr(refiner.predict, "path", refiner.description))),
+                             "the error gate and blend of this export (posefix-onnx/1) are "
+                             "part of its graph; export it again")
+
+
+def _with_gate(refiner: Refiner, error_gate: float | GateOverride | None) -> Refiner:
+    """``refiner`` with ``error_gate``'s threshold and blend (None: as it is)."""
+    override = GateOverride.of(error_gate)
+    if override is None:
+        return refiner
+    return refiner.with_decoding(refiner.decoding.with_gate(override.threshold, override.blend))
+
+
 def _refuse_onnx_on_cuda(backend: str, device: Any) -> None:
     """A ValueError where an ONNX Runtime ``backend`` is asked to run on a CUDA ``device``."""
     if backend.startswith("onnxruntime") and str(device).startswith("cuda"):
@@ -580,9 +642,11 @@ def _onnx_refiner(cls: type[Refiner], runner: OnnxRefiner, spec: KeypointSpec | 
     if spec is None:
         raise InputError(runner.path, f"the ONNX file names no keypoint spec; pass {spec_hint}")
     padding = padding if padding is not None else runner.bbox_padding
-    return cls(runner, runner.input_size, spec, "cpu", flip,
+    own = runner.decoding is None  # posefix-onnx/1: the gate is in the graph
+    decoding = Decoding(gate=runner.error_gate) if own else runner.decoding
+    return cls(runner, runner.input_size, spec, "cpu", decoding.changed(flip=flip),
                DEFAULT_PADDING if padding is None else padding, description,
-               runner.error_gate, arrays=True, backend=backend)
+               backend=backend, error_head=ERROR_OUTPUT in runner.outputs, decodes_itself=own)
 
 
 def check_refiner_options(refiner: Refiner, *, flip: bool | None = None,
@@ -608,7 +672,8 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
     spec, crop size and padding; or a bare network (``torch.nn.Module``, e.g. a
     ``PoseFixNet``), an object with ``predict(images, input_pose)`` or a plain callable,
     wrapped with ``spec`` and ``input_size`` (else the network's own ``spec`` and
-    ``input_size`` attributes) and the default box padding."""
+    ``input_size`` attributes), its ``decoding`` attribute where it has one (else
+    ``Decoding()``: every keypoint refined) and the default box padding."""
     if isinstance(model, Refiner):
         return model
     if isinstance(model, OnnxRefiner):  # numpy in and out, on the CPU
@@ -636,6 +701,9 @@ def as_refiner(model: Any, spec: KeypointSpec | str | None = None,
         predict = getattr(model, "predict", model)
     if not callable(predict):
         raise TypeError(f"refine: cannot predict with a {type(model).__name__}")
-    return Refiner(predict, tuple(input_size), load_spec(spec), dev, flip,
+    decoding = getattr(model, "decoding", None)
+    decoding = (decoding if isinstance(decoding, Decoding) else Decoding()).changed(flip=flip)
+    return Refiner(predict, tuple(input_size), load_spec(spec), dev, decoding,
                    description=type(model).__name__,
-                   error_gate=getattr(model, "error_gate", None))
+                   error_head=getattr(model, "error_head", None) is not None
+                   if isinstance(model, torch.nn.Module) else None)

@@ -64,6 +64,7 @@ from torch.utils.data import default_collate
 from .checkpoint import save_checkpoint
 from .config import Config
 from .data import PoseFixDataset, ResumableSampler
+from .decoding import Decoding
 from .engine import (
     DistInfo,
     Engine,
@@ -231,7 +232,9 @@ def _validate_and_log(eng: Engine, pos: Position) -> dict[str, float]:
         metrics = validate(parts.ema if parts.ema is not None else parts.net, eng.data.val_ds,
                            batch_size=eng.cfg.optim.batch_size,
                            workers=min(eng.cfg.data.workers, 2),
-                           device=eng.info.device, amp_dtype=parts.amp_dtype)
+                           device=eng.info.device, amp_dtype=parts.amp_dtype,
+                           decoding=Decoding.from_model_config(eng.cfg.model,
+                                                               eng.spec.keypoints))
         if metrics:
             eng.logger.write("val", {"step": pos.step, "epoch": pos.epoch, **metrics})
             if eng.bar is not None:
@@ -331,8 +334,11 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 @torch.no_grad()
 def validate(model: PoseFixNet, dataset: PoseFixDataset, *, batch_size: int = 32,
              workers: int = 0, device: torch.device | str = "cpu",
-             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """AP of the synthesized inputs and of the refined poses on a validation dataset.
+             amp_dtype: torch.dtype | None = None,
+             decoding: Decoding | None = None) -> dict[str, float]:
+    """AP of the synthesized inputs and of the refined poses on a validation dataset,
+    decoded with ``decoding``'s gate, steps and hold (None: the heatmaps' keypoints; no
+    flip test).
 
     Every held-out person gets a fixed-seed synthesized input (score 1); the refined pose
     keeps the same person score and takes the heatmap confidence per keypoint. Returns
@@ -345,7 +351,8 @@ def validate(model: PoseFixNet, dataset: PoseFixDataset, *, batch_size: int = 32
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    poses, errors = _predict(model, dataset, batch_size, workers, device, amp_dtype)
+    poses, errors = _predict(model, dataset, batch_size, workers, device, amp_dtype,
+                             decoding or Decoding())
     model.train(was_training)
     out = _ap_per_set(dataset, *poses)
     err_in, err_out, count = errors
@@ -355,7 +362,7 @@ def validate(model: PoseFixNet, dataset: PoseFixDataset, *, batch_size: int = 32
 
 
 def _predict(model: PoseFixNet, dataset: PoseFixDataset, batch_size: int, workers: int,
-             device: torch.device, amp_dtype: torch.dtype | None
+             device: torch.device, amp_dtype: torch.dtype | None, decoding: Decoding
              ) -> tuple[tuple[np.ndarray, ...], tuple[float, float, float]]:
     """The network over ``dataset``: per crop, its person's row, the input pose, the
     refined keypoints (in the image) and their confidence; and the summed distances of the
@@ -368,8 +375,11 @@ def _predict(model: PoseFixNet, dataset: PoseFixDataset, batch_size: int, worker
         pose = batch["input_pose"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
-            coords, c = model.predict(images, pose)
-        coords, c = coords.float().cpu(), c.float().cpu()
+            coords, c, error = model.predict_with_error(images, pose)
+        c = c.float().cpu()
+        coords = torch.from_numpy(decoding.place(
+            coords.float().cpu().numpy(), c.numpy(),
+            None if error is None else error.float().cpu().numpy(), pose.float().cpu().numpy()))
         valid = batch["target_valid"]
         target = batch["target"]
         err_out += float(((coords - target).norm(dim=-1) * valid).sum())

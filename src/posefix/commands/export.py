@@ -18,7 +18,8 @@ def export_file(checkpoint: str | Path | None, onnx: str | Path, *, opset: int =
                 error_gate: float | GateOverride | None = None, int8: bool = False) -> Path:
     """Write ``checkpoint`` (None: the shipped model) as ONNX to ``onnx`` (atomically) and
     return that path. ``error_gate`` (a threshold or a
-    :class:`~posefix.config.GateOverride`) replaces the checkpoint's in the graph; ``int8``
+    :class:`~posefix.config.GateOverride`) replaces the checkpoint's in the decoding the
+    file carries (:mod:`posefix.decoding`; the graph is the same); ``int8``
     writes the int8 copy (:func:`posefix.quantize.quantize_onnx`, calibrated on the set
     shipped with the package) instead of the float32 export, or raises an
     :class:`InputError` naming the checkpoint where that set does not fit the model. The

@@ -216,10 +216,12 @@ def _run_options(options: RefineOptions, progress: bool) -> RefineOptions:
 def _summary(refiner: Refiner, options: RefineOptions, counts: RefineCounts, seconds: float,
              **files: str) -> dict[str, Any]:
     """The summary's files, settings, counts and timing."""
+    decoding = refiner.decoding.changed(score=options.score, nms=options.nms)
     return {
         **files, "backend": refiner.description, "device": str(refiner.device),
         "spec": refiner.spec.name, "box": options.box, "flip": refiner.flip,
-        "score": options.score, "nms": float(options.nms),
+        "score": decoding.score, "nms": float(decoding.nms), "gate": decoding.gate,
+        "decoding": decoding.describe(),
         "batch_size": int(options.batch_size), "workers": int(options.workers),
         **counts.to_dict(), "seconds": round(seconds, 3),
         "detections_per_second": round(counts.detections_in / seconds, 2) if seconds else None,
@@ -304,9 +306,9 @@ def format_summary(s: Mapping[str, Any]) -> str:
     box = s["box"]
     if s.get("box_from_bbox") is not None and s["box_from_bbox"] < s["detections_in"]:
         box = f"bbox ({s['box_from_bbox']} of {s['detections_in']}; the rest from the pose)"
-    lines.append(f"  {s['backend']} on {s['device']}, box from {box}, flip test "
-                 f"{'on' if s['flip'] else 'off'}, score {s['score']}: {s['seconds']:.1f} s"
+    lines.append(f"  {s['backend']} on {s['device']}, box from {box}: {s['seconds']:.1f} s"
                  + (f" ({rate:.1f} detections/s)" if rate else ""))
+    lines.append(f"  decoding: {s['decoding']}")
     if "ap_before" in s:
         b, a = s["ap_before"], s["ap_after"]
         lines += ["", f"  {'':<6} {'before':>7} {'after':>7} {'change':>7}"]
