@@ -137,3 +137,22 @@ def test_json_round_trip_and_description() -> None:
     with pytest.raises(TypeError):
         Decoding.from_json('{"blend": 1}')
     assert dataclasses.replace(d, gate=None).describe().startswith("gate off")
+
+
+def test_hold_above_shrink_keeps_persons_the_network_sees_coarser_than_the_estimator() -> None:
+    coords, conf = _outputs()
+    pose = np.concatenate([_pose(), _pose()])
+    pose[1, 4, 2] = 0  # an absent input keypoint is refined whatever the person's size
+    coords, conf = np.concatenate([coords, coords]), np.concatenate([conf, conf])
+    d = Decoding(hold_above_shrink=2.0)
+    out = d.place(coords, conf, None, pose, np.array([2.0, 2.5]))
+    np.testing.assert_array_equal(out[0], coords[0])  # at the factor: refined
+    np.testing.assert_array_equal(out[1, :4], pose[1, :4, :2])  # above it: held
+    np.testing.assert_array_equal(out[1, 4], REFINED)
+    np.testing.assert_array_equal(d.place(coords, conf, None, pose), coords)  # size unknown
+    assert Decoding.from_model_config(ModelConfig(move_max_shrink=2.5)).hold_above_shrink == 2.5
+    assert "hold above 2.5x shrink" in Decoding(hold_above_shrink=2.5).describe()
+    with pytest.raises(ValueError, match="hold_above_shrink"):
+        Decoding(hold_above_shrink=0.0)
+    with pytest.raises(ConfigError, match="move_max_shrink"):
+        ModelConfig(move_max_shrink=-1.0)

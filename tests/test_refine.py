@@ -344,6 +344,25 @@ def test_refiner_flip_batches_mirror_copies() -> None:
     assert seen["pose"][2, 1, 2] == 0
 
 
+def test_the_pipeline_holds_persons_the_crop_shrinks_beyond_the_decodings_factor() -> None:
+    """The crop's area reaches the decoding: a person the network sees shrunk by more than
+    ``hold_above_shrink`` keeps its input keypoints, a smaller one is refined."""
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    kp = np.zeros((2, SPEC.num_keypoints, 3))
+    kp[..., 2] = 1.0
+    kp[0, :, :2] = rng.uniform(100, 140, (SPEC.num_keypoints, 2))  # ~50 px crop: 0.7x
+    kp[1, :, :2] = rng.uniform(10, 390, (SPEC.num_keypoints, 2))  # ~450 px crop: 7x
+    dets = Detections(np.array([1, 1]), kp, np.ones(2), np.full((2, 4), np.nan),
+                      np.ones(2, dtype=np.int64))
+    for hold, held in ((None, [False, False]), (2.0, [False, True]), (0.1, [True, True])):
+        r = Refiner(shifted(3.0), INPUT, SPEC, "cpu", Decoding(hold_above_shrink=hold, flip=False))
+        out = refine(dets, lambda i: img, r, options=RefineOptions(nms=0, workers=0))
+        for i in range(2):
+            same = np.allclose(out.keypoints[i, :, :2], kp[i, :, :2], atol=1e-3)
+            assert same == held[i], (hold, i)
+
+
 # --------------------------------------------------------------------------- images
 def test_load_image_modes(tmp_path: Path) -> None:
     rgb = np.zeros((6, 8, 3), np.uint8)

@@ -84,8 +84,15 @@ class ModelConfig:
     # would replace or step is kept exactly where the heatmap's confidence (the softmax
     # mass around its peak, heatmaps.heatmap_confidence) is below this; null: never
     move_min_confidence: float | None = None
+    # hold back where the network sees the person coarser than the estimator did: every
+    # present input keypoint of a person whose crop shrinks the image by more than this
+    # factor (image pixels per crop pixel, the square root of the crop's area in the image
+    # over the network's input area) is kept exactly; null: never
+    move_max_shrink: float | None = None
 
     def __post_init__(self) -> None:
+        _check(self.move_max_shrink is None or self.move_max_shrink > 0,
+               "model.move_max_shrink", "must be positive or null", self.move_max_shrink)
         _check(self.move_min_confidence is None or 0 <= self.move_min_confidence <= 1,
                "model.move_min_confidence", "must be in [0, 1] or null",
                self.move_min_confidence)

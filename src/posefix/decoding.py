@@ -12,6 +12,9 @@ each *input* keypoint is a gross error. A :class:`Decoding` then says:
   kept exactly);
 * **hold_below**: keep a present input keypoint exactly where the heatmap's confidence is
   below this (no evidence to move; None: never);
+* **hold_above_shrink**: keep every present input keypoint of a person whose crop shrinks
+  the image by more than this factor (the network sees the person coarser than the
+  estimator did; None: never);
 * **flip**: average with the prediction on the mirrored crop (the flip test);
 * **score**: the output person score (:data:`SCORES`);
 * **nms**: the OKS-NMS threshold per image (0: off).
@@ -20,7 +23,7 @@ Gate, steps and hold are applied per pass, before the flip fusion
 (:meth:`Decoding.place`), exactly as the network applied them when they were part of it:
 old checkpoints decode as before. A checkpoint's training config gives its decoding
 (:meth:`Decoding.from_model_config`: ``model.error_gate``, ``model.error_blend[_keypoints]``,
-``model.move_min_confidence``); an ONNX export carries it as metadata
+``model.move_min_confidence``, ``model.move_max_shrink``); an ONNX export carries it as metadata
 (:meth:`Decoding.to_json`). Numpy only: no torch.
 """
 
@@ -55,6 +58,10 @@ class Decoding:
             network's, each in [0, 1]; None: kept exactly.
         hold_below: keep a present input keypoint exactly where the heatmap's confidence
             is below this, in [0, 1]; None: never.
+        hold_above_shrink: keep every present input keypoint of a person whose crop
+            shrinks the image by more than this factor (image pixels per crop pixel: the
+            square root of the crop's area in the image over the network's input area),
+            > 0; None: never.
         flip: the flip test.
         score: the output person score, one of :data:`SCORES`: ``"input"`` keeps the input
             person score; ``"heatmap"`` multiplies it by the mean keypoint confidence of the
@@ -67,6 +74,7 @@ class Decoding:
     gate: float | None = None
     steps: tuple[float, ...] | None = None
     hold_below: float | None = None
+    hold_above_shrink: float | None = None
     flip: bool = True
     score: str = DEFAULT_SCORE
     nms: float = 0.9
@@ -81,6 +89,9 @@ class Decoding:
         if self.hold_below is not None and not 0 <= self.hold_below <= 1:
             raise ValueError(f"decoding hold_below must be in [0, 1] or None, got "
                              f"{self.hold_below!r}")
+        if self.hold_above_shrink is not None and not self.hold_above_shrink > 0:
+            raise ValueError(f"decoding hold_above_shrink must be positive or None, got "
+                             f"{self.hold_above_shrink!r}")
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if not 0 <= self.nms <= 1:
@@ -90,9 +101,11 @@ class Decoding:
     def from_model_config(cls, model: Any, names: Sequence[str] | None = None) -> Decoding:
         """A checkpoint's decoding: its ``model.error_gate``, ``error_blend`` (per keypoint
         ``error_blend_keypoints``; ``names``: the keypoints in the network's order) and
-        ``move_min_confidence`` (a :class:`~posefix.config.ModelConfig`)."""
+        ``move_min_confidence`` and ``move_max_shrink`` (a
+        :class:`~posefix.config.ModelConfig`)."""
         return cls(gate=model.error_gate or None, steps=model.blend_weights(names),
-                   hold_below=model.move_min_confidence)
+                   hold_below=model.move_min_confidence,
+                   hold_above_shrink=model.move_max_shrink)
 
     def with_gate(self, gate: float | None = None, step: float | None = None) -> Decoding:
         """This decoding with another gate (0: refine every keypoint) and/or one step for
@@ -119,13 +132,14 @@ class Decoding:
         return replace(self, **given) if given else self
 
     def place(self, coords: np.ndarray, confidence: np.ndarray, error: np.ndarray | None,
-              input_pose: np.ndarray) -> np.ndarray:
+              input_pose: np.ndarray, shrink: np.ndarray | None = None) -> np.ndarray:
         """One pass's keypoints (B, K, 2) in crop pixels: the network's ``coords`` where it
         refines, else the input's (or a step towards the network's). ``confidence`` (B, K)
         and ``error`` (B, K, the error head's probabilities, None without one) are the
-        pass's; ``input_pose`` (B, K, 3) the pose it was given. Computed in float32, the
-        network's own precision, so that the result is the one the network gave when it
-        applied the gate itself."""
+        pass's; ``input_pose`` (B, K, 3) the pose it was given; ``shrink`` (B,) how much
+        each crop shrinks the image (for :attr:`hold_above_shrink`; None: unknown, no
+        hold). Computed in float32, the network's own precision, so that the result is the
+        one the network gave when it applied the gate itself."""
         out = np.asarray(coords, dtype=np.float32)
         pose = np.asarray(input_pose, dtype=np.float32)
         present = pose[..., 2] > 0
@@ -142,6 +156,10 @@ class Decoding:
             weak = (np.asarray(confidence, dtype=np.float32) < np.float32(self.hold_below)) \
                 & present
             out = np.where(weak[..., None], pose[..., :2], out)
+        if self.hold_above_shrink is not None and shrink is not None:
+            coarse = (np.asarray(shrink, dtype=np.float64) > self.hold_above_shrink)[:, None] \
+                & present
+            out = np.where(coarse[..., None], pose[..., :2], out)
         return out
 
     def to_json(self) -> str:
@@ -167,6 +185,8 @@ class Decoding:
             parts.append(f"step {lo:g}" if lo == hi else f"steps {lo:g}-{hi:g}")
         if self.hold_below is not None:
             parts.append(f"hold below {self.hold_below:g}")
+        if self.hold_above_shrink is not None:
+            parts.append(f"hold above {self.hold_above_shrink:g}x shrink")
         parts += ["flip test" if self.flip else "no flip test", f"score {self.score}",
                   "NMS off" if self.nms <= 0 else f"NMS {self.nms:g}"]
         return ", ".join(parts)

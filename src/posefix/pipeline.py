@@ -29,8 +29,8 @@ whatever the number of detections: a chunk's crops are freed as soon as its last
 been through the network.
 
 This module knows no network class: a refiner is anything with ``refine_batch(crops,
-poses)`` (or a callable) and ``spec``, ``input_size`` and ``padding``
-(:class:`posefix.refiner.Refiner`).
+poses, areas)`` (``areas``: each crop's area in the image) or a callable ``(crops, poses)``,
+and ``spec``, ``input_size`` and ``padding`` (:class:`posefix.refiner.Refiner`).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class BatchQueue:
 
     def _run(self, n: int) -> list[Chunk]:
         """Feed the first ``n`` queued crops through the network."""
-        parts_c, parts_p, where = [], [], []
+        parts_c, parts_p, parts_a, where = [], [], [], []
         need = n
         for c in self._queue:
             if need == 0:
@@ -149,12 +149,14 @@ class BatchQueue:
                 continue
             parts_c.append(c.item["crops"][c.done:c.done + take])
             parts_p.append(c.item["poses"][c.done:c.done + take])
+            parts_a.append(c.item["areas"][c.done:c.done + take])
             where.append((c, c.done, take))
             need -= take
         crops = parts_c[0] if len(parts_c) == 1 else np.concatenate(parts_c)
         poses = parts_p[0] if len(parts_p) == 1 else np.concatenate(parts_p)
-        batch = getattr(self.refiner, "refine_batch", self.refiner)
-        out = batch(crops, poses)
+        batch = getattr(self.refiner, "refine_batch", None)
+        out = (self.refiner(crops, poses) if batch is None  # a plain callable
+               else batch(crops, poses, np.concatenate(parts_a)))
         coords, conf = out[0], out[1]
         error = out[2] if len(out) > 2 else None
         kinds = out[3] if len(out) > 3 else None

@@ -321,18 +321,26 @@ class Refiner:
                 self.spec, images[i], color))
         return out
 
-    def refine_batch(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, ...]:
+    def refine_batch(self, crops: np.ndarray, poses: np.ndarray,
+                     areas: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """:meth:`__call__` and the input-error probability (B, K), or None where the
-        predictor gives none (and the error kinds (B, K, 5) where it gives them)."""
+        predictor gives none (and the error kinds (B, K, 5) where it gives them).
+        ``areas`` (B,): each crop's area in the image, in image pixels (for the decoding's
+        ``hold_above_shrink``; None: unknown)."""
         n = len(crops)
         x, p = self.prepare(crops, poses)
+        shrink = None
+        if areas is not None:
+            shrink = np.sqrt(np.asarray(areas, dtype=np.float64)
+                             / (self.input_size[0] * self.input_size[1]))
+            shrink = np.concatenate([shrink, shrink]) if self.flip else shrink
         out = self.predict(x, p) if self.arrays else _run_torch(self.predict, x, p,
                                                                  self.device)
         error = out[2] if len(out) > 2 else None
         kinds = out[3] if len(out) > 3 else None
         coords = out[0]
         if kinds is None and not self.decodes_itself:  # kinds: posefix.fixes decides
-            coords = self.decoding.place(coords, out[1], error, p)
+            coords = self.decoding.place(coords, out[1], error, p, shrink)
         return self.combine(coords, out[1], n, error, kinds)
 
     def __call__(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -402,8 +410,8 @@ def _check_decoding(refiner: Refiner, decoding: Decoding) -> None:
         raise ConfigError("error gate: this network has no error head (model.error_head: false)")
     if refiner.decodes_itself and hasattr(refiner, "decoding"):
         own = refiner.decoding
-        if (decoding.gate, decoding.steps, decoding.hold_below) != \
-                (own.gate, own.steps, own.hold_below):
+        policy = ("gate", "steps", "hold_below", "hold_above_shrink")
+        if any(getattr(decoding, f) != getattr(own, f) for f in policy):
             raise InputError(Path(str(getattr(refiner.predict, "path", refiner.description))),
                              "the error gate and blend of this export (posefix-onnx/1) are "
                              "part of its graph; export it again")
