@@ -86,7 +86,20 @@ INPUTS: dict[str, dict[str, Any]] = {
 }
 
 
-def pooled(sets: list[str], file: str, out: Path) -> tuple[Path, Path, Path]:
+def other_part() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Sources and inputs of the *other* two thirds of coco-train (the fine-tune's training
+    images; a check for models that never trained on coco-train, such as the shipped one),
+    without the fixtures: the four judged inputs on those 88 images."""
+    every = sorted(i["file_name"] for i in read_json(DATA / SOURCES["coco-train"]["gt"])["images"])
+    rest = [f for f in every if f not in set(HELD_OUT)]
+    sources = {**SOURCES, "coco-train": {**SOURCES["coco-train"], "files": rest}}
+    inputs = {k: {**v, "sets": ["coco-train"]} for k, v in INPUTS.items()
+              if v.get("judged", True)}
+    return sources, inputs
+
+
+def pooled(sets: list[str], file: str, out: Path,
+           sources: dict[str, dict[str, Any]] = SOURCES) -> tuple[Path, Path, Path]:
     """The checked images of ``sets`` as one COCO-17 ground-truth file, their images linked
     into one folder and the estimator's outputs on them: (gt, images, results)."""
     gt: dict[str, Any] = {"images": [], "annotations": [], "categories": [
@@ -96,7 +109,7 @@ def pooled(sets: list[str], file: str, out: Path) -> tuple[Path, Path, Path]:
     folder = out / "images"
     folder.mkdir(parents=True, exist_ok=True)
     for name in sets:
-        src = SOURCES[name]
+        src = sources[name]
         data = read_json(DATA / src["gt"])
         keep = [i for i in data["images"] if "files" not in src or i["file_name"] in src["files"]]
         ids = {i["id"] for i in keep}
@@ -194,6 +207,10 @@ def main() -> None:
                     help="error-kind candidates: posefix refine --fix-swap")
     ap.add_argument("--fix-inversion", default="off", choices=INVERSION_MODES,
                     help="error-kind candidates: posefix refine --fix-inversion")
+    ap.add_argument("--part", choices=["held-out", "train"], default="held-out",
+                    help="coco-train's held-out third (the check) or its other two thirds "
+                         "(the fine-tune's training images: a second check for models "
+                         "that never trained on coco-train)")
     args = ap.parse_args()
     fix = FixOptions(inversion=args.fix_inversion, swap_ks=args.fix_swap)
     labels = [x for x in ("shipped", "candidate") if args.only in (None, x)]
@@ -203,8 +220,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = {"shipped": default_checkpoint_path(),
                  "candidate": with_overrides(args.checkpoint, args.set, Path(tmp))}
-        for name, spec in INPUTS.items():
-            gt_path, images, results = pooled(spec["sets"], spec["file"], args.out / "inputs")
+        sources, inputs = other_part() if args.part == "train" else (SOURCES, INPUTS)
+        for name, spec in inputs.items():
+            gt_path, images, results = pooled(spec["sets"], spec["file"], args.out / "inputs",
+                                              sources)
             if spec.get("judged", True):
                 judged.add(name)
             for label in labels:
