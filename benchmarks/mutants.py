@@ -45,7 +45,6 @@ SYN = ("test_synthesis.py",)
 GEO = ("test_geometry.py", "test_augment.py", "test_mutants.py")
 HEAT = ("test_heatmaps.py", "test_loss.py", "test_mutants.py", "test_model.py")
 DECODE = ("test_mutants.py", "test_decoding.py")
-FIX = ("test_mutants.py", "test_fixes.py")
 CONF = ("test_mutants.py", "test_config.py")
 SPEC = ("test_specs_sources.py", "test_spec.py", "test_formats.py")
 FMT = ("test_formats.py", "test_specs_sources.py", "test_mutants.py")
@@ -147,14 +146,11 @@ MUTANTS = [
            "x = c[..., 0:1].clamp(0, w - 1)", "x = c[..., 0:1].clamp(0, w)", HEAT),
     Mutant("heat-input-sigma", "heatmaps.py",
            "(h + 192.0) / 448.0", "(h + 192.0) / 440.0", HEAT),
-    # ---- decoding and fixes
+    # ---- decoding
     Mutant("decode-gate-absent-input", "decoding.py",
            "np.float32(self.gate)) & present", "np.float32(self.gate))", DECODE),
     Mutant("decode-blend-direction", "decoding.py",
            "kept = kept + step * (out - kept)", "kept = out + step * (kept - out)", DECODE),
-    Mutant("fix-gate-gt", "fixes.py",
-           "touched = present & (gross_kinds.sum(-1) >= opts.gate)",
-           "touched = present & (gross_kinds.sum(-1) > opts.gate)", FIX),
     # ---- config
     Mutant("conf-gate-lt-1", "config.py",
            "0 <= self.error_gate <= 1, ", "0 <= self.error_gate < 1, ", CONF),

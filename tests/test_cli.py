@@ -60,7 +60,8 @@ def test_help_has_a_description_an_example_and_defaults(
 
 
 @pytest.mark.parametrize("verb,shown", [
-    ("refine", "0 disables NMS (and 1 drops nothing: OKS never exceeds 1) (default: 0.9)"),
+    ("refine", "0 disables NMS (and 1 drops nothing: OKS never exceeds 1; default: the "
+               "checkpoint's decoding, 0.9)"),
     ("visualize", "(default: 640)"),
     ("export", "--opset OPSET ONNX opset version, 11 to 30 (default: 17)"),
     ("demo", "(default: posefix-demo)"),

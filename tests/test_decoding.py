@@ -39,7 +39,7 @@ def test_the_gate_replaces_only_inputs_the_network_believes_wrong() -> None:
 
 
 def test_a_keypoint_whose_error_probability_equals_the_gate_is_refined() -> None:
-    """The convention (as posefix.fixes touches P(gross) >= gate): P == gate refines."""
+    """The convention: P(error) == gate refines."""
     coords, conf = _outputs()
     pose = _pose()
     error = np.array([[0.5, np.nextafter(np.float32(0.5), 0), np.nextafter(np.float32(0.5), 1),

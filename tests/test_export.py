@@ -313,39 +313,6 @@ def test_cli_gate_options_travel_as_one_override(gated_checkpoint: Path,
     assert OnnxRefiner(out).decoding == Decoding(gate=0.5, steps=(0.2,))
 
 
-def test_error_kind_head_exports_its_kinds_and_ungated_keypoints(tmp_path: Path) -> None:
-    """An error-kind model: the ONNX file gives the kind probabilities and the heatmaps'
-    keypoints (the gate goes with the fixes, from the file's metadata), as PyTorch does."""
-    from posefix.refiner import Refiner
-
-    torch.manual_seed(0)
-    cfg = Config(model=ModelConfig(backbone="mobilenet_v2", input_size=(H, W),
-                                   deconv_channels=32, pose_skip=3.0, error_head=True,
-                                   error_kinds=True, error_gate=0.4))
-    net = build_model(cfg.model, K, SPEC.partner_index.tolist())
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        net.final.weight.copy_(torch.randn(net.final.weight.shape, generator=gen) * 0.5)
-        net.error_head.kind.weight.copy_(torch.randn(net.error_head.kind.weight.shape,
-                                                     generator=gen))
-        net.error_head.partner.weight.copy_(torch.randn(net.error_head.partner.weight.shape,
-                                                        generator=gen))
-    path = save_checkpoint(tmp_path / "kinds.pt", model=net.eval(), config=cfg, spec=SPEC)
-    exported = export_onnx(path, tmp_path / "kinds.onnx")
-    runner = OnnxRefiner(exported)
-    assert runner.decoding.gate == 0.4
-    images, pose = _inputs(3, seed=4)
-    coords, conf, err, kinds = runner(images, pose)
-    t = ckpt_mod.load_checkpoint(path).model.predict_with_kinds(torch.from_numpy(images),
-                                                                torch.from_numpy(pose))
-    assert kinds.shape == (3, K, 5)
-    assert np.abs(kinds - t[3].numpy()).max() < 1e-4
-    assert np.abs(err - t[2].numpy()).max() < 1e-4
-    assert np.abs(coords - t[0].numpy()).max() < 1e-2
-    assert Refiner.from_onnx(exported).error_gate == 0.4
-    assert Refiner.from_checkpoint(path, backend="torch", device="cpu").error_gate == 0.4
-
-
 def test_an_onnx_file_without_a_spec_needs_one_given(misfit_checkpoint: Path,
                                                     tmp_path: Path) -> None:
     import onnx

@@ -182,8 +182,7 @@ def test_a_folder_is_refused_where_a_file_is_written(tmp_path: Path,
 @pytest.mark.parametrize("option,value", [
     ("--batch-size", "0"), ("--batch-size", "-3"), ("--nms", "2"), ("--nms", "nan"),
     ("--nms", "-0.5"), ("--nms", "inf"), ("--workers", "-1"), ("--workers", "10000"),
-    ("--device", "banana"), ("--fix-swap", "5"), ("--fix-snap", "-1"),
-    ("--error-gate", "1.5"), ("--error-blend", "nan"),
+    ("--device", "banana"), ("--error-gate", "1.5"), ("--error-blend", "nan"),
 ])
 def test_refine_options_are_ranged_when_parsed(option: str, value: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,7 +221,8 @@ def test_ranges_are_shown_in_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["refine", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for shown in ("OKS-NMS threshold in [0, 1]", "1 to 65536", "0 to 64", "in [0, 1] (default"):
+    for shown in ("OKS-NMS threshold in [0, 1]", "1 to 65536", "0 to 64",
+                  "in [0, 1] (0: refine every keypoint"):
         assert shown in out, shown
 
 

@@ -495,63 +495,32 @@ def test_error_head_learns_which_inputs_are_wrong() -> None:
     assert prob[wrong].mean() > prob[~wrong].mean() + 0.3
 
 
-def test_error_kind_head_shapes_loss_and_start_from_a_binary_head(tmp_path: Path) -> None:
-    from posefix.checkpoint import init_weights_from, load_checkpoint, save_checkpoint
-    from posefix.config import Config
-    from posefix.loss import error_head_loss
-    from posefix.model import gross_logit
-    from posefix.taxonomy import ABSENT, GOOD, INVERSION, JITTER, MISS, SWAP
+def test_error_kinds_are_refused_with_one_clear_message(tmp_path: Path) -> None:
+    """Error-kind heads were removed (issue 30): a config or checkpoint asking for one is
+    refused naming the key; ``error_kinds: false``, which older checkpoints store, loads."""
+    from posefix.checkpoint import (
+        CheckpointError,
+        default_checkpoint_path,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from posefix.config import Config, config_from_dict
+    from posefix.spec import load_spec
 
-    partners = [-1, 2, 1, 4, 3]
-    with pytest.raises(ConfigError, match="error_kinds"):
-        _cfg(error_kinds=True)
-    with pytest.raises(ConfigError, match="partners"):
-        build_model(_cfg(error_head=True, error_kinds=True), K)
-    torch.manual_seed(0)
-    binary = build_model(_cfg(error_head=True, pose_skip=1.0), K)
-    _randomize_head(binary)
-    with torch.no_grad():
-        binary.error_head.out.weight.normal_()
-    binary.eval()
-    kinds = build_model(_cfg(error_head=True, error_kinds=True, pose_skip=1.0), K, partners)
-    x, p = torch.randn(2, 3, *SIZE), _pose(2)
-    logits, err, kl = kinds.eval()(x, p, with_kinds=True)
-    assert kl.shape == (2, K, 5) and err.shape == (2, K)
-    torch.testing.assert_close(err, gross_logit(kl))
-    # fresh: P(gross) 0.12 as a fresh binary head; from a binary checkpoint: its P(gross)
-    torch.testing.assert_close(torch.sigmoid(err), torch.full((2, K), 0.1192), atol=1e-4,
-                               rtol=0)
-    path = save_checkpoint(tmp_path / "b.pt", model=binary,
-                           config=Config(model=_cfg(error_head=True, pose_skip=1.0)),
-                           spec=load_spec_with_partners(partners))
-    fresh = init_weights_from(kinds, path)
-    assert fresh == ["error_head.partner.bias", "error_head.partner.weight"]
-    logits_b, err_b = binary(x, p, with_error=True)
-    logits_k, err_k, _ = kinds(x, p, with_kinds=True)
-    torch.testing.assert_close(logits_k, logits_b)
-    torch.testing.assert_close(torch.sigmoid(err_k), torch.sigmoid(err_b))
-    assert load_checkpoint(path).model.error_head.kinds is False  # old files load as before
-    # loss: softmax cross-entropy against the type; absent types and inputs do not count
-    types = torch.tensor([[GOOD, JITTER, INVERSION, SWAP, MISS], [ABSENT, GOOD, MISS, GOOD, GOOD]])
-    valid = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
-    right = torch.nn.functional.one_hot(types.clamp_min(0), 5).float() * 40 - 20
-    assert error_head_loss(right, types, valid) < 1e-6
-    torch.testing.assert_close(error_head_loss(torch.zeros(2, K, 5), types, valid),
-                               torch.log(torch.tensor(5.0)))
-    wrong_where_ignored = right.clone()
-    wrong_where_ignored[1, 0] = -right[1, 0]
-    wrong_where_ignored[1, 4] = -right[1, 4]
-    assert error_head_loss(wrong_where_ignored, types, valid) < 1e-6
-    coords, conf, prob, kp = kinds.predict_with_kinds(x, p)
-    torch.testing.assert_close(kp.sum(-1), torch.ones(2, K))
-    torch.testing.assert_close(prob, kp[..., 2:].sum(-1))
-    torch.testing.assert_close(coords, kinds.decode(logits_k)[0])  # no gate
-
-
-def load_spec_with_partners(partners: list[int]):
-    """A K-keypoint spec whose left/right pairs are ``partners``."""
-    from posefix.spec import KeypointSpec
-
-    pairs = tuple((i, j) for i, j in enumerate(partners) if j > i)
-    return KeypointSpec(name="five", keypoints=tuple(f"k{i}" for i in range(K)),
-                        flip_pairs=pairs, sigmas=(0.05,) * K, skeleton=())
+    removed = "model.error_kinds: error-kind heads were removed"
+    for make in (lambda: _cfg(error_head=True, error_kinds=True),
+                 lambda: config_from_dict({"model": {"error_head": True, "error_kinds": True}})):
+        with pytest.raises(ConfigError, match=removed) as e:
+            make()
+        assert "binary error head" in str(e.value) and "\n" not in str(e.value)
+    cfg = Config(model=_cfg(error_head=True, error_kinds=False))
+    path = save_checkpoint(tmp_path / "old.pt", model=build_model(cfg.model, 17), config=cfg,
+                           spec=load_spec("coco17"))
+    assert load_checkpoint(path).config.model.error_kinds is False
+    data = torch.load(path, weights_only=True)
+    data["config"]["model"]["error_kinds"] = True
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=removed):
+        load_checkpoint(path)
+    shipped = load_checkpoint(default_checkpoint_path())
+    assert shipped.config.model.error_kinds is False and shipped.model.error_head is not None

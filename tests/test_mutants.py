@@ -16,14 +16,13 @@ import torch
 from posefix.config import ConfigError, ModelConfig, load_config
 from posefix.decoding import Decoding
 from posefix.diagnosis import analyze, classify_keypoints
-from posefix.fixes import FixOptions, fix_keypoints
 from posefix.formats import read_poses
 from posefix.geometry import box_iou, paired_box_iou
 from posefix.heatmaps import bilinear_onehot
 from posefix.io import Detections, GroundTruth, ImageInfo, convert_mpii
 from posefix.similarity import keypoint_similarity, ks_distance, oks, oks_nms
 from posefix.spec import load_spec
-from posefix.taxonomy import ABSENT, GOOD, GROSS, INVERSION, JITTER, KS_GOOD, MISS
+from posefix.taxonomy import ABSENT, GOOD, INVERSION, JITTER, KS_GOOD, MISS
 
 COCO = load_spec("coco17")
 # A standing person, keypoints relative to the box corner (COCO-17 order).
@@ -171,8 +170,7 @@ def test_boxes_apart_on_one_axis_do_not_overlap() -> None:
 
 # ------------------------------------------------------------------ the error gate's boundary
 def test_decode_gate_refines_a_keypoint_whose_error_probability_equals_the_gate() -> None:
-    """Kills: ``P(error) <= gate`` keeps the input (the convention: P >= gate refines, as
-    :func:`posefix.fixes.fix_keypoints` touches P(gross) >= gate)."""
+    """Kills: ``P(error) <= gate`` keeps the input (the convention: P >= gate refines)."""
     pose = np.array([[[3.0, 4.0, 1.0], [10.0, 20.0, 1.0], [40.0, 50.0, 1.0]]], np.float32)
     refined = np.array([25.5, 33.5], np.float32)
     coords = np.broadcast_to(refined, (1, 3, 2))
@@ -182,21 +180,6 @@ def test_decode_gate_refines_a_keypoint_whose_error_probability_equals_the_gate(
     np.testing.assert_array_equal(out[0, 0], refined)
     np.testing.assert_array_equal(out[0, 1], pose[0, 1, :2])
     np.testing.assert_array_equal(out[0, 2], refined)
-
-
-def test_fix_gate_touches_a_keypoint_whose_gross_probability_equals_the_gate() -> None:
-    """Kills: ``P(gross) > gate`` in fix_keypoints (the same convention as the decode gate)."""
-    inputs = _person(0, 0)[None]
-    refined = inputs[..., :2] + 40.0
-    # keypoint 0: P(gross) = 0.25 + 0.125 + 0.125 = 0.5, exact in binary; the others 0.25
-    kinds = np.tile([0.75, 0.0, 0.125, 0.0625, 0.0625], (1, 17, 1))
-    kinds[0, 0] = [0.5, 0.0, 0.25, 0.125, 0.125]
-    assert kinds[0, 0, list(GROSS)].sum() == 0.5
-    out = fix_keypoints(inputs, refined, kinds, np.array([1e4]), COCO,
-                        FixOptions(gate=0.5, inversion="off", swap_ks=0.0, snap=0.0))
-    coords = np.asarray(out.coords)
-    np.testing.assert_array_equal(coords[0, 0], refined[0, 0])
-    np.testing.assert_array_equal(coords[0, 1:], inputs[0, 1:, :2])
 
 
 # ------------------------------------------------------------------ heatmaps

@@ -26,8 +26,7 @@ Issue 28's ship bar, over the judged inputs:
 * fixed >= made, summed over all inputs.
 
     .venv/bin/python recipes/demo/bar_coco.py [--checkpoint CKPT] [--set model.KEY=VALUE ...]
-        [--out runs/bar_coco] [--only candidate]   # ~2 min on 2 cores
-        [--fix-swap KS] [--fix-inversion pair]    # an error-kind candidate's fixes
+        [--out runs/bar_coco] [--only candidate] [--part train]   # ~2 min on 2 cores
 
 The shipped model's refined files are kept in ``--out`` and reused by the next run there.
 """
@@ -48,7 +47,6 @@ from posefix.checkpoint import default_checkpoint_path
 from posefix.commands.refine import refine_files
 from posefix.comparison import compare_results
 from posefix.config import load_config
-from posefix.fixes import INVERSION_MODES, FixOptions
 from posefix.io import load_ground_truth, load_results
 from posefix.jsonfiles import read_json, write_json_atomic
 from posefix.options import RefineFileOptions, RefineOptions
@@ -138,23 +136,22 @@ def pooled(sets: list[str], file: str, out: Path,
 
 
 def refine(checkpoint: Path, images: Path, gt: Path, results: Path, out: Path,
-           fix: FixOptions | None = None, **options: Any) -> Path:
+           **options: Any) -> Path:
     if out.exists() and checkpoint == default_checkpoint_path():  # the shipped model's, kept
         return out
     out.unlink(missing_ok=True)
     refine_files(checkpoint, images, results, out, gt=gt,
-                 options=RefineFileOptions(RefineOptions(workers=0, fix=fix, **options),
-                                           progress=False))
+                 options=RefineFileOptions(RefineOptions(workers=0, **options), progress=False))
     return out
 
 
 def measure(checkpoint: Path, images: Path, gt_path: Path, results: Path,
-            out: Path, fix: FixOptions | None = None) -> dict[str, Any]:
+            out: Path) -> dict[str, Any]:
     """One checkpoint on one input: AP before/after, moved-only AP, mean OKS like for like,
-    fixed and made per error type (``fix``: an error-kind model's fixes)."""
+    fixed and made per error type."""
     gt = load_ground_truth(gt_path, spec="coco17")
-    full = refine(checkpoint, images, gt_path, results, out / "refined.json", fix)
-    moved = refine(checkpoint, images, gt_path, results, out / "moved.json", fix,
+    full = refine(checkpoint, images, gt_path, results, out / "refined.json")
+    moved = refine(checkpoint, images, gt_path, results, out / "moved.json",
                    score="input", nms=0.0)
     load = lambda p: load_results(p, gt.spec, image_ids=gt.images)  # noqa: E731
     c = compare_results(gt, load(results), load(full))
@@ -203,16 +200,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bar_coco"))
     ap.add_argument("--only", choices=["shipped", "candidate"], default=None,
                     help="measure one of the two only")
-    ap.add_argument("--fix-swap", type=float, default=0.0, metavar="KS",
-                    help="error-kind candidates: posefix refine --fix-swap")
-    ap.add_argument("--fix-inversion", default="off", choices=INVERSION_MODES,
-                    help="error-kind candidates: posefix refine --fix-inversion")
     ap.add_argument("--part", choices=["held-out", "train"], default="held-out",
                     help="coco-train's held-out third (the check) or its other two thirds "
                          "(the fine-tune's training images: a second check for models "
                          "that never trained on coco-train)")
     args = ap.parse_args()
-    fix = FixOptions(inversion=args.fix_inversion, swap_ks=args.fix_swap)
     labels = [x for x in ("shipped", "candidate") if args.only in (None, x)]
     done: dict[str, dict[str, dict[str, Any]]] = {x: {} for x in labels}
     judged: set[str] = set()
@@ -229,12 +221,10 @@ def main() -> None:
             for label in labels:
                 out = args.out / label / name.split(" (")[0].replace(" ", "_")
                 out.mkdir(parents=True, exist_ok=True)
-                done[label][name] = measure(ckpts[label], images, gt_path, results, out,
-                                            fix if label == "candidate" else None)
+                done[label][name] = measure(ckpts[label], images, gt_path, results, out)
             print(f"{name}: done", flush=True)
-    fixes = "" if fix == FixOptions() else f" {fix}"
     title = {"shipped": "shipped", "candidate": f"candidate ({args.checkpoint} "
-                                                f"{' '.join(args.set)}{fixes})"}
+                                                f"{' '.join(args.set)})"}
     text = "\n\n".join(table(title[x], done[x], judged) for x in labels)
     types = [t for t in ERROR_TYPES if t != "good"]
     text += ("\n\nKeypoints fixed / made per error type:\n\n| input | model | "

@@ -9,9 +9,9 @@ trained it and the data it trained on (``split.yaml``).
 
 Shipping the shipped file again with new decoding settings (``--error-gate``, ``--set``)
 keeps its weights and its ``shipped_from`` record, and appends the settings to it.
-``--out`` writes elsewhere (a candidate, e.g. ``runs/kinds/ship.pt``) and ``--config`` names
-the recipe config that trained it (default ``config.yaml``; ``kinds.yaml`` for the
-error-kind fine-tuning).
+``--out`` writes elsewhere (a candidate, e.g. ``runs/coco_finetune/ship.pt``) and ``--config``
+names the recipe config that trained it (default ``config.yaml``; ``coco_finetune.yaml``
+for the crowded-scenes fine-tuning).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--error-gate", type=float, default=None,
-                    help="the gate to ship (recipes/demo/choose_gate.py); default: as trained")
+                    help="the gate to ship; default: as trained")
     ap.add_argument("--set", nargs="*", default=[], metavar="model.KEY=VALUE",
                     help="other decoding settings to ship (e.g. model.error_blend=0.25)")
     ap.add_argument("--out", default=str(DEST), help="default: the package's demo model")

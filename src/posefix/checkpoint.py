@@ -28,7 +28,7 @@ from .config import Config, ConfigError, ModelConfig, config_from_dict, config_t
 from .decoding import Decoding
 from .errors import InputError
 from .jsonfiles import atomic_write
-from .model import PoseFixNet, build_model, kind_head_from_binary
+from .model import PoseFixNet, build_model
 from .spec import KeypointSpec, SpecError
 
 __all__ = [
@@ -177,7 +177,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(path, str(e)) from None
     model_cfg = dataclasses.replace(config.model, pretrained=None)
     try:
-        model = build_model(model_cfg, spec.num_keypoints, spec.partner_index.tolist())
+        model = build_model(model_cfg, spec.num_keypoints)
         Decoding.from_model_config(model_cfg, spec.keypoints)  # names it reads must exist
         state = {k: v.float() if v.is_floating_point() else v for k, v in data["model"].items()}
         model.load_state_dict(state, strict=True)
@@ -193,19 +193,12 @@ def init_weights_from(model: nn.Module, path: str | Path) -> list[str]:
     """Load a checkpoint's weights into ``model`` to fine-tune it (``run.init_from``).
 
     Every weight the two share must match in shape; weights only the model has keep their
-    initialization, except that a binary error head's output (``error_head.out``) becomes
-    the kind classifier (``error_head.kind``) with the same P(gross error) (gross kinds
-    get its weights, less ``log 3``; good and jitter zero and ``-log 2``). Returns the names
-    of the weights that started fresh.
+    initialization. Returns the names of the weights that started fresh.
     """
     ck = load_checkpoint(path)
     src = ck.model.state_dict()
     net = _unwrap(model)
     own = net.state_dict()
-    if "error_head.kind.weight" in own and "error_head.out.weight" in src \
-            and "error_head.kind.weight" not in src:
-        w, b = src.pop("error_head.out.weight"), src.pop("error_head.out.bias")
-        src["error_head.kind.weight"], src["error_head.kind.bias"] = kind_head_from_binary(w, b)
     bad = [k for k in own if k in src and src[k].shape != own[k].shape]
     if bad:
         raise CheckpointError(Path(path), f"run.init_from: shapes differ from the config's "

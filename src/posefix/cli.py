@@ -9,7 +9,6 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from .argtypes import (
     MAX_WORKERS,
@@ -61,10 +60,6 @@ def _verb(sub: argparse._SubParsersAction, name: str, summary: str, example: str
     epilog = (notes + "\n\n" if notes else "") + "example:\n  " + example
     return sub.add_parser(name, help=summary, description=summary + ".", epilog=epilog,
                           formatter_class=_HelpFormatter)
-
-if TYPE_CHECKING:
-    from .fixes import FixOptions
-
 
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2))
@@ -274,7 +269,6 @@ def _add_refine(sub: argparse._SubParsersAction) -> None:
                         "a gross error is at least P, in [0, 1] (0: refine every keypoint; "
                         "default: the checkpoint's model.error_gate)")
     _add_error_blend(p)
-    _add_fixes(p)
     _add_split(p)
     p.set_defaults(func=_cmd_refine)
 
@@ -283,25 +277,10 @@ def _refine_options(a: argparse.Namespace) -> RefineFileOptions:
     """The refine command's options, as given."""
     refine = RefineOptions(box=a.box, flip=not a.no_flip, score=a.score, nms=a.nms,
                            batch_size=a.batch_size, workers=a.workers, device=a.device,
-                           exif=a.exif, skip_missing=a.skip_missing, fix=_fix_options(a))
+                           exif=a.exif, skip_missing=a.skip_missing)
     return RefineFileOptions(refine=refine, backend=a.backend, onnx=a.onnx,
                              error_gate=_gate(a), format=a.format, strict=a.strict,
                              split=a.split, out_format=a.out_format)
-
-
-def _add_fixes(p: argparse.ArgumentParser) -> None:
-    """refine's options of the error-kind fixes (:class:`posefix.fixes.FixOptions`)."""
-    p.add_argument("--fix-inversion", choices=["off", "keypoint", "pair", "group"],
-                   default=None, help="error-kind models: what decides that a left/right "
-                   "pair exchanges its input positions (default: off, the refined keypoint)")
-    p.add_argument("--fix-swap", type=float_range(0, 1), default=None, metavar="KS",
-                   help="error-kind models: a swap takes another detection's same-joint input "
-                        "keypoint within this KS of the refined one, in [0, 1] (default 0: "
-                        "off)")
-    p.add_argument("--fix-snap", type=float_range(0, 1), default=None, metavar="KS",
-                   help="error-kind models: snap a refined keypoint to the nearest input "
-                        "keypoint of its or its partner joint within this KS, in [0, 1] "
-                        "(default 0: off)")
 
 
 def _add_error_blend(p: argparse.ArgumentParser) -> None:
@@ -317,19 +296,6 @@ def _gate(a: argparse.Namespace) -> GateOverride | None:
     if a.error_gate is None and a.error_blend is None:
         return None
     return GateOverride(a.error_gate, a.error_blend)
-
-
-def _fix_options(a: argparse.Namespace) -> FixOptions | None:
-    """The refine command's error-kind fixes (FixOptions' defaults where not given)."""
-    from .fixes import FixOptions
-
-    given = {k: v for k, v in (("inversion", a.fix_inversion), ("swap_ks", a.fix_swap),
-                                ("snap", a.fix_snap)) if v is not None}
-    try:
-        return FixOptions(**given) if given else None
-    except ValueError as e:  # the parser's ranges let none through; the one-line convention
-        print(f"posefix refine: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _cmd_refine(a: argparse.Namespace) -> int:

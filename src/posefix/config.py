@@ -66,10 +66,8 @@ class ModelConfig:
     # keypoint, the probability that it is a gross error (miss, swap or inversion: KS < 0.5
     # with its ground truth), trained on the synthesized error types (model.InputErrorHead)
     error_head: bool = False
-    # with the error head: classify each input keypoint by its error type (good, jitter,
-    # inversion, swap, miss; posefix.taxonomy) instead of gross error or not, so that each
-    # kind can be fixed its own way (posefix.fixes); P(gross error) is then the summed
-    # probability of inversion, swap and miss
+    # removed (issue 30): error-kind heads never raised AP. Only false is accepted, which
+    # checkpoints saved before the removal store.
     error_kinds: bool = False
     # with the error head: keep the input keypoint wherever that probability is below this
     # (refined keypoints replace only the inputs the network believes wrong); null: never
@@ -104,8 +102,9 @@ class ModelConfig:
             _check(0 <= w <= 1, key, "must be in [0, 1]", w)
         _check(self.error_gate is None or self.error_head, "model.error_gate",
                "needs model.error_head: true", self.error_gate)
-        _check(not self.error_kinds or self.error_head, "model.error_kinds",
-               "needs model.error_head: true", self.error_kinds)
+        _check(not self.error_kinds, "model.error_kinds", "error-kind heads were removed "
+               "(they never raised AP); use the binary error head (model.error_head: true)",
+               self.error_kinds)
 
     def blend_weights(self, names: Sequence[str] | None) -> tuple[float, ...] | None:
         """Each keypoint's ``error_blend`` (``names``: the keypoints in the network's order;
@@ -266,8 +265,7 @@ class RunConfig:
     # bfloat16 on a CPU; the checkpoint is the same)
     channels_last: bool = False
     # fine-tune: start from this checkpoint's weights (not its optimizer or step); weights
-    # the config adds (e.g. model.error_kinds' classifier) start fresh, a binary error
-    # head's output initializes the kind classifier (checkpoint.init_weights_from)
+    # the config adds (e.g. model.error_head's) start fresh (checkpoint.init_weights_from)
     init_from: str | None = None
 
     def __post_init__(self) -> None:

@@ -262,7 +262,7 @@ def _build_parts(cfg: Config, info: DistInfo, spec: KeypointSpec, steps_per_epoc
     """The network (``run.init_from``'s weights, on the device), the optimizer, the
     learning-rate schedule, the gradient scaler and the moving average."""
     device = info.device
-    net = build_model(cfg.model, spec.num_keypoints, spec.partner_index.tolist())
+    net = build_model(cfg.model, spec.num_keypoints)
     if cfg.run.init_from:
         fresh = init_weights_from(net, cfg.run.init_from)
         if fresh and info.rank == 0:

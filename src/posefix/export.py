@@ -10,9 +10,7 @@ rendering, the network and soft-argmax decoding. Inputs and outputs (batch axis 
 * ``coords``: (B, K, 2) the heatmaps' ``x, y`` in input pixels; ``confidence``: (B, K);
   ``heatmaps``: (B, K, H/4, W/4) logits;
 * ``input_error``: (B, K) the probability that each input keypoint is a gross error, only
-  for a model with an error head;
-* ``error_kinds``: (B, K, 5) the probabilities of good, jitter, inversion, swap and miss,
-  only for a model with an error-kind head (``model.error_kinds``).
+  for a model with an error head.
 
 The graph holds no decoding policy: the gate, steps and hold of the checkpoint (or those
 given) travel as the metadata ``posefix.decoding`` (:meth:`posefix.decoding.Decoding.to_json`)
@@ -39,10 +37,10 @@ from .config import ConfigError, GateOverride
 from .decoding import Decoding
 from .jsonfiles import new_file_mode
 from .model import PoseFixNet
-from .onnx_runner import ERROR_OUTPUT, INPUT_NAMES, KINDS_OUTPUT, OUTPUT_NAMES, OnnxRefiner
+from .onnx_runner import ERROR_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, OnnxRefiner
 from .spec import KeypointSpec
 
-__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "KINDS_OUTPUT", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
+__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "OUTPUT_NAMES", "OnnxRefiner", "RefinerModule", "export_onnx"]
 
 _META_FORMAT = "posefix-onnx/2"  # 1: the gate was part of the graph
 
@@ -57,11 +55,8 @@ class RefinerModule(nn.Module):
 
     def forward(self, images: Tensor, input_pose: Tensor) -> tuple[Tensor, ...]:
         """Run the network and decode its heatmaps."""
-        logits, error_logits, kind_logits = self.net(images, input_pose, with_kinds=True)
+        logits, error_logits = self.net(images, input_pose, with_error=True)
         coords, confidence = self.net.decode(logits)
-        if kind_logits is not None:
-            return (coords, confidence, logits, torch.sigmoid(error_logits.float()),
-                    torch.softmax(kind_logits.float(), -1))
         if error_logits is None:
             return coords, confidence, logits
         return coords, confidence, logits, torch.sigmoid(error_logits.float())
@@ -114,8 +109,7 @@ def export_onnx(checkpoint: str | Path | None, onnx_path: str | Path, opset: int
     pose = torch.cat([torch.rand(2, k, 2, generator=gen) * torch.tensor([w, h]),
                       torch.ones(2, k, 1)], dim=-1)
 
-    outputs = OUTPUT_NAMES + ((ERROR_OUTPUT,) if net.error_head is not None else ()) \
-        + ((KINDS_OUTPUT,) if getattr(net.error_head, "kinds", False) else ())
+    outputs = OUTPUT_NAMES + ((ERROR_OUTPUT,) if net.error_head is not None else ())
     out = Path(onnx_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)

@@ -13,8 +13,8 @@ Targets outside the map are clamped onto its border for both terms.
 Each is averaged over the labelled keypoints (``valid > 0``) of the batch, and
 ``loss = ce_weight * ce + l1_weight * l1`` (the paper sums them: both weights 1).
 
-:func:`error_head_loss` is the error head's: cross-entropy against the synthesized error
-types of the input keypoints.
+:func:`error_head_loss` is the error head's: binary cross-entropy against the synthesized
+error types of the input keypoints.
 """
 
 from __future__ import annotations
@@ -64,19 +64,15 @@ def integral_loss(
 
 
 def error_head_loss(error_logits: Tensor, types: Tensor, input_valid: Tensor) -> Tensor:
-    """Cross-entropy of the error head against synthesized error types.
+    """Binary cross-entropy of the error head's logits (B, K) against synthesized error
+    types.
 
     ``types`` (B, K) are :mod:`posefix.taxonomy` codes; a keypoint counts where the input is
-    present and its type is known (not ``ABSENT``). Binary logits (B, K): positive where the
-    type is inversion, swap or miss. Kind logits (B, K, 5): softmax cross-entropy against
-    the type itself.
+    present and its type is known (not ``ABSENT``), and is positive where the type is
+    inversion, swap or miss.
     """
     t = types.to(error_logits.device).long()
     mask = (input_valid.to(error_logits.device) > 0) & (t != ABSENT)
-    if error_logits.dim() == 3:
-        ce = F.cross_entropy(error_logits.float().flatten(0, 1), t.clamp_min(0).flatten(),
-                             reduction="none").view_as(t)
-        return (ce * mask).sum() / mask.sum().clamp_min(1)
     positive = torch.isin(t, torch.tensor(GROSS, device=t.device)).float()
     bce = F.binary_cross_entropy_with_logits(error_logits.float(), positive, reduction="none")
     return (bce * mask).sum() / mask.sum().clamp_min(1)

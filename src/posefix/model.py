@@ -10,9 +10,6 @@ pixel and heatmap-cell conventions.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,124 +27,51 @@ from .heatmaps import (
     soft_argmax,
 )
 from .pretrained import load_pretrained_backbone
-from .taxonomy import ERROR_TYPES, GROSS
 
 __all__ = [
     "PoseFixNet",
     "InputErrorHead",
     "build_model",
-    "gross_logit",
-    "kind_bias_from_binary",
-    "partner_evidence",
     "heatmap_evidence",
 ]
 
 
 class InputErrorHead(nn.Module):
     """Per input keypoint, the logit of "this input keypoint is a gross error" (a posefix
-    extension: ``model.error_head``), or with ``kinds`` the logits of its error type
-    (:data:`posefix.taxonomy.ERROR_TYPES`: ``model.error_kinds``).
+    extension: ``model.error_head``).
 
     Reads the head's features at the input keypoint (bilinear, in heatmap cells), the
     backbone's globally pooled features, and what the predicted heatmap says of the input
     (:func:`heatmap_evidence`: its log-probability at the input, its peak, and how far its
     soft-argmax lies from the input), adds a learned embedding of the keypoint type, and
-    maps them through one hidden layer to a logit. The kind classifier also reads what the
-    heatmaps say of the left/right partner's input (:func:`partner_evidence`), which is
-    where an inverted keypoint belongs. Trained with binary cross-entropy, or softmax
-    cross-entropy over the kinds, on the synthesized error types (:func:`posefix.loss.error_head_loss`).
+    maps them through one hidden layer to a logit. Trained with binary cross-entropy on the
+    synthesized error types (:func:`posefix.loss.error_head_loss`).
     """
 
     def __init__(self, feature_channels: int, context_channels: int, num_keypoints: int,
-                 hidden: int = 64, *, partners: Sequence[int] | None = None) -> None:
+                 hidden: int = 64) -> None:
         super().__init__()
         self.local = nn.Linear(feature_channels, hidden)
         self.context = nn.Linear(context_channels, hidden)
         self.evidence = nn.Linear(3, hidden)
         self.keypoint = nn.Parameter(torch.zeros(num_keypoints, hidden))
-        self.kinds = partners is not None
-        if partners is None:
-            self.out = nn.Linear(hidden, 1)
-            nn.init.zeros_(self.out.weight)
-            nn.init.constant_(self.out.bias, -2.0)  # p = 0.12 before training
-        else:
-            if len(partners) != num_keypoints:
-                raise ValueError(f"partners: expected {num_keypoints} indices, got {len(partners)}")
-            own = torch.arange(num_keypoints)
-            idx = torch.as_tensor(list(partners), dtype=torch.long)
-            self.register_buffer("partners", torch.where(idx >= 0, idx, own), persistent=False)
-            self.register_buffer("has_partner", idx >= 0, persistent=False)
-            self.partner = nn.Linear(4, hidden)
-            nn.init.zeros_(self.partner.weight)
-            nn.init.zeros_(self.partner.bias)
-            self.kind = nn.Linear(hidden, len(ERROR_TYPES))
-            nn.init.zeros_(self.kind.weight)
-            with torch.no_grad():  # P(gross) = 0.12 before training, as the binary head
-                self.kind.bias.copy_(kind_bias_from_binary(torch.tensor(-2.0)))
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, -2.0)  # p = 0.12 before training
 
-    def forward(self, features: Tensor, context: Tensor, cells: Tensor, logits: Tensor,
-                valid: Tensor | None = None) -> Tensor:
-        """Logits (B, K), or (B, K, 5) kind logits, from head features (B, C, h, w), backbone
-        output (B, C', h', w'), the input keypoints (B, K, 2) in cells of ``features``, the
-        heatmap logits (B, K, h, w) (read, not trained through) and the inputs' presence
-        (B, K) (the kind classifier's partner evidence; default: all present)."""
+    def forward(self, features: Tensor, context: Tensor, cells: Tensor, logits: Tensor) -> Tensor:
+        """Logits (B, K) from head features (B, C, h, w), backbone output (B, C', h', w'),
+        the input keypoints (B, K, 2) in cells of ``features`` and the heatmap logits
+        (B, K, h, w) (read, not trained through)."""
         h, w = features.shape[-2:]
         size = torch.tensor([w, h], device=cells.device, dtype=torch.float32)
         grid = ((cells.float() + 0.5) / size * 2 - 1).unsqueeze(2)  # (B, K, 1, 2)
         local = F.grid_sample(features.float(), grid, align_corners=False,
                               padding_mode="border")[..., 0].transpose(1, 2)  # (B, K, C)
         ctx = self.context(context.float().mean((2, 3)))
-        maps = logits.detach()
         pre = (self.local(local) + ctx.unsqueeze(1) + self.keypoint
-               + self.evidence(heatmap_evidence(maps, cells)))
-        if not self.kinds:
-            return self.out(F.relu(pre))[..., 0]
-        if valid is None:
-            valid = torch.ones(cells.shape[:2], device=cells.device)
-        pre = pre + self.partner(partner_evidence(maps, cells, valid, self.partners,
-                                                  self.has_partner))
-        return self.kind(F.relu(pre))
-
-
-def _gross_mask() -> Tensor:
-    """(5,) True at the :data:`~posefix.taxonomy.GROSS` kinds."""
-    return torch.isin(torch.arange(len(ERROR_TYPES)), torch.tensor(GROSS))
-
-
-def kind_bias_from_binary(bias: Tensor) -> Tensor:
-    """Kind-classifier biases (5,) whose P(inversion) + P(swap) + P(miss) is
-    ``sigmoid(bias)`` of a binary error head with zero weights (good, jitter: ``-log 2``;
-    the three gross kinds: ``bias - log 3``)."""
-    return torch.where(_gross_mask(), bias.float() - math.log(3.0),
-                       torch.tensor(-math.log(2.0)))
-
-
-def kind_head_from_binary(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-    """Kind-classifier weight (5, C) and bias (5,) from a binary error head's (1, C) and
-    (1,): each gross kind gets the binary weights, so P(gross) starts where it was."""
-    gross = _gross_mask().to(weight.dtype)[:, None]
-    return gross * weight.expand(len(ERROR_TYPES), -1), kind_bias_from_binary(bias[0])
-
-
-def gross_logit(kind_logits: Tensor) -> Tensor:
-    """Logit (B, K) of P(inversion) + P(swap) + P(miss) from kind logits (B, K, 5)."""
-    x = kind_logits.float()
-    right = [k for k in range(len(ERROR_TYPES)) if k not in GROSS]
-    return torch.logsumexp(x[..., list(GROSS)], -1) - torch.logsumexp(x[..., right], -1)
-
-
-def partner_evidence(logits: Tensor, cells: Tensor, valid: Tensor, partners: Tensor,
-                     has_partner: Tensor) -> Tensor:
-    """What the heatmaps say of each keypoint's left/right partner's input: (B, K, 4) of
-    this map's log-probability at the partner's input, the distance from this map's
-    soft-argmax to it (units of 4 cells), the partner map's log-probability at this input,
-    and whether the partner's input is present (all zero where it is not)."""
-    pc = cells[:, partners]
-    here = heatmap_evidence(logits, pc)
-    there = heatmap_evidence(logits[:, partners], cells)
-    ok = ((valid[:, partners] > 0) & has_partner).float()
-    return torch.stack([here[..., 0], here[..., 2], there[..., 0], torch.ones_like(ok)],
-                       -1) * ok.unsqueeze(-1)
+               + self.evidence(heatmap_evidence(logits.detach(), cells)))
+        return self.out(F.relu(pre))[..., 0]
 
 
 def heatmap_evidence(logits: Tensor, cells: Tensor) -> Tensor:
@@ -174,8 +98,7 @@ class PoseFixNet(nn.Module):
         input_sigma: sigma in pixels of the rendered input-pose Gaussians.
     """
 
-    def __init__(self, cfg: ModelConfig, num_keypoints: int,
-                 partners: Sequence[int] | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, num_keypoints: int) -> None:
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be positive, got {num_keypoints}")
@@ -220,11 +143,7 @@ class PoseFixNet(nn.Module):
         self.final = nn.Conv2d(in_ch, self.num_keypoints, kernel_size=1)
         self._init_head()
         # Optional input-error head (a posefix extension, see ModelConfig.error_head).
-        if cfg.error_kinds and partners is None:
-            raise ConfigError("model.error_kinds: the network needs the keypoints' "
-                              "left/right partners (build_model's spec)")
-        self.error_head = (InputErrorHead(in_ch, backbone_channels, self.num_keypoints,
-                                          partners=partners if cfg.error_kinds else None)
+        self.error_head = (InputErrorHead(in_ch, backbone_channels, self.num_keypoints)
                            if cfg.error_head else None)
         # Optional input-pose skip (a posefix extension, see ModelConfig.pose_skip).
         self.pose_skip = (
@@ -253,15 +172,13 @@ class PoseFixNet(nn.Module):
         h, w = self.input_size
         return render_gaussians(input_pose.float(), h, w, self.input_sigma).to(dtype)
 
-    def forward(self, images: Tensor, input_pose: Tensor, *, with_error: bool = False,
-                with_kinds: bool = False) -> Tensor | tuple[Tensor, ...]:
+    def forward(self, images: Tensor, input_pose: Tensor, *, with_error: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Heatmap logits (B, K, h, w) for normalized crops (B, 3, H, W) and input poses.
 
         ``input_pose`` is (B, K, 3): ``x, y, valid`` in input pixels. With ``with_error``,
-        returns ``(logits, error_logits)``: the error head's (B, K) logits of a gross error
-        (for a kind head, of P(inversion) + P(swap) + P(miss)), or None for a network
-        without one. With ``with_kinds``, returns ``(logits, error_logits, kind_logits)``:
-        the (B, K, 5) kind logits, or None for a network without a kind head.
+        returns ``(logits, error_logits)``: the error head's (B, K) logits of a gross error,
+        or None for a network without one.
         """
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.input_size:
             raise ValueError(f"images must be (B, 3, {self.input_size[0]}, {self.input_size[1]}),"
@@ -283,15 +200,11 @@ class PoseFixNet(nn.Module):
                                        hh, ww, self.input_sigma / self.stride)
             # in float32 even under autocast: bfloat16 would round the prior's slope
             x = x.float() + self.pose_skip.view(1, -1, 1, 1).float() * prior.float()
-        if not (with_error or with_kinds):
+        if not with_error:
             return x
         if self.error_head is None:
-            return (x, None, None) if with_kinds else (x, None)
-        err = self.error_head(features[:, :, :hh, :ww], context, cells, x, input_pose[..., 2])
-        kinds = err if err.dim() == 3 else None
-        if kinds is not None:
-            err = gross_logit(kinds)
-        return (x, err, kinds) if with_kinds else (x, err)
+            return x, None
+        return x, self.error_head(features[:, :, :hh, :ww], context, cells, x)
 
     def decode(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Logits -> (coords (B, K, 2) in input pixels, confidence (B, K)).
@@ -322,19 +235,6 @@ class PoseFixNet(nn.Module):
         return coords, conf, prob
 
     @torch.no_grad()
-    def predict_with_kinds(self, images: Tensor, input_pose: Tensor
-                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """For a kind head: the refined keypoints (B, K, 2) of the heatmaps (
-        :mod:`posefix.fixes` decides which input keypoints they replace), their confidence
-        (B, K), P(gross error) (B, K) and the kind probabilities (B, K, 5); no grad."""
-        if self.error_head is None or not self.error_head.kinds:
-            raise ValueError("this network has no error-kind head (model.error_kinds: false)")
-        logits, error_logits, kind_logits = self(images, input_pose, with_kinds=True)
-        coords, conf = self.decode(logits)
-        return (coords, conf, torch.sigmoid(error_logits.float()),
-                torch.softmax(kind_logits.float(), -1))
-
-    @torch.no_grad()
     def input_error(self, images: Tensor, input_pose: Tensor) -> Tensor:
         """Probability (B, K) that each input keypoint is a gross error (needs the head)."""
         if self.error_head is None:
@@ -342,11 +242,9 @@ class PoseFixNet(nn.Module):
         return torch.sigmoid(self(images, input_pose, with_error=True)[1].float())
 
 
-def build_model(cfg: ModelConfig, num_keypoints: int,
-                partners: Sequence[int] | None = None) -> PoseFixNet:
-    """The PoseFix network of a model config for ``num_keypoints`` keypoints (``partners``:
-    each keypoint's left/right partner or -1, :attr:`KeypointSpec.partner_index`; needed by
-    ``model.error_kinds``). Its decoding is :meth:`posefix.decoding.Decoding.from_model_config`'s."""
-    return PoseFixNet(cfg, num_keypoints, partners)
+def build_model(cfg: ModelConfig, num_keypoints: int) -> PoseFixNet:
+    """The PoseFix network of a model config for ``num_keypoints`` keypoints. Its decoding
+    is :meth:`posefix.decoding.Decoding.from_model_config`'s."""
+    return PoseFixNet(cfg, num_keypoints)
 
 

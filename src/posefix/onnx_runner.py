@@ -17,12 +17,11 @@ from .decoding import Decoding
 from .errors import InputError
 from .spec import KeypointSpec
 
-__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "KINDS_OUTPUT", "OUTPUT_NAMES", "OnnxRefiner"]
+__all__ = ["ERROR_OUTPUT", "INPUT_NAMES", "OUTPUT_NAMES", "OnnxRefiner"]
 
 INPUT_NAMES = ("images", "input_pose")
 OUTPUT_NAMES = ("coords", "confidence", "heatmaps")
 ERROR_OUTPUT = "input_error"  # the fourth output of a model with an error head
-KINDS_OUTPUT = "error_kinds"  # the fifth output of a model with an error-kind head
 
 
 class OnnxRefiner:
@@ -109,8 +108,7 @@ class OnnxRefiner:
                  ) -> tuple[np.ndarray, ...]:
         """The heatmaps' ``coords`` (B, K, 2) in input pixels (gated in a
         ``posefix-onnx/1`` file) and ``confidence`` (B, K), and the
-        ``input_error`` (B, K) probabilities where the model has an error head, then the
-        ``error_kinds`` (B, K, 5) where it has an error-kind head."""
+        ``input_error`` (B, K) probabilities where the model has an error head."""
         out = self.run(images, input_pose)
-        extra = tuple(out[k] for k in (ERROR_OUTPUT, KINDS_OUTPUT) if k in out)
+        extra = tuple(out[k] for k in (ERROR_OUTPUT,) if k in out)
         return (out["coords"], out["confidence"], *extra)

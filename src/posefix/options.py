@@ -51,11 +51,6 @@ class RefineOptions:
         skip_missing: keep the detections of missing or unreadable images unchanged (and
             count them) instead of raising :class:`posefix.errors.InputError`.
         progress: show a progress bar.
-        fix: for a network with an error-kind head (``model.error_kinds``), how each input
-            keypoint is fixed by its kind (:class:`posefix.fixes.FixOptions`, its gate by
-            default the network's error gate; None: ``FixOptions()``), or a callable
-            ``(inputs, refined, kinds, areas, spec) -> keypoints`` (one image's detections,
-            image pixels). Ignored for other networks.
     """
 
     box: str = "pose"
@@ -68,7 +63,6 @@ class RefineOptions:
     exif: str = "auto"
     skip_missing: bool = False
     progress: bool = False
-    fix: Any = None  # posefix.fixes.FixOptions, a callable or None
 
     def __post_init__(self) -> None:
         if self.box not in BOXES:

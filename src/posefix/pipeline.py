@@ -36,7 +36,7 @@ and ``spec``, ``input_size`` and ``padding`` (:class:`posefix.refiner.Refiner`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,7 +45,6 @@ import numpy as np
 from .crops import CropDataset, CropTask, ImageSource, group_by_image, iterate_crops
 from .decoding import Decoding
 from .errors import InputError
-from .fixes import FixOptions, fix_keypoints
 from .geometry import apply_affine, invert_affine
 from .io import Detections
 from .options import RefineOptions
@@ -90,7 +89,6 @@ class Chunk:
     coords: np.ndarray
     conf: np.ndarray
     error: np.ndarray | None = None  # input-error probabilities, where the network gives them
-    kinds: np.ndarray | None = None  # error-kind probabilities (N, K, 5), where it gives them
     done: int = 0
 
     @property
@@ -159,7 +157,6 @@ class BatchQueue:
                else batch(crops, poses, np.concatenate(parts_a)))
         coords, conf = out[0], out[1]
         error = out[2] if len(out) > 2 else None
-        kinds = out[3] if len(out) > 3 else None
         off = 0
         for c, start, take in where:
             c.coords[start:start + take] = coords[off:off + take]
@@ -168,10 +165,6 @@ class BatchQueue:
                 if c.error is None:
                     c.error = np.zeros_like(c.conf)
                 c.error[start:start + take] = error[off:off + take]
-            if kinds is not None:
-                if c.kinds is None:
-                    c.kinds = np.zeros((*c.conf.shape, kinds.shape[-1]))
-                c.kinds[start:start + take] = kinds[off:off + take]
             c.done += take
             off += take
         self._buffered -= n
@@ -180,17 +173,12 @@ class BatchQueue:
 
 class ResultWriter:
     """Finished chunks in, refined detections out: uncrops each chunk into the output
-    arrays (and rescores it), and once an image's last chunk is in, fixes its keypoints by
-    their error kinds (where the network gives them: ``fix``, :mod:`posefix.fixes`) and
-    runs OKS-NMS on it."""
+    arrays (and rescores it), and once an image's last chunk is in, runs OKS-NMS on it."""
 
     def __init__(self, dets: Detections, spec: KeypointSpec, score: str, nms: float,
-                 counts: RefineCounts, fix: FixOptions | Callable[..., np.ndarray] | None = None,
-                 owned: bool = False) -> None:
+                 counts: RefineCounts, owned: bool = False) -> None:
         self.dets = dets
         self.spec = spec
-        self.fix = fix if fix is not None else FixOptions().resolve(None)
-        self._kinds: list[tuple[np.ndarray, ...]] = []
         self.score = score
         self.nms = nms
         self.counts = counts
@@ -211,9 +199,6 @@ class ResultWriter:
         if len(chunk.rows):
             m_inv = invert_affine(chunk.item["affine"])
             coords = apply_affine(chunk.coords, m_inv)
-            if chunk.kinds is not None:  # fixed when the image is complete, from the inputs
-                self._kinds.append((chunk.rows, coords, chunk.kinds,
-                                    self.dets.keypoints[chunk.rows].copy()))
             self.keypoints[chunk.rows, :, :2] = coords
             self.keypoints[chunk.rows, :, 2] = chunk.conf
             self.scores[chunk.rows] = self._score(chunk)
@@ -246,27 +231,12 @@ class ResultWriter:
             return base * right
         return base
 
-    def _fix_image(self, rows: np.ndarray, areas: np.ndarray) -> None:
-        """Output positions of the image's refined rows from their error kinds."""
-        kr, coords, kinds, inputs = (np.concatenate(v) for v in zip(*self._kinds, strict=True))
-        self._kinds = []
-        at = np.searchsorted(rows, kr, sorter=np.argsort(rows))
-        area = areas[np.argsort(rows)][at]
-        if callable(self.fix):
-            out = self.fix(inputs, coords, kinds, area, self.spec)
-        else:
-            out = fix_keypoints(inputs, coords, kinds, area, self.spec, self.fix).coords
-        self.keypoints[kr, :, :2] = out
-
     def _finish_image(self) -> None:
-        """Kind fixes, then OKS-NMS among the refined detections of the image just
-        completed."""
+        """OKS-NMS among the refined detections of the image just completed."""
         if not self._rows:
             return
         rows, areas = np.concatenate(self._rows), np.concatenate(self._areas)
         self._rows, self._areas = [], []
-        if self._kinds:
-            self._fix_image(rows, areas)
         if self.nms > 0 and len(rows) > 1:
             kept = oks_nms(self.keypoints[rows][:, self.used], self.scores[rows], areas,
                            self.sigmas, self.nms)
@@ -350,9 +320,7 @@ def run_pipeline(detections: Detections, images: ImageSource, refiner: Any,
     queue = BatchQueue(refiner, options.batch_size)
     decoding = getattr(refiner, "decoding", Decoding()).changed(score=options.score,
                                                                 nms=options.nms)
-    fix = options.fix if callable(options.fix) else \
-        (options.fix or FixOptions()).resolve(decoding.gate)
-    writer = ResultWriter(detections, spec, decoding.score, decoding.nms, counts, fix,
+    writer = ResultWriter(detections, spec, decoding.score, decoding.nms, counts,
                           owned=inplace)
     bar = None
     if options.progress:

@@ -66,7 +66,7 @@ __all__ = ["BACKENDS", "Predictor", "RefinedPerson", "RefinedPoses", "Refiner", 
 #: Box padding where neither the checkpoint nor the ONNX file gives one (the reference's).
 DEFAULT_PADDING = 1.25
 
-#: ``(images (B, 3, H, W), input_pose (B, K, 3)) -> (coords, confidence[, error[, kinds]])``:
+#: ``(images (B, 3, H, W), input_pose (B, K, 3)) -> (coords, confidence[, error])``:
 #: tensors for a PyTorch network, numpy arrays for an ``arrays`` predictor (ONNX Runtime).
 Predictor = Callable[..., tuple[Any, ...]]
 
@@ -89,9 +89,7 @@ class Refiner:
             (coords (B, K, 2) crop pixels, confidence (B, K))``, e.g. ``PoseFixNet.predict``
             or an :class:`posefix.export.OnnxRefiner`; it may add a third output, the
             probability (B, K) that each input keypoint is a gross error
-            (``PoseFixNet.predict_with_error``), which :meth:`refine_batch` returns too, and
-            a fourth, the (B, K, 5) error-kind probabilities (``predict_with_kinds``: then
-            :mod:`posefix.fixes` decides which input keypoints the heatmaps' replace).
+            (``PoseFixNet.predict_with_error``), which :meth:`refine_batch` returns too.
         input_size: (height, width) of the crops.
         spec: keypoint layout (its ``flip_index`` un-mirrors the flipped prediction).
         device: where ``predict`` runs (ignored for ONNX Runtime: the CPU).
@@ -143,7 +141,7 @@ class Refiner:
 
     @property
     def error_gate(self) -> float | None:
-        """The error gate (:attr:`decoding`'s; an error-kind head's default fix gate)."""
+        """The error gate (:attr:`decoding`'s)."""
         return self.decoding.gate
 
     def with_decoding(self, decoding: Decoding) -> Refiner:
@@ -251,22 +249,20 @@ class Refiner:
         return network_inputs(crops, poses, self._flip_index if self.flip else None)
 
     def combine(self, coords: np.ndarray, conf: np.ndarray, n: int,
-                error: np.ndarray | None = None, kinds: np.ndarray | None = None,
-                ) -> tuple[np.ndarray, ...]:
+                error: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """Average the mirrored half of a prepared batch's predictions back in (in float32)
-        and return float64 ``coords, conf, error`` and, where given, ``kinds``."""
+        and return float64 ``coords, conf, error``."""
         out = [None if a is None else np.asarray(a, dtype=np.float32)
-               for a in (coords, conf, error, kinds)]
+               for a in (coords, conf, error)]
         if self.flip:
             index = self._flip_index
             fc = out[0][n:][:, index]
             fc[..., 0] = self.input_size[1] - 1 - fc[..., 0]
             out[0] = (out[0][:n] + fc) / 2
-            for i in (1, 2, 3):
+            for i in (1, 2):
                 if out[i] is not None:
                     out[i] = (out[i][:n] + out[i][n:][:, index]) / 2
-        done = tuple(None if a is None else a.astype(np.float64) for a in out)
-        return done if kinds is not None else done[:3]
+        return tuple(None if a is None else a.astype(np.float64) for a in out)
 
     def refine_image(self, image: np.ndarray, keypoints: np.ndarray,
                      scores: np.ndarray | None = None, *, color: str = "rgb",
@@ -324,7 +320,7 @@ class Refiner:
     def refine_batch(self, crops: np.ndarray, poses: np.ndarray,
                      areas: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """:meth:`__call__` and the input-error probability (B, K), or None where the
-        predictor gives none (and the error kinds (B, K, 5) where it gives them).
+        predictor gives none.
         ``areas`` (B,): each crop's area in the image, in image pixels (for the decoding's
         ``hold_above_shrink``; None: unknown)."""
         n = len(crops)
@@ -337,11 +333,10 @@ class Refiner:
         out = self.predict(x, p) if self.arrays else _run_torch(self.predict, x, p,
                                                                  self.device)
         error = out[2] if len(out) > 2 else None
-        kinds = out[3] if len(out) > 3 else None
         coords = out[0]
-        if kinds is None and not self.decodes_itself:  # kinds: posefix.fixes decides
+        if not self.decodes_itself:
             coords = self.decoding.place(coords, out[1], error, p, shrink)
-        return self.combine(coords, out[1], n, error, kinds)
+        return self.combine(coords, out[1], n, error)
 
     def __call__(self, crops: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Refine a batch: uint8 RGB crops (B, H, W, 3), input poses (B, K, 3) in crop pixels
@@ -381,12 +376,9 @@ def _detections(keypoints: Sequence[np.ndarray], scores: Sequence[np.ndarray] | 
 
 
 def _torch_predictor(net: torch.nn.Module) -> Predictor:
-    """The predict method of a network: with its error kinds, its error probability, or
-    its keypoints alone."""
-    head = getattr(net, "error_head", None)
-    if getattr(head, "kinds", False):
-        return net.predict_with_kinds  # type: ignore[return-value]
-    if head is not None:
+    """The predict method of a network: with its error probability, or its keypoints
+    alone."""
+    if getattr(net, "error_head", None) is not None:
         return net.predict_with_error  # type: ignore[return-value]
     return getattr(net, "predict", net)
 

@@ -297,8 +297,7 @@ def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, 
 
     uint8 crops are normalized on the device; the forward runs under autocast when
     ``amp_dtype`` is given, the loss in float32. A network with an error head adds its
-    binary cross-entropy, or a kind head its softmax cross-entropy (``err``, weighted by
-    ``error_weight``), to ``loss``.
+    binary cross-entropy (``err``, weighted by ``error_weight``) to ``loss``.
     """
     images = batch["image"].to(device, non_blocking=True)
     if images.dtype == torch.uint8:
@@ -308,11 +307,10 @@ def compute_loss(model: nn.Module, batch: dict[str, Any], device: torch.device, 
     valid = batch["target_valid"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                         enabled=amp_dtype is not None):
-        logits, error_logits, kind_logits = model(images, pose, with_kinds=True)
+        logits, error_logits = model(images, pose, with_error=True)
     losses = integral_loss(logits.float(), target, valid)
     if error_logits is not None:
-        err = error_head_loss(error_logits if kind_logits is None else kind_logits,
-                              batch["meta"]["types"], pose[..., 2])
+        err = error_head_loss(error_logits, batch["meta"]["types"], pose[..., 2])
         losses["loss"] = losses["loss"] + error_weight * err
         losses["err"] = err
     return losses
