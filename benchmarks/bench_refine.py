@@ -47,6 +47,7 @@ from posefix.checkpoint import load_checkpoint, save_checkpoint
 from posefix.commands.refine import refine_files
 from posefix.config import load_config
 from posefix.crops import CropDataset, group_by_image
+from posefix.decoding import Decoding
 from posefix.images import load_image_list
 from posefix.io import load_ground_truth, load_results
 from posefix.model import build_model
@@ -93,7 +94,7 @@ def forward_only(ckpt_path: Path, results: Path, image_list: Path, batch_size: i
     ckpt = load_checkpoint(ckpt_path)
     spec = ckpt.spec
     net = ckpt.model.to(device).eval()
-    refiner = Refiner(net.predict, net.input_size, spec, device, flip)
+    refiner = Refiner(net.predict, net.input_size, spec, device, Decoding(flip=flip))
     infos = load_image_list(image_list)
     dets = load_results(results, spec, image_ids=infos)
     tasks = group_by_image(dets.image_ids, max(batch_size, 64))
