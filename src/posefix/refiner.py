@@ -400,7 +400,7 @@ def _check_decoding(refiner: Refiner, decoding: Decoding) -> None:
     applies its own (:attr:`Refiner.decodes_itself`)."""
     if decoding.gate is not None and refiner.error_head is False:
         raise ConfigError("error gate: this network has no error head (model.error_head: false)")
-    if refiner.decodes_itself and hasattr(refiner, "decoding"):
+    if refiner.decodes_itself:  # compared with the decoding it was built with
         own = refiner.decoding
         policy = ("gate", "steps", "hold_below", "hold_above_shrink")
         if any(getattr(decoding, f) != getattr(own, f) for f in policy):
