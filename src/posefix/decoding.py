@@ -152,15 +152,12 @@ class Decoding:
                 step = np.asarray(self.steps, dtype=np.float32).reshape(-1, 1)
                 kept = kept + step * (out - kept)
             out = np.where(keep[..., None], kept, out)
-        if self.hold_below is not None:
-            weak = (np.asarray(confidence, dtype=np.float32) < np.float32(self.hold_below)) \
-                & present
-            out = np.where(weak[..., None], pose[..., :2], out)
-        if self.hold_above_shrink is not None and shrink is not None:
-            coarse = (np.asarray(shrink, dtype=np.float64) > self.hold_above_shrink)[:, None] \
-                & present
-            out = np.where(coarse[..., None], pose[..., :2], out)
-        return out
+        hold = np.zeros_like(present)
+        if self.hold_below is not None:  # no evidence to move
+            hold |= np.asarray(confidence, dtype=np.float32) < np.float32(self.hold_below)
+        if self.hold_above_shrink is not None and shrink is not None:  # seen too coarse
+            hold |= (np.asarray(shrink, dtype=np.float64) > self.hold_above_shrink)[:, None]
+        return np.where((hold & present)[..., None], pose[..., :2], out)
 
     def to_json(self) -> str:
         """The decoding as JSON (an ONNX export's ``posefix.decoding`` metadata)."""
@@ -172,9 +169,7 @@ class Decoding:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"a decoding must be a JSON object, got {type(data).__name__}")
-        if data.get("steps") is not None:
-            data["steps"] = tuple(data["steps"])
-        return cls(**data)
+        return cls(**data)  # __post_init__ makes a list of steps a tuple
 
     def describe(self) -> str:
         """One line for summaries, e.g. ``gate 0.8, steps 0-0.6, flip test, score auto,
