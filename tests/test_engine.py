@@ -12,7 +12,7 @@ import torch
 
 import posefix.engine as E
 from posefix.checkpoint import load_checkpoint
-from posefix.config import Config, load_config
+from posefix.config import Config, ConfigError, load_config
 from posefix.train import TrainState, train, train_one_epoch
 from posefix.trainlog import LossMeter
 
@@ -83,3 +83,25 @@ def test_train_one_epoch_advances_the_position_by_the_rest_of_the_epoch(
     # From the middle of an epoch: only its rest.
     pos = train_one_epoch(eng, E.Position(step=3, epoch=1, epoch_seen=8), meter)
     assert pos == E.Position(step=4, epoch=1, epoch_seen=12)
+
+
+def test_train_only_steps_the_named_module_and_keeps_the_rest_to_the_bit(
+        data_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny(data_dir, tmp_path / "run", "model.error_head=true",
+                "optim.train_only=[error_head]")
+    eng, pos = E.build_engine(cfg, E.setup_distributed("cpu"), "no")
+    before = {k: v.clone() for k, v in eng.parts.net.state_dict().items()}
+    assert any("running_mean" in k for k in before)  # BatchNorm statistics are checked too
+    train_one_epoch(eng, pos, LossMeter(torch.zeros(5)))
+    after = eng.parts.net.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(k.startswith("error_head.") for k in changed), changed
+    assert {id(p) for g in eng.parts.optimizer.param_groups for p in g["params"]} == \
+        {id(p) for p in eng.parts.net.error_head.parameters()}
+
+
+def test_train_only_names_the_key_and_the_modules_it_could_be(data_dir: Path,
+                                                             tmp_path: Path) -> None:
+    cfg = _tiny(data_dir, tmp_path / "run", "optim.train_only=[error_haed]")
+    with pytest.raises(ConfigError, match=r"optim.train_only: error_haed .*backbone"):
+        E.build_engine(cfg, E.setup_distributed("cpu"), "no")

@@ -232,6 +232,10 @@ class OptimConfig:
     # min(ema_decay, (1 + step) / (10 + step))
     ema_decay: float | None = None
     error_weight: float = 1.0  # weight of the error head's binary cross-entropy in the loss
+    # train only the parameters under these modules of the network (e.g. [error_head]:
+    # calibrate the error head on new data and keep every other weight, BatchNorm
+    # statistics included, as run.init_from gave it); empty: train everything
+    train_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", "must be positive", self.lr)

@@ -16,6 +16,7 @@ import datetime
 import os
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -270,7 +271,7 @@ def _build_parts(cfg: Config, info: DistInfo, spec: KeypointSpec, steps_per_epoc
     net = net.to(device)
     if cfg.run.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr,
+    optimizer = torch.optim.Adam(trainable_parameters(net, cfg.optim.train_only), lr=cfg.optim.lr,
                                  weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, _lr_milestones(cfg, steps_per_epoch), gamma=cfg.optim.lr_factor)
@@ -281,6 +282,34 @@ def _build_parts(cfg: Config, info: DistInfo, spec: KeypointSpec, steps_per_epoc
         if cfg.optim.ema_decay is not None else None
     return TrainParts(net=net, ema=ema, optimizer=optimizer, scheduler=scheduler,
                       scaler=scaler, amp_dtype=amp_dtype)
+
+
+def trainable_parameters(net: nn.Module, train_only: Sequence[str]) -> list[nn.Parameter]:
+    """The parameters the optimizer steps: all of them, or (``optim.train_only``) those
+    under the named modules, the others frozen (``requires_grad`` off). Raises ConfigError
+    for a name that is not a module of the network."""
+    if not train_only:
+        return list(net.parameters())
+    modules = dict(net.named_modules())
+    missing = [name for name in train_only if name not in modules]
+    if missing:
+        raise ConfigError(f"optim.train_only: {', '.join(missing)} is not a module of the "
+                          f"network (has: {', '.join(n for n, _ in net.named_children())})")
+    net.requires_grad_(False)
+    for name in train_only:
+        modules[name].requires_grad_(True)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def hold_frozen(net: nn.Module, train_only: Sequence[str]) -> None:
+    """Put every module outside ``optim.train_only`` in eval mode (after ``train()``), so
+    that frozen BatchNorm layers keep their statistics; nothing when training everything."""
+    if not train_only:
+        return
+    inside = tuple(train_only)
+    for name, module in net.named_modules():
+        if not any(name == t or name.startswith(t + ".") for t in inside):
+            module.training = False
 
 
 def _wrap(net: PoseFixNet, info: DistInfo, pos: Position, resume: Path | None) -> nn.Module:

@@ -72,6 +72,7 @@ from .engine import (
     build_engine,
     build_train_loader,
     data_loader,
+    hold_frozen,
     save_last,
     setup_distributed,
 )
@@ -146,6 +147,7 @@ def train_one_epoch(eng: Engine, pos: Position, meter: LossMeter,
     the periodic checkpoint. Returns the position reached."""
     cfg, data = eng.cfg, eng.data
     eng.model.train()
+    hold_frozen(eng.parts.net, cfg.optim.train_only)
     data.sampler.set_epoch(pos.epoch)
     data.sampler.set_start(pos.epoch_seen)
     batches = iter(data.loader)
