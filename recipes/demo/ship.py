@@ -39,6 +39,8 @@ def main() -> None:
                     help="other decoding settings to ship (e.g. model.error_blend=0.25)")
     ap.add_argument("--out", default=str(DEST), help="default: the package's demo model")
     ap.add_argument("--config", default="config.yaml", help="the recipe config it trained with")
+    ap.add_argument("--command", default=None,
+                    help="the command that made it (default: posefix train on --config)")
     args = ap.parse_args()
     dest = Path(args.out)
     ckpt = load_checkpoint(args.checkpoint)
@@ -48,7 +50,7 @@ def main() -> None:
     info = dict(ckpt.extra.get("shipped_from") or {
         "source": str(args.checkpoint), "step": ckpt.extra.get("step"),
         "epoch": ckpt.extra.get("epoch"), "seed": config.run.seed,
-        "command": COMMAND.format(args.config),
+        "command": args.command or COMMAND.format(args.config),
         "data": yaml.safe_load((HERE / "split.yaml").read_text())})
     if ckpt.extra.get("shipped_from"):
         info["reshipped"] = [*info.get("reshipped", []), {"from": str(args.checkpoint),
