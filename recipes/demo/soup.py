@@ -1,14 +1,16 @@
 """The mean of several checkpoints' weights as a checkpoint of its own (a uniform "model
-soup", Wortsman et al., ICML 2022): fine-tunes of the same start that differ in their data
-mix average into one network whose errors are less the noise of either run.
+soup", Wortsman et al., ICML 2022). With a model and its fine-tune on a new domain it is
+WiSE-FT (Wortsman et al., CVPR 2022) with a mixing weight of one half: the average keeps
+much of what fine-tuning gained and of what it forgot. The shipped demo model is the soup of
+the LSP-trained model and its COCO fine-tune (``train_coco.sh``).
 
 The checkpoints must share the architecture and the keypoint layout; the soup takes the
 first one's config (its decoding included) and records where its weights came from.
 BatchNorm statistics are averaged like the weights; integer buffers (BatchNorm's batch
 counter) are the first's.
 
-    .venv/bin/python recipes/demo/soup.py runs/coco_finetune/final.pt \
-        runs/coco_finetune_x2/final.pt --out runs/coco_soup.pt
+    .venv/bin/python recipes/demo/soup.py runs/coco_finetune/final.pt runs/demo_lsp.pt \
+        --out runs/coco_soup.pt
 """
 
 from __future__ import annotations

@@ -306,9 +306,8 @@ def hold_frozen(net: nn.Module, train_only: Sequence[str]) -> None:
     that frozen BatchNorm layers keep their statistics; nothing when training everything."""
     if not train_only:
         return
-    inside = tuple(train_only)
     for name, module in net.named_modules():
-        if not any(name == t or name.startswith(t + ".") for t in inside):
+        if not any(name == t or name.startswith(t + ".") for t in train_only):
             module.training = False
 
 
